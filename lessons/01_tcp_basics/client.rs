@@ -1,0 +1,107 @@
+//! Lesson 01, the client: connects, sends each line, prints each timestamped reply.
+//!
+//! The lines are the arguments, or else the lines of stdin (with a `> ` prompt when
+//! stdin is a terminal). An empty line or end of input (Ctrl-D) ends the client.
+//!
+//!   cargo run --bin 01_tcp_basics_client -- hello "how are you"
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::net::TcpStream;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use workbook::cli::Cli;
+use workbook::{connect_failed, fail};
+
+const DEFAULT_PORT: u16 = 21567;
+
+fn main() {
+    let args = Cli::new(
+        "01_tcp_basics_client",
+        "Lesson 01: sends each line to the timestamp server and prints each reply.",
+        DEFAULT_PORT,
+    )
+    .positional(
+        "MESSAGE",
+        "lines to send; without any, lines are read from stdin until an empty line or EOF",
+    )
+    .parse();
+    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+
+    // ANCHOR: client_steps
+    // 1. socket(2), as on the server. Python: socket.socket(AF_INET, SOCK_STREAM)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+    // 2. connect(2): the three-way handshake. The kernel picks our own address and an
+    //    ephemeral port; there is no bind or listen on this side. Python: s.connect(addr)
+    if let Err(err) = socket.connect(&addr.into()) {
+        fail(&connect_failed(addr, &err, "01_tcp_basics_server"));
+    }
+    // ANCHOR_END: client_steps
+    let mut stream = TcpStream::from(socket);
+
+    let result = if args.rest.is_empty() {
+        talk_from_stdin(&mut stream)
+    } else {
+        args.rest
+            .iter()
+            .try_for_each(|message| exchange(&mut stream, message.as_bytes()))
+    };
+    if let Err(err) = result {
+        fail(&format!("talking to {addr}: {err}"));
+    }
+    // Dropping the stream closes the socket: close(2) sends FIN, and the server's
+    // recv returns 0 bytes.
+}
+
+fn talk_from_stdin(stream: &mut TcpStream) -> io::Result<()> {
+    let stdin = io::stdin();
+    let prompt = stdin.is_terminal();
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    loop {
+        if prompt {
+            print!("> ");
+            io::stdout().flush()?;
+        }
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(()); // end of input
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.is_empty() {
+            return Ok(());
+        }
+        exchange(stream, text)?;
+    }
+}
+
+/// Sends one line and prints the reply, which ends with that line's newline.
+fn exchange(stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
+    // ANCHOR: exchange
+    let mut line = message.to_vec();
+    line.push(b'\n');
+    stream.write_all(&line)?;
+
+    // The server answers each chunk it receives with `[time] chunk`. It may have
+    // received our line in several chunks, so we read until the reply ends with our
+    // newline, however many recv calls that takes.
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !reply.ends_with(b"\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                ));
+            }
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    // ANCHOR_END: exchange
+    io::stdout().write_all(&reply)?;
+    io::stdout().flush()
+}

@@ -1,0 +1,385 @@
+//! The command line every lesson program shares.
+//!
+//! Every program takes `--host HOST`, `--port PORT` and `--help`; a lesson adds its own
+//! flags with [`Cli::switch`] (on/off) and [`Cli::value`] (takes a value). Anything else
+//! on the command line is a positional argument (the client's messages).
+//!
+//! A wrong flag or value prints a usage message on stderr and exits with status 2;
+//! `--help` prints the usage on stdout and exits with status 0.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+/// Exit status for a usage error (the convention of most Unix tools).
+pub const USAGE_EXIT: i32 = 2;
+
+struct Flag {
+    name: &'static str,
+    /// `Some(metavar)` for a flag that takes a value, `None` for a switch.
+    metavar: Option<&'static str>,
+    help: &'static str,
+}
+
+/// What a program accepts, built once at the top of `main`.
+pub struct Cli {
+    program: &'static str,
+    about: &'static str,
+    default_port: u16,
+    positional: Option<(&'static str, &'static str)>,
+    flags: Vec<Flag>,
+}
+
+/// The parsed command line.
+#[derive(Debug)]
+pub struct Args {
+    pub host: String,
+    pub port: u16,
+    /// Positional arguments, in order (for a client: the messages to send).
+    pub rest: Vec<String>,
+    switches: Vec<&'static str>,
+    values: HashMap<&'static str, String>,
+    program: &'static str,
+}
+
+/// Why parsing stopped.
+#[derive(Debug, PartialEq)]
+pub enum CliError {
+    /// `--help` was given; the text is the usage.
+    Help(String),
+    /// Something was wrong; the text says what, followed by the usage.
+    Usage(String),
+}
+
+impl Cli {
+    pub fn new(program: &'static str, about: &'static str, default_port: u16) -> Cli {
+        Cli {
+            program,
+            about,
+            default_port,
+            positional: None,
+            flags: Vec::new(),
+        }
+    }
+
+    /// A flag without a value, e.g. `--quiet`.
+    pub fn switch(mut self, name: &'static str, help: &'static str) -> Cli {
+        self.flags.push(Flag {
+            name,
+            metavar: None,
+            help,
+        });
+        self
+    }
+
+    /// A flag with a value, e.g. `--rcvbuf BYTES`.
+    pub fn value(mut self, name: &'static str, metavar: &'static str, help: &'static str) -> Cli {
+        self.flags.push(Flag {
+            name,
+            metavar: Some(metavar),
+            help,
+        });
+        self
+    }
+
+    /// Accept positional arguments, described in the usage as `[NAME...]`.
+    pub fn positional(mut self, name: &'static str, help: &'static str) -> Cli {
+        self.positional = Some((name, help));
+        self
+    }
+
+    /// The usage text printed by `--help` and after a usage error.
+    pub fn usage(&self) -> String {
+        let mut text = format!("{}\n\nusage: {} [OPTIONS]", self.about, self.program);
+        if let Some((name, _)) = self.positional {
+            let _ = write!(text, " [{name}...]");
+        }
+        text.push_str("\n\noptions:\n");
+        let mut rows: Vec<(String, String)> = vec![
+            (
+                "--host HOST".into(),
+                "address to use (default 127.0.0.1)".into(),
+            ),
+            (
+                "--port PORT".into(),
+                format!(
+                    "port to use (default {}; 0 = any free port)",
+                    self.default_port
+                ),
+            ),
+        ];
+        for flag in &self.flags {
+            let left = match flag.metavar {
+                Some(metavar) => format!("{} {metavar}", flag.name),
+                None => flag.name.to_string(),
+            };
+            rows.push((left, flag.help.to_string()));
+        }
+        rows.push(("--help".into(), "print this help and exit".into()));
+        let width = rows.iter().map(|(left, _)| left.len()).max().unwrap_or(0);
+        for (left, right) in rows {
+            let _ = writeln!(text, "  {left:width$}  {right}");
+        }
+        if let Some((name, help)) = self.positional {
+            let _ = writeln!(text, "\n{name}: {help}");
+        }
+        text
+    }
+
+    /// Parses `std::env::args()`; on `--help` prints the usage and exits 0, on a
+    /// usage error prints it on stderr and exits 2.
+    pub fn parse(self) -> Args {
+        match self.try_parse(std::env::args().skip(1)) {
+            Ok(args) => args,
+            Err(CliError::Help(text)) => {
+                print!("{text}");
+                std::process::exit(0);
+            }
+            Err(CliError::Usage(text)) => {
+                eprint!("{text}");
+                std::process::exit(USAGE_EXIT);
+            }
+        }
+    }
+
+    /// Parses the given arguments (without the program name).
+    pub fn try_parse<I, S>(&self, args: I) -> Result<Args, CliError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut parsed = Args {
+            host: "127.0.0.1".to_string(),
+            port: self.default_port,
+            rest: Vec::new(),
+            switches: Vec::new(),
+            values: HashMap::new(),
+            program: self.program,
+        };
+        let mut args = args.into_iter().map(Into::into);
+        let mut only_positional = false;
+        while let Some(arg) = args.next() {
+            if only_positional || !arg.starts_with("--") {
+                if self.positional.is_none() {
+                    return Err(self.error(&format!("unexpected argument '{arg}'")));
+                }
+                parsed.rest.push(arg);
+                continue;
+            }
+            if arg == "--" {
+                only_positional = true;
+                continue;
+            }
+            // Both `--port 80` and `--port=80` are accepted.
+            let (name, inline_value) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                None => (arg.clone(), None),
+            };
+            if name == "--help" {
+                return Err(CliError::Help(self.usage()));
+            }
+            let metavar = match name.as_str() {
+                "--host" | "--port" => Some("VALUE"),
+                _ => match self.flags.iter().find(|flag| flag.name == name) {
+                    Some(flag) => flag.metavar,
+                    None => return Err(self.error(&format!("unknown option '{name}'"))),
+                },
+            };
+            if metavar.is_none() {
+                if inline_value.is_some() {
+                    return Err(self.error(&format!("option '{name}' takes no value")));
+                }
+                let flag = self.flags.iter().find(|flag| flag.name == name);
+                if let Some(flag) = flag {
+                    parsed.switches.push(flag.name);
+                }
+                continue;
+            }
+            let value = match inline_value.or_else(|| args.next()) {
+                Some(value) => value,
+                None => return Err(self.error(&format!("option '{name}' needs a value"))),
+            };
+            match name.as_str() {
+                "--host" => parsed.host = value,
+                "--port" => {
+                    parsed.port = value.parse().map_err(|_| {
+                        self.error(&format!("invalid port '{value}': expected 0 to 65535"))
+                    })?
+                }
+                _ => {
+                    if let Some(flag) = self.flags.iter().find(|flag| flag.name == name) {
+                        parsed.values.insert(flag.name, value);
+                    }
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn error(&self, message: &str) -> CliError {
+        CliError::Usage(format!(
+            "{}: error: {message}\n\n{}",
+            self.program,
+            self.usage()
+        ))
+    }
+}
+
+impl Args {
+    /// Was this switch given?
+    pub fn flag(&self, name: &str) -> bool {
+        self.switches.contains(&name)
+    }
+
+    /// The value of a flag, converted to `T`; `None` if the flag was not given.
+    /// A value that does not convert is a usage error (exit 2).
+    pub fn get<T: FromStr>(&self, name: &str) -> Option<T> {
+        match self.try_get(name) {
+            Ok(value) => value,
+            Err(message) => {
+                eprintln!("{}: error: {message}", self.program);
+                eprintln!("try: {} --help", self.program);
+                std::process::exit(USAGE_EXIT);
+            }
+        }
+    }
+
+    /// Like [`Args::get`], with a default for a flag that was not given.
+    pub fn get_or<T: FromStr>(&self, name: &str, default: T) -> T {
+        self.get(name).unwrap_or(default)
+    }
+
+    /// The value of a flag, converted, or an error message saying why it does not convert.
+    pub fn try_get<T: FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+        match self.values.get(name) {
+            None => Ok(None),
+            Some(text) => match text.parse() {
+                Ok(value) => Ok(Some(value)),
+                Err(_) => Err(format!("invalid value '{text}' for {name}")),
+            },
+        }
+    }
+
+    /// `--host` and `--port` resolved to one socket address (the first the
+    /// resolver returns), e.g. `localhost` to `127.0.0.1`. This is
+    /// `getaddrinfo(3)`, what Python does inside `connect(("localhost", 80))`.
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        let host = self.host.as_str();
+        let mut found = (host, self.port)
+            .to_socket_addrs()
+            .map_err(|err| format!("cannot resolve host '{host}': {err}"))?;
+        found
+            .next()
+            .ok_or_else(|| format!("host '{host}' has no address"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli() -> Cli {
+        Cli::new("demo", "A demo.", 8009)
+            .switch("--quiet", "say less")
+            .value("--rcvbuf", "BYTES", "receive buffer")
+            .positional("MESSAGE", "messages to send")
+    }
+
+    #[test]
+    fn defaults() {
+        let args = cli().try_parse(Vec::<String>::new()).unwrap();
+        assert_eq!(args.host, "127.0.0.1");
+        assert_eq!(args.port, 8009);
+        assert!(!args.flag("--quiet"));
+        assert_eq!(args.try_get::<u32>("--rcvbuf"), Ok(None));
+        assert!(args.rest.is_empty());
+    }
+
+    #[test]
+    fn flags_values_and_positionals() {
+        let args = cli()
+            .try_parse([
+                "--host",
+                "::1",
+                "--port=0",
+                "--quiet",
+                "hello",
+                "--rcvbuf",
+                "4096",
+                "--",
+                "--not-a-flag",
+            ])
+            .unwrap();
+        assert_eq!(args.host, "::1");
+        assert_eq!(args.port, 0);
+        assert!(args.flag("--quiet"));
+        assert_eq!(args.try_get::<u32>("--rcvbuf"), Ok(Some(4096)));
+        assert_eq!(args.rest, vec!["hello", "--not-a-flag"]);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for bad in [
+            vec!["--nope"],
+            vec!["--port"],
+            vec!["--port", "70000"],
+            vec!["--port", "http"],
+            vec!["--quiet=yes"],
+        ] {
+            match cli().try_parse(bad.clone()) {
+                Err(CliError::Usage(text)) => {
+                    assert!(text.starts_with("demo: error: "), "{bad:?}: {text}");
+                    assert!(text.contains("usage: demo"), "{bad:?}: {text}");
+                }
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn positional_refused_when_not_declared() {
+        let server = Cli::new("server", "A server.", 1);
+        assert!(matches!(
+            server.try_parse(["stray"]),
+            Err(CliError::Usage(_))
+        ));
+    }
+
+    #[test]
+    fn bad_value_is_reported_when_read() {
+        let args = cli().try_parse(["--rcvbuf", "lots"]).unwrap();
+        assert_eq!(
+            args.try_get::<u32>("--rcvbuf"),
+            Err("invalid value 'lots' for --rcvbuf".to_string())
+        );
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        match cli().try_parse(["--help"]) {
+            Err(CliError::Help(text)) => {
+                for needle in [
+                    "--host HOST",
+                    "--port PORT",
+                    "--quiet",
+                    "--rcvbuf BYTES",
+                    "8009",
+                ] {
+                    assert!(text.contains(needle), "missing {needle} in {text}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resolves_host() {
+        let args = cli()
+            .try_parse(["--host", "127.0.0.1", "--port", "9"])
+            .unwrap();
+        assert_eq!(args.socket_addr().unwrap(), "127.0.0.1:9".parse().unwrap());
+        let bad = cli().try_parse(["--host", "no such host!"]).unwrap();
+        assert!(bad.socket_addr().unwrap_err().contains("no such host!"));
+    }
+}

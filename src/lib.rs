@@ -1,0 +1,85 @@
+//! `workbook`: the plumbing the lessons share, so that each lesson file can show
+//! only its socket calls.
+//!
+//! - [`cli`]: `--host`, `--port`, lesson flags, `--help`, usage errors (exit 2);
+//! - [`show`]: both ends of a connection, and received bytes printed safely;
+//! - [`options`]: reading socket options into a table (lesson 02);
+//! - [`signal`]: Ctrl-C and SIGTERM;
+//! - [`time`]: the `ctime` format of Python's `time.ctime()`;
+//! - here: one clear `error: ...` line and exit status 1, with a hint where one helps.
+
+pub mod cli;
+pub mod options;
+pub mod show;
+pub mod signal;
+pub mod time;
+
+use std::io;
+use std::net::SocketAddr;
+
+/// Prints `error: <message>` on stderr and exits with status 1.
+pub fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}
+
+/// The message for a failed `bind(2)`, with a hint for the usual causes.
+pub fn bind_failed(addr: SocketAddr, err: &io::Error) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::AddrInUse => {
+            "; another program (or another copy of this server) has this port: \
+             stop it, or pick another with --port (--port 0 takes any free port)"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "; that address is not one of this machine's (see `ip addr`), try --host 127.0.0.1"
+        }
+        io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE, use a port above 1023"
+        }
+        _ => "",
+    };
+    format!("cannot bind {addr}: {err}{hint}")
+}
+
+/// The message for a failed `connect(2)`, naming the server to start when none answers.
+pub fn connect_failed(addr: SocketAddr, err: &io::Error, server_bin: &str) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            format!("; is the server running? start it with: cargo run --bin {server_bin}")
+        }
+        io::ErrorKind::TimedOut => "; nothing answered: check --host and --port".to_string(),
+        _ => String::new(),
+    };
+    format!("cannot connect to {addr}: {err}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_hint_names_the_address_and_the_cause() {
+        let addr: SocketAddr = "127.0.0.1:21567".parse().unwrap();
+        let text = bind_failed(addr, &io::Error::from(io::ErrorKind::AddrInUse));
+        assert!(text.starts_with("cannot bind 127.0.0.1:21567: "), "{text}");
+        assert!(text.contains("--port 0"), "{text}");
+        let low: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let denied = bind_failed(low, &io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(denied.contains("CAP_NET_BIND_SERVICE"), "{denied}");
+    }
+
+    #[test]
+    fn connect_hint_names_the_server() {
+        let addr: SocketAddr = "127.0.0.1:8009".parse().unwrap();
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let text = connect_failed(addr, &refused, "05_poll_server");
+        assert!(
+            text.starts_with("cannot connect to 127.0.0.1:8009: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("start it with: cargo run --bin 05_poll_server"),
+            "{text}"
+        );
+    }
+}

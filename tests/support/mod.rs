@@ -1,0 +1,653 @@
+//! What every lesson's test shares: starting the real binaries, reading the
+//! `listening on` line, running a client with input, stopping a server with a
+//! signal, raw connections, and the book's transcripts.
+//!
+//! Every wait here has a timeout ([`WAIT`]); nothing sleeps to let a server start.
+//! Each test file uses only part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+
+/// The longest any single wait may take before the test fails. Generous, because
+/// tests must pass on a loaded two-core machine; a passing test never waits this long.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How long a server may take to exit after SIGINT/SIGTERM in a test. The contract
+/// says one second; the test allows more so that a loaded machine cannot fail it.
+pub const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// A running server binary, killed when dropped (so a failing test leaves nothing behind).
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    lines: Receiver<String>,
+    /// Every stdout line read so far, `listening on` first.
+    pub seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// How a process ended, with everything it printed.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Reads a pipe line by line on a thread of its own, sending each line to the channel.
+fn lines_of<R: Read + Send + 'static>(pipe: R) -> Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Reads a whole pipe on a thread of its own; join the handle for the text.
+fn read_all_later<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Reads a whole pipe to a shared string on a thread of its own (readable while
+/// the process still runs).
+fn collect<R: Read + Send + 'static>(mut pipe: R) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let shared = Arc::clone(&text);
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            let text = String::from_utf8_lossy(&chunk[..n]);
+            shared.lock().unwrap().push_str(&text);
+        }
+    });
+    text
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // Polling the exit status, not waiting for readiness: there is no
+        // portable way to wait for a child with a timeout in std.
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Server {
+    /// Starts `exe` with `args` and `--port 0` (unless `args` names a port) and
+    /// waits for its `listening on IP:PORT` line.
+    pub fn start(exe: &str, args: &[&str]) -> Server {
+        let mut command = Command::new(exe);
+        command.args(args);
+        if !args.contains(&"--port") {
+            command.args(["--port", "0"]);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+        let lines = lines_of(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let mut server = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            seen: Vec::new(),
+            stderr,
+        };
+        let first = server.wait_for_line("listening on");
+        let address = first.trim_start_matches("listening on ").trim();
+        server.addr = address
+            .parse()
+            .unwrap_or_else(|err| panic!("bad address in {first:?}: {err}"));
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stdout line, if one comes within `limit`.
+    pub fn next_line(&mut self, limit: Duration) -> Option<String> {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits (up to [`WAIT`]) for a stdout line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no line with {needle:?} within {WAIT:?}; stdout so far:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr.lock().unwrap()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "server exited before printing {needle:?}; stdout:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// The lines printed since the last look, without waiting for more.
+    pub fn drain(&mut self) -> Vec<String> {
+        let fresh: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(fresh.iter().cloned());
+        fresh
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("kill(2) failed");
+    }
+
+    /// Sends `signal` and waits up to [`STOP_WAIT`] for the server to exit.
+    pub fn stop(mut self, signal: Signal) -> Exited {
+        let started = Instant::now();
+        self.signal(signal);
+        let status = wait_with_timeout(&mut self.child, STOP_WAIT).unwrap_or_else(|| {
+            panic!(
+                "server still running {STOP_WAIT:?} after {signal:?}; stdout:\n{}",
+                self.seen.join("\n")
+            )
+        });
+        let took = started.elapsed();
+        // The reader thread sees EOF now that the process is gone.
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            self.seen.push(line);
+        }
+        Exited {
+            status,
+            stdout: self.seen.join("\n") + "\n",
+            stderr: self.stderr_text(),
+            took,
+        }
+    }
+
+    /// What the server printed on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How many descriptors the server has open (`/proc/PID/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a program to its end with `stdin` as its input; fails the test if it
+/// takes longer than [`WAIT`].
+pub fn run(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // Written on a thread: a program that does not read its input must not block us.
+    thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let stdout = read_all_later(child.stdout.take().unwrap());
+    let stderr = read_all_later(child.stderr.take().unwrap());
+    let Some(status) = wait_with_timeout(&mut child, WAIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{exe} {args:?} did not finish within {WAIT:?}");
+    };
+    // The process is gone, so its pipes are at EOF and the readers end.
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Exited {
+        status,
+        stdout,
+        stderr,
+        took: started.elapsed(),
+    }
+}
+
+/// A client kept running while the test does other things: lines go to its stdin
+/// one at a time, and its stdout is read line by line.
+pub struct Interactive {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Interactive {
+    pub fn start(exe: &str, args: &[&str]) -> Interactive {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+        let stdin = child.stdin.take();
+        let lines = lines_of(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Interactive {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Types one line into the program.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        writeln!(stdin, "{line}").expect("cannot write to the client's stdin");
+        stdin.flush().expect("cannot flush the client's stdin");
+    }
+
+    /// The next stdout line, if one comes within `limit`.
+    pub fn next_line(&mut self, limit: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(limit).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// The next stdout line; fails the test if none comes within [`WAIT`].
+    pub fn expect_line(&mut self) -> String {
+        self.next_line(WAIT).unwrap_or_else(|| {
+            panic!(
+                "no output within {WAIT:?}; so far:\n{}\nstderr:\n{}",
+                self.seen.join("\n"),
+                self.stderr.lock().unwrap()
+            )
+        })
+    }
+
+    /// Closes stdin (end of input, Ctrl-D) and waits for the program to exit.
+    pub fn finish(mut self) -> Exited {
+        let started = Instant::now();
+        drop(self.stdin.take());
+        let status = wait_with_timeout(&mut self.child, WAIT)
+            .unwrap_or_else(|| panic!("client did not exit within {WAIT:?} after end of input"));
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            self.seen.push(line);
+        }
+        let mut stdout = self.seen.join("\n");
+        if !stdout.is_empty() {
+            stdout.push('\n');
+        }
+        Exited {
+            status,
+            stdout,
+            stderr: self.stderr.lock().unwrap().clone(),
+            took: started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw TCP connection with read and write timeouts of [`WAIT`], for the cases a
+/// lesson's client would not produce.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, WAIT)
+        .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// Reads until `want` bytes have come (or EOF, or the read timeout).
+pub fn read_exactly(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut got = vec![0; want];
+    let mut filled = 0;
+    while filled < want {
+        match stream.read(&mut got[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) => panic!("read failed after {filled} of {want} bytes: {err}"),
+        }
+    }
+    got.truncate(filled);
+    got
+}
+
+/// Reads until the peer closes (EOF); fails the test on a timeout or error.
+pub fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    stream
+        .read_to_end(&mut got)
+        .unwrap_or_else(|err| panic!("read to EOF failed after {} bytes: {err}", got.len()));
+    got
+}
+
+/// Closes a connection with a reset (RST) instead of the normal FIN: SO_LINGER on
+/// with a zero timeout makes close(2) discard unsent data and abort.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// A port that is in use for as long as the returned listener lives.
+pub fn busy_port() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// A loopback port with nothing listening on it (bound and closed at once: the
+/// kernel will not hand it out again right away).
+pub fn closed_port() -> u16 {
+    let (listener, port) = busy_port();
+    drop(listener);
+    port
+}
+
+/// The contract's checks for a server that stopped on a signal.
+pub fn assert_clean_shutdown(exited: &Exited) {
+    assert!(
+        exited.status.success(),
+        "exit status {:?}; stderr:\n{}",
+        exited.status,
+        exited.stderr
+    );
+    let last = exited.stdout.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("shutting down"),
+        "last line should begin `shutting down`, got {last:?}; stdout:\n{}",
+        exited.stdout
+    );
+    assert!(!exited.stderr.contains("panicked"), "{}", exited.stderr);
+}
+
+/// The contract's checks for a usage error: status 2, a message on stderr.
+pub fn assert_usage_error(exited: &Exited) {
+    assert_eq!(exited.status.code(), Some(2), "stderr:\n{}", exited.stderr);
+    assert!(
+        exited.stderr.contains("error:"),
+        "stderr:\n{}",
+        exited.stderr
+    );
+    assert!(exited.stderr.contains("usage:") || exited.stderr.contains("--help"));
+    assert!(!exited.stderr.contains("panicked"), "{}", exited.stderr);
+}
+
+/// The contract's checks for a failure: status 1, one `error: ...` line naming `what`.
+pub fn assert_error_line(exited: &Exited, what: &[&str]) {
+    assert_eq!(exited.status.code(), Some(1), "stderr:\n{}", exited.stderr);
+    let lines: Vec<&str> = exited.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "want one error line, got:\n{}",
+        exited.stderr
+    );
+    assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+    for needle in what {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} missing in {}",
+            lines[0]
+        );
+    }
+}
+
+pub mod transcript {
+    //! Transcripts shown in the book are written by the tests from real runs.
+    //!
+    //! `UPDATE_TRANSCRIPTS=1 cargo test` writes them under `book/src/transcripts/`;
+    //! a plain `cargo test` fails when what the programs print no longer matches the
+    //! committed file. Ports, times and ephemeral addresses are normalised first so
+    //! that two runs of the same programs give the same text.
+
+    use regex::Regex;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    /// Turns one run's output into the stable text the book shows.
+    pub struct Normaliser {
+        ports: Vec<(u16, u16)>,
+        patterns: Vec<(Regex, String)>,
+    }
+
+    impl Normaliser {
+        /// Times in ctime form become `Sun Nov 22 10:00:00 2026`.
+        pub fn new() -> Normaliser {
+            let ctime = Regex::new(
+                r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} [0-9]{4}\b",
+            )
+            .unwrap();
+            Normaliser {
+                ports: Vec::new(),
+                patterns: vec![(ctime, "Sun Nov 22 10:00:00 2026".into())],
+            }
+        }
+
+        /// Shows the server's real port (from `--port 0`) as the lesson's default port,
+        /// so the transcript reads like the run a learner makes.
+        pub fn port(mut self, real: u16, shown: u16) -> Normaliser {
+            self.ports.push((real, shown));
+            self
+        }
+
+        /// Replaces every match of `pattern` (a regex) with `replacement` (`$1` allowed).
+        pub fn pattern(mut self, pattern: &str, replacement: &str) -> Normaliser {
+            let regex = Regex::new(pattern).unwrap();
+            self.patterns.push((regex, replacement.into()));
+            self
+        }
+
+        pub fn apply(&self, text: &str) -> String {
+            let mut text = text.to_string();
+            for (regex, replacement) in &self.patterns {
+                text = regex.replace_all(&text, replacement.as_str()).into_owned();
+            }
+            // Known ports first, then every other port in the ephemeral range (the
+            // kernel's choice for a client's end) becomes 50001, 50002, ... in order
+            // of first appearance.
+            let address = Regex::new(r"(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\]):(\d{1,5})\b").unwrap();
+            let mut ephemeral: HashMap<u16, u16> = HashMap::new();
+            address
+                .replace_all(&text, |caps: &regex::Captures| {
+                    let ip = &caps[1];
+                    let port: u16 = caps[2].parse().unwrap_or(0);
+                    let shown = if let Some((_, shown)) =
+                        self.ports.iter().find(|(real, _)| *real == port)
+                    {
+                        *shown
+                    } else if port >= 32768 {
+                        let next = 50001 + ephemeral.len() as u16;
+                        *ephemeral.entry(port).or_insert(next)
+                    } else {
+                        port
+                    };
+                    format!("{ip}:{shown}")
+                })
+                .into_owned()
+        }
+    }
+
+    fn path(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("book/src/transcripts")
+            .join(format!("{name}.txt"))
+    }
+
+    /// With `UPDATE_TRANSCRIPTS=1`, writes `text` to `book/src/transcripts/NAME.txt`;
+    /// otherwise fails when the committed file differs from `text`.
+    pub fn check(name: &str, text: &str) {
+        let file = path(name);
+        if std::env::var_os("UPDATE_TRANSCRIPTS").is_some_and(|v| v == "1") {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, text).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&file).unwrap_or_else(|err| {
+            panic!(
+                "cannot read {}: {err}\nrun `UPDATE_TRANSCRIPTS=1 cargo test` to write it",
+                file.display()
+            )
+        });
+        if committed != text {
+            panic!(
+                "the transcript {} no longer matches what the programs print.\n\
+                 If the change is intended, run `UPDATE_TRANSCRIPTS=1 cargo test` and \
+                 commit the file.\n--- committed ---\n{committed}\n--- now ---\n{text}",
+                file.display()
+            );
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn normalises_ports_and_times() {
+            let n = super::Normaliser::new().port(41234, 21567);
+            let text = "listening on 127.0.0.1:41234\n\
+                        connection 127.0.0.1:53000 -> 127.0.0.1:41234\n\
+                        [Mon Jan  5 09:08:07 2026] hi\n\
+                        connection 127.0.0.1:60001 -> 127.0.0.1:41234\n\
+                        closed 127.0.0.1:53000\n";
+            assert_eq!(
+                n.apply(text),
+                "listening on 127.0.0.1:21567\n\
+                 connection 127.0.0.1:50001 -> 127.0.0.1:21567\n\
+                 [Sun Nov 22 10:00:00 2026] hi\n\
+                 connection 127.0.0.1:50002 -> 127.0.0.1:21567\n\
+                 closed 127.0.0.1:50001\n"
+            );
+        }
+    }
+}
+
+pub mod contract {
+    //! The cases of DESIGN.md's contract that every server and client keeps, one
+    //! function each, so that each lesson's test states them in one line.
+
+    use super::*;
+
+    /// Port in use: exit status 1 and one `error:` line naming the address.
+    pub fn server_reports_port_in_use(server_exe: &str, args: &[&str]) {
+        let (_holder, port) = busy_port();
+        let port_text = port.to_string();
+        let mut all = args.to_vec();
+        all.extend(["--port", &port_text]);
+        let exited = run(server_exe, &all, b"");
+        assert_error_line(&exited, &[&format!("127.0.0.1:{port}"), "in use"]);
+    }
+
+    /// A host that is not an address of this machine: exit 1 and an `error:` line.
+    /// (192.0.2.1 is reserved for documentation; bind(2) fails without sending anything.)
+    pub fn server_reports_bad_host(server_exe: &str) {
+        let exited = run(server_exe, &["--host", "192.0.2.1", "--port", "0"], b"");
+        assert_error_line(&exited, &["192.0.2.1", "not one of this machine's"]);
+    }
+
+    /// Unknown flags and bad values: exit status 2 with a usage message.
+    pub fn rejects_bad_flags(exe: &str) {
+        for args in [
+            &["--no-such-flag"][..],
+            &["--port", "not-a-port"],
+            &["--port"],
+        ] {
+            assert_usage_error(&run(exe, args, b""));
+        }
+        let help = run(exe, &["--help"], b"");
+        assert!(help.status.success(), "--help: {:?}", help.status);
+        assert!(help.stdout.contains("--port PORT"), "{}", help.stdout);
+    }
+
+    /// SIGINT or SIGTERM: last line `shutting down`, exit 0, promptly.
+    pub fn server_stops_on(server_exe: &str, args: &[&str], signal: Signal) -> Exited {
+        let server = Server::start(server_exe, args);
+        let exited = server.stop(signal);
+        assert_clean_shutdown(&exited);
+        exited
+    }
+
+    /// No server: exit status 1, one `error:` line with the address and the command
+    /// that starts the server.
+    pub fn client_reports_no_server(client_exe: &str, server_bin: &str, args: &[&str]) {
+        let port = closed_port().to_string();
+        let mut all = vec!["--port", &port];
+        all.extend(args);
+        let exited = run(client_exe, &all, b"hello\n");
+        assert_error_line(
+            &exited,
+            &[
+                &format!("127.0.0.1:{port}"),
+                &format!("cargo run --bin {server_bin}"),
+            ],
+        );
+    }
+}
