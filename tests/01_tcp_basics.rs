@@ -271,3 +271,36 @@ fn contract_client() {
     contract::rejects_bad_flags(CLIENT);
     contract::client_reports_no_server(CLIENT, "01_tcp_basics_server", &[]);
 }
+
+/// The book shows these two failures; the test writes them from real runs.
+#[test]
+fn error_transcripts() {
+    let (_holder, busy) = busy_port();
+    let busy_text = busy.to_string();
+    let in_use = run(SERVER, &["--port", &busy_text], b"");
+    assert_error_line(&in_use, &["in use"]);
+    let normal = Normaliser::new().port(busy, DEFAULT_PORT);
+    transcript::check(
+        "01_port_in_use",
+        &normal.apply(&format!(
+            "$ cargo run --bin 01_tcp_basics_server      # while another copy runs\n{}",
+            in_use.stderr
+        )),
+    );
+
+    let closed = closed_port();
+    let closed_text = closed.to_string();
+    let refused = run(CLIENT, &["--port", &closed_text, "hello"], b"");
+    assert_error_line(
+        &refused,
+        &["refused", "cargo run --bin 01_tcp_basics_server"],
+    );
+    let normal = Normaliser::new().port(closed, DEFAULT_PORT);
+    transcript::check(
+        "01_no_server",
+        &normal.apply(&format!(
+            "$ cargo run --bin 01_tcp_basics_client -- hello      # no server running\n{}",
+            refused.stderr
+        )),
+    );
+}

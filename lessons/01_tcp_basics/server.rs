@@ -39,16 +39,13 @@ fn main() {
     let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
 
     let listener = open_listener(addr);
-    let bound = match listener.local_addr().map(|a| a.as_socket()) {
-        Ok(Some(bound)) => bound,
-        _ => addr,
-    };
-    println!("listening on {bound}");
 
     // ANCHOR: shutdown
-    // The main thread is blocked in accept(2) or recv(2) and cannot notice Ctrl-C by
-    // itself. The handler runs on its own thread, says goodbye and ends the process;
-    // the kernel then closes the listening socket and any connection still open.
+    // The main thread will be blocked in accept(2) or recv(2) and cannot notice
+    // Ctrl-C by itself. The handler runs on its own thread, says goodbye and ends the
+    // process; the kernel then closes the listening socket and any open connection.
+    // It is installed before the `listening on` line, so that whoever starts us may
+    // send SIGINT as soon as it reads that line.
     let served = Arc::new(AtomicU64::new(0));
     let served_by_then = Arc::clone(&served);
     signal::on_shutdown(move || {
@@ -61,6 +58,12 @@ fn main() {
     })
     .unwrap_or_else(|message| fail(&message));
     // ANCHOR_END: shutdown
+
+    let bound = match listener.local_addr().map(|a| a.as_socket()) {
+        Ok(Some(bound)) => bound,
+        _ => addr,
+    };
+    println!("listening on {bound}");
 
     // ANCHOR: accept_loop
     loop {
