@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::{self, BufRead, IsTerminal, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
@@ -237,12 +238,16 @@ impl Args {
     pub fn get<T: FromStr>(&self, name: &str) -> Option<T> {
         match self.try_get(name) {
             Ok(value) => value,
-            Err(message) => {
-                eprintln!("{}: error: {message}", self.program);
-                eprintln!("try: {} --help", self.program);
-                std::process::exit(USAGE_EXIT);
-            }
+            Err(message) => self.usage_error(&message),
         }
+    }
+
+    /// A value that parsed but makes no sense (`--conns 0`): the message on stderr
+    /// with a pointer to `--help`, and exit status 2.
+    pub fn usage_error(&self, message: &str) -> ! {
+        eprintln!("{}: error: {message}", self.program);
+        eprintln!("try: {} --help", self.program);
+        std::process::exit(USAGE_EXIT);
     }
 
     /// Like [`Args::get`], with a default for a flag that was not given.
@@ -258,6 +263,38 @@ impl Args {
                 Ok(value) => Ok(Some(value)),
                 Err(_) => Err(format!("invalid value '{text}' for {name}")),
             },
+        }
+    }
+
+    /// Calls `each` with every message of a client: the positional arguments, or,
+    /// when there are none, each line of stdin (without its line ending) until an
+    /// empty line or the end of input, with a `> ` prompt when stdin is a terminal.
+    pub fn each_message(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        if !self.rest.is_empty() {
+            return self
+                .rest
+                .iter()
+                .try_for_each(|message| each(message.as_bytes()));
+        }
+        let stdin = io::stdin();
+        let prompt = stdin.is_terminal();
+        let mut input = stdin.lock();
+        let mut line = Vec::new();
+        loop {
+            if prompt {
+                print!("> ");
+                io::stdout().flush()?;
+            }
+            line.clear();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if text.is_empty() {
+                return Ok(());
+            }
+            each(text)?;
         }
     }
 

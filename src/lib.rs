@@ -4,11 +4,13 @@
 //! - [`cli`]: `--host`, `--port`, lesson flags, `--help`, usage errors (exit 2);
 //! - [`show`]: both ends of a connection, and received bytes printed safely;
 //! - [`options`]: reading socket options into a table (lesson 02);
-//! - [`signal`]: Ctrl-C and SIGTERM;
+//! - [`signal`]: Ctrl-C and SIGTERM, and the self-pipe that wakes an event loop;
+//! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
 //! - [`time`]: the `ctime` format of Python's `time.ctime()`;
 //! - here: one clear `error: ...` line and exit status 1, with a hint where one helps.
 
 pub mod cli;
+pub mod echo_client;
 pub mod options;
 pub mod show;
 pub mod signal;

@@ -5,7 +5,7 @@
 //!
 //!   cargo run --bin 01_tcp_basics_client -- hello "how are you"
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -39,41 +39,11 @@ fn main() {
     // ANCHOR_END: client_steps
     let mut stream = TcpStream::from(socket);
 
-    let result = if args.rest.is_empty() {
-        talk_from_stdin(&mut stream)
-    } else {
-        args.rest
-            .iter()
-            .try_for_each(|message| exchange(&mut stream, message.as_bytes()))
-    };
-    if let Err(err) = result {
+    if let Err(err) = args.each_message(|line| exchange(&mut stream, line)) {
         fail(&format!("talking to {addr}: {err}"));
     }
     // Dropping the stream closes the socket: close(2) sends FIN, and the server's
     // recv returns 0 bytes.
-}
-
-fn talk_from_stdin(stream: &mut TcpStream) -> io::Result<()> {
-    let stdin = io::stdin();
-    let prompt = stdin.is_terminal();
-    let mut input = stdin.lock();
-    let mut line = Vec::new();
-    loop {
-        if prompt {
-            print!("> ");
-            io::stdout().flush()?;
-        }
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            return Ok(()); // end of input
-        }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.is_empty() {
-            return Ok(());
-        }
-        exchange(stream, text)?;
-    }
 }
 
 /// Sends one line and prints the reply, which ends with that line's newline.

@@ -19,6 +19,8 @@ use nix::unistd::Pid;
 
 pub use nix::sys::signal::Signal::{SIGINT, SIGTERM};
 
+pub mod echo;
+
 /// The longest any single wait may take before the test fails. Generous, because
 /// tests must pass on a loaded two-core machine; a passing test never waits this long.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -108,6 +110,25 @@ impl Server {
         if !args.contains(&"--port") {
             command.args(["--port", "0"]);
         }
+        Server::spawn(command, exe)
+    }
+
+    /// Like [`Server::start`], with the soft and hard limit on open descriptors set
+    /// to `max_fds` (the shell's `ulimit -n`, then `exec`, so the pid is the server's).
+    pub fn start_with_fd_limit(exe: &str, args: &[&str], max_fds: u32) -> Server {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {max_fds} && exec \"$0\" \"$@\""))
+            .arg(exe)
+            .args(args);
+        if !args.contains(&"--port") {
+            command.args(["--port", "0"]);
+        }
+        Server::spawn(command, exe)
+    }
+
+    fn spawn(mut command: Command, exe: &str) -> Server {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -218,6 +239,24 @@ impl Server {
     /// Is the process still running?
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The server's resident memory in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// How many threads the server has (`/proc/PID/task`).
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
     }
 
     /// How many descriptors the server has open (`/proc/PID/fd`).

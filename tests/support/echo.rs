@@ -1,0 +1,175 @@
+//! The checks every echo server (lessons 04 to 07) must pass, one function each, so
+//! that each lesson's test states them in one line and they cannot drift apart.
+//! Each starts its own server from the binary it is given.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Sends `message` on `stream` and checks the exact same bytes come back.
+pub fn round_trip(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).unwrap();
+    let echo = read_exactly(stream, message.len());
+    assert_eq!(echo, message, "echo differs");
+}
+
+/// Waits, up to [`WAIT`], until `check` holds; returns whether it did.
+pub fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        // Polling a value in /proc: there is no event to wait for.
+        thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}
+
+/// `count` connections open at once, each echoing its own message correctly.
+pub fn many_at_once(server_exe: &str, args: &[&str], count: usize) {
+    let server = Server::start(server_exe, args);
+    let mut streams: Vec<TcpStream> = (0..count).map(|_| connect(server.addr)).collect();
+    // Every connection sends before any reads: the server has them all at once.
+    for (index, stream) in streams.iter_mut().enumerate() {
+        stream
+            .write_all(format!("message {index} from connection {index}\n").as_bytes())
+            .unwrap();
+    }
+    for (index, stream) in streams.iter_mut().enumerate() {
+        let want = format!("message {index} from connection {index}\n");
+        let echo = read_exactly(stream, want.len());
+        assert_eq!(String::from_utf8_lossy(&echo), want);
+    }
+}
+
+/// An idle connection (connected, silent) does not delay another client.
+pub fn idle_does_not_block(server_exe: &str, args: &[&str]) {
+    let server = Server::start(server_exe, args);
+    let _idle = connect(server.addr);
+    let _idle_too = connect(server.addr);
+    let mut busy = connect(server.addr);
+    round_trip(&mut busy, b"the idle ones do not hold me up\n");
+}
+
+/// A payload far larger than any buffer comes back intact. The writer runs on its
+/// own thread: the echo fills our receive buffer while we are still sending.
+pub fn large_payload(server_exe: &str, args: &[&str], bytes: usize) {
+    let server = Server::start(server_exe, args);
+    let payload: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    let mut stream = connect(server.addr);
+    let mut writer = stream.try_clone().unwrap();
+    let sent = payload.clone();
+    let writing = thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let echo = read_to_eof(&mut stream);
+    writing.join().unwrap();
+    assert_eq!(echo.len(), payload.len());
+    assert!(echo == payload, "the echo differs from the payload");
+}
+
+/// A client that sends a flood without reading neither delays another client nor
+/// makes the server's memory grow with the flood. `full_line`: a log line the server
+/// prints when it stops reading that client (for readiness servers), waited for
+/// before the measurement. The flood is then read back whole: nothing was lost.
+pub fn flood_without_reading(server_exe: &str, args: &[&str], full_line: Option<&str>) {
+    const FLOOD: usize = 32 << 20;
+    let mut server = Server::start(server_exe, args);
+    let rss_before = server.rss_kib();
+    let mut flooder = connect(server.addr);
+    let mut writer = flooder.try_clone().unwrap();
+    // No write timeout: this thread blocks once the server stops reading, which is
+    // the point; it finishes when we read the echo below.
+    writer.set_write_timeout(None).unwrap();
+    let writing = thread::spawn(move || {
+        let chunk = vec![b'f'; 1 << 16];
+        let mut written = 0;
+        while written < FLOOD {
+            writer.write_all(&chunk).unwrap();
+            written += chunk.len();
+        }
+    });
+    if let Some(line) = full_line {
+        server.wait_for_line(line);
+    }
+    // Someone else is served while the flooder's echo piles up.
+    let mut other = connect(server.addr);
+    round_trip(&mut other, b"still served\n");
+    let grown = server.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "the server grew by {grown} KiB while a client sent without reading"
+    );
+    // Now read the flood back: all 32 MiB arrive, in order.
+    let mut received = 0;
+    let mut buffer = vec![0u8; 1 << 16];
+    while received < FLOOD {
+        let n = flooder.read(&mut buffer).unwrap();
+        assert!(n > 0, "the server closed after {received} bytes");
+        assert!(buffer[..n].iter().all(|&b| b == b'f'));
+        received += n;
+    }
+    writing.join().unwrap();
+    assert_eq!(received, FLOOD);
+}
+
+/// A reset connection, a connect-and-close, and a half-closed one: the server goes
+/// on, and the half-closed one still gets its echo before EOF.
+pub fn resets_and_half_close(server_exe: &str, args: &[&str]) {
+    let mut server = Server::start(server_exe, args);
+    drop(connect(server.addr));
+    let mut doomed = connect(server.addr);
+    round_trip(&mut doomed, b"about to reset\n");
+    reset(doomed);
+    let mut half = connect(server.addr);
+    half.write_all(b"half-closed: the echo still comes")
+        .unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut half), b"half-closed: the echo still comes");
+    let mut after = connect(server.addr);
+    round_trip(&mut after, b"\xff\xfe not UTF-8 \x00\n");
+    assert!(server.is_running());
+    assert!(!server.stderr_text().contains("panicked"));
+    let _ = server.drain();
+}
+
+/// After 100 clients have come and gone (every third by a reset), the server has
+/// exactly the descriptors it had before.
+pub fn no_descriptor_leak(server_exe: &str, args: &[&str]) {
+    let server = Server::start(server_exe, args);
+    let baseline = server.open_fds();
+    for index in 0..100 {
+        let mut stream = connect(server.addr);
+        round_trip(&mut stream, format!("client {index}\n").as_bytes());
+        if index % 3 == 0 {
+            reset(stream);
+        }
+    }
+    let mut now = 0;
+    let back = eventually(|| {
+        now = server.open_fds();
+        now == baseline
+    });
+    assert!(
+        back,
+        "{now} descriptors open, {baseline} before the clients"
+    );
+}
+
+/// Under a limit of 64 descriptors, 100 connections at once: the server survives
+/// accept's EMFILE, and once they close it serves a fresh client.
+pub fn survives_fd_limit(server_exe: &str, args: &[&str]) {
+    let mut server = Server::start_with_fd_limit(server_exe, args, 64);
+    let streams: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
+    server.wait_for_line("Too many open files");
+    assert!(server.is_running());
+    drop(streams);
+    let mut fresh = connect(server.addr);
+    round_trip(&mut fresh, b"served after the crowd left\n");
+    assert!(server.is_running());
+}
