@@ -3,9 +3,14 @@
 //! Python shows an option with `sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)`;
 //! here each option is read with `nix::sys::socket::getsockopt` and its typed
 //! `sockopt::...` name, and shown as text: `on`/`off` for a flag, a number, a name.
+//!
+//! Also what setting them needs around the lesson's own `setsockopt` calls: the error
+//! message with a hint ([`set_failed`]) and a checked interface name ([`InterfaceName`]).
 
 use std::fmt::Write as _;
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::str::FromStr;
 
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::time::TimeVal;
@@ -266,6 +271,129 @@ pub fn option_table(values: &[OptionValue]) -> String {
     format_table(&rows)
 }
 
+/// The same options on several sockets side by side: `option  level  NAME...`, one
+/// value column per `(NAME, values)`. The value lists must come from [`read_options`]
+/// with the same `only_short`, so that their rows line up.
+pub fn comparison_table(columns: &[(&str, &[OptionValue])]) -> String {
+    let mut header = vec!["option".to_string(), "level".to_string()];
+    header.extend(columns.iter().map(|(name, _)| name.to_string()));
+    let mut rows = vec![header];
+    if let Some((_, first)) = columns.first() {
+        for (index, option) in first.iter().enumerate() {
+            let mut row = vec![option.name.to_string(), option.level.to_string()];
+            for (_, values) in columns {
+                row.push(match values.get(index) {
+                    Some(value) if value.name == option.name => value.value.clone(),
+                    _ => "?".to_string(),
+                });
+            }
+            rows.push(row);
+        }
+    }
+    format_table(&rows)
+}
+
+/// The table of [`differences`]: `option  level  BEFORE  NOW`, each line indented
+/// by `indent`; empty when nothing differs.
+pub fn differences_table(
+    changed: &[(OptionValue, OptionValue)],
+    before: &str,
+    now: &str,
+    indent: &str,
+) -> String {
+    if changed.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![vec![
+        "option".to_string(),
+        "level".to_string(),
+        before.to_string(),
+        now.to_string(),
+    ]];
+    rows.extend(changed.iter().map(|(old, new)| {
+        vec![
+            old.name.to_string(),
+            old.level.to_string(),
+            old.value.clone(),
+            new.value.clone(),
+        ]
+    }));
+    format_table(&rows)
+        .lines()
+        .map(|line| format!("{indent}{line}\n"))
+        .collect()
+}
+
+/// The message for a failed `setsockopt(2)` of `option` to `value`, with a hint for
+/// the causes a learner meets: a capability the process lacks (`EPERM`), an interface
+/// that does not exist (`ENODEV`).
+pub fn set_failed(option: &str, value: &str, err: &io::Error) -> String {
+    let hint = match (option, err.raw_os_error()) {
+        ("SO_BINDTODEVICE", Some(libc::EPERM)) => {
+            "; binding a socket to a device needs the CAP_NET_RAW capability \
+             (run as root, or grant it with `sudo setcap cap_net_raw+ep` on the program); \
+             Linux 5.7 and later allow it without privileges unless the socket is \
+             already bound to a device"
+        }
+        (_, Some(libc::EPERM)) => "; the process lacks the privilege this option needs",
+        (_, Some(libc::ENODEV)) => {
+            "; there is no network interface by that name: `ip link` lists them"
+        }
+        _ => "",
+    };
+    format!("cannot set {option} to {value}: {err}{hint}")
+}
+
+/// A network interface name as `SO_BINDTODEVICE` takes it, e.g. `lo` or `eth0`.
+///
+/// Linux names have 1 to 15 bytes (`IFNAMSIZ` is 16 with the final NUL), without
+/// `/`, `:`, whitespace or NUL. The kernel silently cuts a longer name to 15 bytes, which
+/// could name another interface; checking first turns that into a usage error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    /// The longest name Linux accepts.
+    pub const MAX_LEN: usize = 15;
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for InterfaceName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<InterfaceName, String> {
+        if name.is_empty() || name.len() > InterfaceName::MAX_LEN {
+            return Err(format!(
+                "an interface name has 1 to {} bytes",
+                InterfaceName::MAX_LEN
+            ));
+        }
+        if name == "." || name == ".." {
+            return Err(format!("{name:?} is not an interface name"));
+        }
+        if name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+        {
+            return Err("an interface name has no '/', ':', spaces or NUL".into());
+        }
+        Ok(InterfaceName(name.to_string()))
+    }
+}
+
+impl std::fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +452,85 @@ mod tests {
             vec!["ccc".into(), "d".into()],
         ]);
         assert_eq!(table, "a    bb\nccc  d\n");
+    }
+
+    #[test]
+    fn side_by_side_on_tcp_and_udp() {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tcp_values = read_options(&tcp, false);
+        let udp_values = read_options(&udp, false);
+        let table = comparison_table(&[("tcp", &tcp_values), ("udp", &udp_values)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), known_options().len() + 1);
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header, ["option", "level", "tcp", "udp"]);
+        let nodelay = lines
+            .iter()
+            .find(|l| l.starts_with("TCP_NODELAY "))
+            .unwrap();
+        let cells: Vec<&str> = nodelay.split("  ").filter(|c| !c.is_empty()).collect();
+        assert_eq!(cells[2].trim(), "off", "{nodelay}");
+        assert!(cells[3].trim().starts_with("n/a ("), "{nodelay}");
+        // Lists that do not line up show `?` rather than another option's value.
+        let short = read_options(&udp, true);
+        let mixed = comparison_table(&[("all", &tcp_values), ("short", &short)]);
+        assert!(mixed.lines().any(|l| l.ends_with('?')), "{mixed}");
+        assert_eq!(comparison_table(&[]), "option  level\n");
+    }
+
+    #[test]
+    fn differences_as_an_indented_table() {
+        let before = OptionValue {
+            name: "SO_ACCEPTCONN",
+            level: "SOL_SOCKET",
+            value: "on".into(),
+        };
+        let now = OptionValue {
+            value: "off".into(),
+            ..before.clone()
+        };
+        assert_eq!(differences_table(&[], "a", "b", "  "), "");
+        let table = differences_table(&[(before, now)], "listening", "connection", "  ");
+        assert_eq!(
+            table,
+            "  option         level       listening  connection\n  \
+             SO_ACCEPTCONN  SOL_SOCKET  on         off\n"
+        );
+    }
+
+    #[test]
+    fn set_failed_hints() {
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let text = set_failed("SO_BINDTODEVICE", "eth0", &eperm);
+        assert!(
+            text.starts_with("cannot set SO_BINDTODEVICE to eth0: "),
+            "{text}"
+        );
+        assert!(text.contains("CAP_NET_RAW"), "{text}");
+        let enodev = io::Error::from_raw_os_error(libc::ENODEV);
+        let text = set_failed("SO_BINDTODEVICE", "nosuchif0", &enodev);
+        assert!(text.contains("ip link"), "{text}");
+        let einval = io::Error::from_raw_os_error(libc::EINVAL);
+        assert!(!set_failed("SO_RCVBUF", "1", &einval).contains("; "));
+    }
+
+    #[test]
+    fn interface_names() {
+        assert_eq!("lo".parse::<InterfaceName>().unwrap().as_str(), "lo");
+        assert_eq!("eth0".parse::<InterfaceName>().unwrap().as_bytes(), b"eth0");
+        assert!("a".repeat(15).parse::<InterfaceName>().is_ok());
+        for bad in [
+            "",
+            "sixteen-bytes-xx",
+            "a/b",
+            "a b",
+            "a:1",
+            ".",
+            "..",
+            "a\0",
+        ] {
+            assert!(bad.parse::<InterfaceName>().is_err(), "{bad:?}");
+        }
     }
 }

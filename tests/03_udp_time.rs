@@ -1,0 +1,573 @@
+//! Lesson 03: the UDP time server and its client, run as real programs, plus raw
+//! UDP sockets for what the client never sends, and stand-in servers that lose or
+//! garble replies for what the real server never does.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use regex::Regex;
+use support::transcript::{self, Normaliser};
+use support::*;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_03_udp_time_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_03_udp_time_client");
+const SERVER_BIN: &str = "03_udp_time_server";
+const DEFAULT_PORT: u16 = 12345;
+
+/// A time the stand-in servers send: 2001-09-09 01:46:40 UTC.
+const BILLION: u32 = 1_000_000_000;
+
+/// The client's one line of output: `<ctime> (unix time N; round trip X ms)`.
+fn answer_line() -> Regex {
+    Regex::new(
+        r"^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9][0-9] \d\d:\d\d:\d\d \d{4} \(unix time (\d+); round trip \d+\.\d ms\)$",
+    )
+    .unwrap()
+}
+
+/// The Unix seconds a client printed, checking the shape of its only line.
+fn printed_seconds(stdout: &str) -> u64 {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line, got:\n{stdout}");
+    let caps = answer_line()
+        .captures(lines[0])
+        .unwrap_or_else(|| panic!("not a time line: {:?}", lines[0]));
+    caps[1].parse().unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Checks a reply is 4 bytes holding a time within 2 s of the clock around the ask.
+fn assert_is_now(reply: &[u8], before: u64, after: u64) {
+    let bytes: [u8; 4] = reply
+        .try_into()
+        .unwrap_or_else(|_| panic!("want exactly 4 bytes, got {}: {reply:?}", reply.len()));
+    let seconds = u64::from(u32::from_be_bytes(bytes));
+    assert!(
+        before.saturating_sub(2) <= seconds && seconds <= after + 2,
+        "{seconds} is not between {before} and {after} (give or take 2 s)"
+    );
+}
+
+/// Shows the server's port as 12345, and unix seconds, their bytes and round-trip
+/// times as fixed values (those of `Sun Nov 22 10:00:00 2026` UTC), so that two runs
+/// print the same transcript.
+fn normaliser(real_port: u16) -> Normaliser {
+    Normaliser::new()
+        .port(real_port, DEFAULT_PORT)
+        .pattern(r"\b[0-9]{10}\b", "1795341600")
+        .pattern(
+            r"bytes [0-9a-f]{2} [0-9a-f]{2} [0-9a-f]{2} [0-9a-f]{2}",
+            "bytes 6b 02 bd 20",
+        )
+        .pattern(r"round trip [0-9]+\.[0-9] ms", "round trip 0.1 ms")
+}
+
+#[test]
+fn client_transcript() {
+    let mut server = Server::start(SERVER, &[]);
+    let port = server.port().to_string();
+    let before = now();
+    let client = run(CLIENT, &["--port", &port], b"");
+    let after = now();
+    assert!(client.status.success(), "{}", client.stderr);
+    assert_eq!(client.stderr, "", "nothing went wrong, nothing on stderr");
+    let seconds = printed_seconds(&client.stdout);
+    assert!(before.saturating_sub(2) <= seconds && seconds <= after + 2);
+    let logged = server.wait_for_line("received");
+    assert!(
+        logged.starts_with("received 0 bytes from 127.0.0.1:"),
+        "{logged}"
+    );
+    assert!(logged.ends_with(": \"\""), "{logged}");
+    let replied = server.wait_for_line("replied to");
+    assert!(
+        replied.contains(&format!(": {seconds} (bytes ")),
+        "{replied}"
+    );
+
+    // Two datagrams our client never sends: any datagram gets the time.
+    let raw = udp::socket();
+    for payload in [&b"what time is it?"[..], b"\xff\x00\n"] {
+        let before = now();
+        let (reply, from) = udp::ask(&raw, server.addr, payload);
+        assert_is_now(&reply, before, now());
+        assert_eq!(
+            from, server.addr,
+            "the reply comes from the server's address"
+        );
+        server.wait_for_line("replied to");
+    }
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    assert!(
+        exited
+            .stdout
+            .ends_with("shutting down: answered 3 datagrams\n"),
+        "{}",
+        exited.stdout
+    );
+
+    let normal = normaliser(exited.listening_port());
+    transcript::check(
+        "03_client",
+        &normal.apply(&format!(
+            "$ cargo run --bin 03_udp_time_client\n{}",
+            client.stdout
+        )),
+    );
+    transcript::check(
+        "03_server",
+        &normal.apply(&format!(
+            "$ cargo run --bin 03_udp_time_server\n{}",
+            exited
+                .stdout
+                .replace("\nshutting down", "\n^Cshutting down")
+        )),
+    );
+}
+
+#[test]
+fn an_empty_datagram_gets_four_bytes_of_the_current_time() {
+    let mut server = Server::start(SERVER, &[]);
+    let raw = udp::socket();
+    let before = now();
+    let (reply, from) = udp::ask(&raw, server.addr, b"");
+    assert_is_now(&reply, before, now());
+    assert_eq!(from, server.addr);
+    // The log shows the very number that was sent, and its bytes in wire order.
+    let seconds = u32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]);
+    let bytes = format!(
+        "{:02x} {:02x} {:02x} {:02x}",
+        reply[0], reply[1], reply[2], reply[3]
+    );
+    let replied = server.wait_for_line("replied to");
+    assert!(
+        replied.ends_with(&format!(": {seconds} (bytes {bytes})")),
+        "{replied}"
+    );
+}
+
+/// Each datagram is one message: three sends are three receives, never merged or
+/// split as TCP's byte stream may be (lesson 01). The payloads are logged escaped.
+#[test]
+fn datagrams_keep_their_boundaries_and_are_logged_escaped() {
+    let mut server = Server::start(SERVER, &[]);
+    let raw = udp::socket();
+    // All four are sent before any reply is read.
+    let payloads: [&[u8]; 4] = [b"one", b"two", b"three", b"\xff\xfe\x00bin\n"];
+    for payload in payloads {
+        raw.send_to(payload, server.addr).unwrap();
+    }
+    let before = now();
+    for _ in payloads {
+        let (reply, from) = udp::receive(&raw);
+        assert_is_now(&reply, before, now());
+        assert_eq!(from, server.addr);
+    }
+    for expected in [
+        r#"received 3 bytes from "#,
+        r#"received 3 bytes from "#,
+        r#"received 5 bytes from "#,
+        r#"received 7 bytes from "#,
+    ] {
+        let line = server.wait_for_line("received");
+        assert!(line.starts_with(expected), "{line}");
+    }
+    let logged: Vec<&String> = server
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("received"))
+        .collect();
+    assert!(logged[0].ends_with(r#": "one""#), "{}", logged[0]);
+    assert!(logged[1].ends_with(r#": "two""#), "{}", logged[1]);
+    assert!(logged[2].ends_with(r#": "three""#), "{}", logged[2]);
+    assert!(
+        logged[3].ends_with(r#": "\xff\xfe\x00bin\n""#),
+        "{}",
+        logged[3]
+    );
+}
+
+/// Garbage of every size, up to the largest datagram IPv4 can carry: each is read
+/// whole (the 64 KiB buffer) and answered, and the server goes on.
+#[test]
+fn garbage_of_any_size_is_read_whole_and_answered() {
+    let mut server = Server::start(SERVER, &[]);
+    let raw = udp::socket();
+    for size in [0, 1, 1500, 9000, 65_000, udp::MAX_IPV4_PAYLOAD] {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 7 % 256) as u8).collect();
+        let before = now();
+        let (reply, from) = udp::ask(&raw, server.addr, &payload);
+        assert_is_now(&reply, before, now());
+        assert_eq!(from, server.addr);
+        let logged = server.wait_for_line("received");
+        let whole = format!("received {} from ", workbook::show::count(size, "byte"));
+        assert!(logged.starts_with(&whole), "want {whole:?}, got {logged}");
+    }
+    assert!(server.is_running());
+    let port = server.port().to_string();
+    let client = run(CLIENT, &["--port", &port], b"");
+    assert!(client.status.success(), "{}", client.stderr);
+}
+
+/// Eight clients at once, 25 datagrams each: every one is answered by the one socket.
+/// Each client waits for its reply before the next send, so at most eight datagrams
+/// are ever queued and none can be dropped for lack of buffer space.
+#[test]
+fn many_clients_share_one_socket() {
+    const CLIENTS: usize = 8;
+    const EACH: usize = 25;
+    let server = Server::start(SERVER, &["--quiet"]);
+    let addr = server.addr;
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            thread::spawn(move || {
+                let raw = udp::socket();
+                for n in 0..EACH {
+                    let before = now();
+                    let message = format!("client {client}, datagram {n}");
+                    let (reply, from) = udp::ask(&raw, addr, message.as_bytes());
+                    assert_is_now(&reply, before, now());
+                    assert_eq!(from, addr);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let exited = server.stop(SIGTERM);
+    assert_clean_shutdown(&exited);
+    // --quiet: the first line and the last, nothing per datagram.
+    let lines: Vec<&str> = exited.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", exited.stdout);
+    assert_eq!(
+        lines[1],
+        format!("shutting down: answered {} datagrams", CLIENTS * EACH)
+    );
+}
+
+/// A stand-in server played by the test: a UDP socket on loopback that hands each
+/// request it receives, numbered from 0, to `answer`; stops when dropped.
+struct Fake {
+    addr: SocketAddr,
+    requests: Receiver<usize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fake {
+    fn start(answer: impl Fn(usize, SocketAddr, &UdpSocket) + Send + 'static) -> Fake {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        // Short, so that the thread notices `stop` soon after the test is done.
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let (sender, requests) = mpsc::channel();
+        thread::spawn(move || {
+            let mut buffer = vec![0u8; 65_536];
+            let mut count = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                // A timeout only means: look at `stop` again.
+                let Ok((_, from)) = socket.recv_from(&mut buffer) else {
+                    continue;
+                };
+                answer(count, from, &socket);
+                let _ = sender.send(count);
+                count += 1;
+            }
+        });
+        Fake {
+            addr,
+            requests,
+            stop,
+        }
+    }
+
+    fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    /// Waits (up to [`WAIT`] each) until `count` requests have arrived.
+    fn expect_requests(&self, count: usize) {
+        for n in 0..count {
+            self.requests
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("request {n} of {count} never came"));
+        }
+    }
+
+    /// How many requests have arrived so far (after [`Fake::expect_requests`]).
+    fn more_requests(&self) -> usize {
+        self.requests.try_iter().count()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn reply_now(socket: &UdpSocket, to: SocketAddr) {
+    let seconds = u32::try_from(now()).unwrap();
+    socket.send_to(&seconds.to_be_bytes(), to).unwrap();
+}
+
+/// A server that sends 3 bytes, then 5: neither is a time. The client says so for
+/// each, tries again, prints no time and fails with one `error:` line.
+#[test]
+fn client_rejects_replies_of_the_wrong_size() {
+    let fake = Fake::start(|n, from, socket| {
+        let reply: &[u8] = if n == 0 { b"abc" } else { b"hello" };
+        socket.send_to(reply, from).unwrap();
+    });
+    let port = fake.port();
+    let client = run(CLIENT, &["--port", &port, "--retries", "1"], b"");
+    fake.expect_requests(2);
+    assert_eq!(fake.more_requests(), 0, "--retries 1 is two tries");
+    assert_eq!(client.status.code(), Some(1), "{}", client.stderr);
+    assert_eq!(client.stdout, "", "no time may be printed from a bad reply");
+    let stderr: Vec<&str> = client.stderr.lines().collect();
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.starts_with("ignored a reply of 3 bytes"))
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.starts_with("ignored a reply of 5 bytes"))
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("(try 1 of 2); sending again"))
+    );
+    let errors: Vec<&&str> = stderr.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{}", client.stderr);
+    let last = stderr.last().unwrap();
+    assert!(
+        last.starts_with("error: no reply from 127.0.0.1:"),
+        "{last}"
+    );
+    assert!(last.contains("to 2 tries, each given 1000 ms"), "{last}");
+    assert!(
+        last.ends_with(&format!("start it with: cargo run --bin {SERVER_BIN}")),
+        "{last}"
+    );
+
+    let normal = normaliser(fake.addr.port());
+    transcript::check(
+        "03_bad_reply",
+        &normal.apply(&format!(
+            "$ cargo run --bin 03_udp_time_client -- --retries 1      # a server that sends 3, then 5 bytes\n{}",
+            client.stderr
+        )),
+    );
+}
+
+/// A bad reply does not end the try: a good one that follows within the same
+/// timeout is taken, and the client decodes it big-endian.
+#[test]
+fn client_takes_a_good_reply_after_a_bad_one() {
+    let fake = Fake::start(|_, from, socket| {
+        socket.send_to(b"12345", from).unwrap();
+        socket.send_to(&BILLION.to_be_bytes(), from).unwrap();
+    });
+    let port = fake.port();
+    let client = run(CLIENT, &["--port", &port], b"");
+    assert!(client.status.success(), "{}", client.stderr);
+    assert_eq!(printed_seconds(&client.stdout), u64::from(BILLION));
+    assert!(
+        client
+            .stderr
+            .starts_with("ignored a reply of 5 bytes from 127.0.0.1:"),
+        "{}",
+        client.stderr
+    );
+    assert_eq!(client.stderr.lines().count(), 1, "{}", client.stderr);
+}
+
+/// The client's socket is connected to the server's address, so the kernel drops a
+/// datagram from anywhere else: a forged "time" from another port never reaches it.
+#[test]
+fn client_ignores_a_reply_from_another_address() {
+    let other = udp::socket();
+    let fake = Fake::start(move |_, from, socket| {
+        // First the impostor, then the real server's socket.
+        other.send_to(&1u32.to_be_bytes(), from).unwrap();
+        socket.send_to(&BILLION.to_be_bytes(), from).unwrap();
+    });
+    let port = fake.port();
+    let client = run(CLIENT, &["--port", &port], b"");
+    assert!(client.status.success(), "{}", client.stderr);
+    assert_eq!(printed_seconds(&client.stdout), u64::from(BILLION));
+    // The kernel dropped it: the client never even saw the impostor's datagram.
+    assert_eq!(client.stderr, "");
+}
+
+/// Only the impostor answers: every try times out, and the client fails.
+#[test]
+fn client_fails_when_only_another_address_replies() {
+    let other = udp::socket();
+    let fake = Fake::start(move |_, from, _| {
+        other.send_to(&1u32.to_be_bytes(), from).unwrap();
+    });
+    let port = fake.port();
+    let client = run(
+        CLIENT,
+        &["--port", &port, "--timeout-ms", "200", "--retries", "1"],
+        b"",
+    );
+    fake.expect_requests(2);
+    assert_eq!(
+        client.stdout, "",
+        "no time may be printed from a forged reply"
+    );
+    assert_eq!(client.status.code(), Some(1), "{}", client.stderr);
+    assert!(!client.stderr.contains("ignored"), "{}", client.stderr);
+    let last = client.stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(&format!(
+            "error: no reply from {} to 2 tries, each given 200 ms",
+            fake.addr
+        )),
+        "{last}"
+    );
+    assert!(
+        last.ends_with(&format!("start it with: cargo run --bin {SERVER_BIN}")),
+        "{last}"
+    );
+}
+
+/// UDP may lose a datagram: a server that loses the first request answers the
+/// second, and the client, having sent again after its timeout, prints the time.
+#[test]
+fn client_sends_again_after_a_timeout() {
+    let fake = Fake::start(|n, from, socket| {
+        if n > 0 {
+            reply_now(socket, from);
+        }
+    });
+    let port = fake.port();
+    let before = now();
+    let client = run(CLIENT, &["--port", &port], b"");
+    let after = now();
+    fake.expect_requests(2);
+    assert!(client.status.success(), "{}", client.stderr);
+    let seconds = printed_seconds(&client.stdout);
+    assert!(before.saturating_sub(2) <= seconds && seconds <= after + 2);
+    assert!(
+        client.stderr.starts_with(&format!(
+            "no reply from {} within 1000 ms (try 1 of 4); sending again\n",
+            fake.addr
+        )),
+        "{}",
+        client.stderr
+    );
+
+    let normal = normaliser(fake.addr.port());
+    transcript::check(
+        "03_retry",
+        &normal.apply(&format!(
+            "$ cargo run --bin 03_udp_time_client      # the first datagram is lost\n{}{}",
+            client.stderr, client.stdout
+        )),
+    );
+}
+
+#[test]
+fn retries_zero_means_one_try() {
+    let fake = Fake::start(|_, _, _| {});
+    let port = fake.port();
+    let client = run(
+        CLIENT,
+        &["--port", &port, "--timeout-ms", "100", "--retries", "0"],
+        b"",
+    );
+    fake.expect_requests(1);
+    assert_eq!(fake.more_requests(), 0);
+    assert_error_line(
+        &client,
+        &["no reply from", "to 1 try, each given 100 ms", SERVER_BIN],
+    );
+}
+
+#[test]
+fn contract_server() {
+    udp::server_reports_port_in_use(SERVER, &[]);
+    contract::server_reports_bad_host(SERVER);
+    contract::rejects_bad_flags(SERVER);
+    contract::server_stops_on(SERVER, &[], SIGINT);
+    contract::server_stops_on(SERVER, &["--quiet"], SIGTERM);
+}
+
+#[test]
+fn contract_client() {
+    contract::rejects_bad_flags(CLIENT);
+    for args in [
+        &["--timeout-ms", "0"][..],
+        &["--timeout-ms", "soon"],
+        &["--retries", "-1"],
+        &["--retries", "many"],
+        &["a message"],
+    ] {
+        assert_usage_error(&run(CLIENT, args, b""));
+    }
+    let help = run(CLIENT, &["--help"], b"");
+    assert!(help.stdout.contains("--timeout-ms MS"), "{}", help.stdout);
+    assert!(help.stdout.contains("up to 4 tries"), "{}", help.stdout);
+    contract::client_reports_no_server(CLIENT, SERVER_BIN, &[]);
+}
+
+/// The book shows these two failures; the test writes them from real runs.
+#[test]
+fn error_transcripts() {
+    let (_holder, busy) = udp::busy_port();
+    let busy_text = busy.to_string();
+    let in_use = run(SERVER, &["--port", &busy_text], b"");
+    assert_error_line(&in_use, &["in use"]);
+    transcript::check(
+        "03_port_in_use",
+        &normaliser(busy).apply(&format!(
+            "$ cargo run --bin 03_udp_time_server      # while another copy runs\n{}",
+            in_use.stderr
+        )),
+    );
+
+    // Nothing bound to the UDP port: the kernel answers with ICMP "port unreachable",
+    // and the client's connected socket reports it as ECONNREFUSED, at once.
+    let closed = udp::closed_port();
+    let closed_text = closed.to_string();
+    let refused = run(CLIENT, &["--port", &closed_text], b"");
+    assert_error_line(
+        &refused,
+        &[
+            &format!("no server at 127.0.0.1:{closed}"),
+            "refused",
+            "cargo run --bin 03_udp_time_server",
+        ],
+    );
+    transcript::check(
+        "03_no_server",
+        &normaliser(closed).apply(&format!(
+            "$ cargo run --bin 03_udp_time_client      # no server running\n{}",
+            refused.stderr
+        )),
+    );
+}
