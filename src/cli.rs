@@ -411,6 +411,20 @@ mod tests {
     }
 
     #[test]
+    fn each_message_takes_the_arguments_in_order() {
+        let args = cli().try_parse(["one", "two words"]).unwrap();
+        let mut seen = Vec::new();
+        args.each_message(|message| {
+            seen.push(message.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"one".to_vec(), b"two words".to_vec()]);
+        let stop = args.each_message(|_| Err(io::Error::other("stop")));
+        assert_eq!(stop.unwrap_err().to_string(), "stop");
+    }
+
+    #[test]
     fn resolves_host() {
         let args = cli()
             .try_parse(["--host", "127.0.0.1", "--port", "9"])

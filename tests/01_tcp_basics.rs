@@ -62,17 +62,6 @@ fn client_transcript() {
     );
 }
 
-/// The port in a stopped server's `listening on` line.
-fn exited_port(exited: &Exited) -> u16 {
-    let first = exited.stdout.lines().next().unwrap_or_default();
-    first
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn stdin_lines_until_an_empty_line() {
     let server = Server::start(SERVER, &["--quiet"]);
@@ -173,7 +162,7 @@ fn second_client_waits_in_the_backlog() {
 }
 
 fn normaliser_for(exited: &Exited) -> Normaliser {
-    Normaliser::new().port(exited_port(exited), DEFAULT_PORT)
+    Normaliser::new().port(exited.listening_port(), DEFAULT_PORT)
 }
 
 #[test]

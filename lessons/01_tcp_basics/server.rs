@@ -49,11 +49,16 @@ fn main() {
     let served = Arc::new(AtomicU64::new(0));
     let served_by_then = Arc::clone(&served);
     signal::on_shutdown(move || {
-        let clients = served_by_then.load(Ordering::Relaxed);
-        println!(
+        let clients = served_by_then.load(Ordering::Relaxed) as usize;
+        // Holding stdout's lock until the process is gone keeps the main thread from
+        // printing a line after this one: `shutting down` is the last line.
+        let mut stdout = io::stdout().lock();
+        let _ = writeln!(
+            stdout,
             "shutting down: served {}",
-            show::count(clients as usize, "client")
+            show::count(clients, "client")
         );
+        let _ = stdout.flush();
         std::process::exit(0);
     })
     .unwrap_or_else(|message| fail(&message));

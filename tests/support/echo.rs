@@ -139,10 +139,11 @@ pub fn resets_and_half_close(server_exe: &str, args: &[&str]) {
 }
 
 /// After 100 clients have come and gone (every third by a reset), the server has
-/// exactly the descriptors it had before.
+/// exactly the descriptors and threads it had before.
 pub fn no_descriptor_leak(server_exe: &str, args: &[&str]) {
     let server = Server::start(server_exe, args);
     let baseline = server.open_fds();
+    let baseline_threads = server.threads();
     for index in 0..100 {
         let mut stream = connect(server.addr);
         round_trip(&mut stream, format!("client {index}\n").as_bytes());
@@ -158,6 +159,15 @@ pub fn no_descriptor_leak(server_exe: &str, args: &[&str]) {
     assert!(
         back,
         "{now} descriptors open, {baseline} before the clients"
+    );
+    let mut threads = 0;
+    let back = eventually(|| {
+        threads = server.threads();
+        threads == baseline_threads
+    });
+    assert!(
+        back,
+        "{threads} threads, {baseline_threads} before the clients"
     );
 }
 

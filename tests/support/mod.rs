@@ -48,6 +48,18 @@ pub struct Exited {
     pub took: Duration,
 }
 
+impl Exited {
+    /// The port in the `listening on IP:PORT` line a server printed first.
+    pub fn listening_port(&self) -> u16 {
+        let first = self.stdout.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
+            .map(|addr| addr.port())
+            .unwrap_or_else(|| panic!("no `listening on` line first: {first:?}"))
+    }
+}
+
 /// Reads a pipe line by line on a thread of its own, sending each line to the channel.
 fn lines_of<R: Read + Send + 'static>(pipe: R) -> Receiver<String> {
     let (sender, receiver) = mpsc::channel();
@@ -517,6 +529,7 @@ pub mod transcript {
     pub struct Normaliser {
         ports: Vec<(u16, u16)>,
         patterns: Vec<(Regex, String)>,
+        renumbered: Vec<Regex>,
     }
 
     impl Normaliser {
@@ -529,6 +542,7 @@ pub mod transcript {
             Normaliser {
                 ports: Vec::new(),
                 patterns: vec![(ctime, "Sun Nov 22 10:00:00 2026".into())],
+                renumbered: Vec::new(),
             }
         }
 
@@ -546,10 +560,37 @@ pub mod transcript {
             self
         }
 
+        /// Renumbers what the first group of `pattern` captures (e.g. `worker-(\d+)`)
+        /// as 1, 2, 3, ... in order of first appearance: for names that depend on
+        /// which thread happened to win a race.
+        pub fn renumber(mut self, pattern: &str) -> Normaliser {
+            self.renumbered.push(Regex::new(pattern).unwrap());
+            self
+        }
+
         pub fn apply(&self, text: &str) -> String {
             let mut text = text.to_string();
             for (regex, replacement) in &self.patterns {
                 text = regex.replace_all(&text, replacement.as_str()).into_owned();
+            }
+            for regex in &self.renumbered {
+                let mut seen: Vec<String> = Vec::new();
+                text = regex
+                    .replace_all(&text, |caps: &regex::Captures| {
+                        let whole = &caps[0];
+                        let group = caps.get(1).unwrap();
+                        let position = match seen.iter().position(|s| s == group.as_str()) {
+                            Some(position) => position,
+                            None => {
+                                seen.push(group.as_str().to_string());
+                                seen.len() - 1
+                            }
+                        };
+                        let start = group.start() - caps.get(0).unwrap().start();
+                        let end = group.end() - caps.get(0).unwrap().start();
+                        format!("{}{}{}", &whole[..start], position + 1, &whole[end..])
+                    })
+                    .into_owned();
             }
             // Known ports first, then every other port in the ephemeral range (the
             // kernel's choice for a client's end) becomes 50001, 50002, ... in order
@@ -688,5 +729,70 @@ pub mod contract {
                 &format!("cargo run --bin {server_bin}"),
             ],
         );
+    }
+}
+
+pub mod udp {
+    //! UDP for the tests: a loopback socket whose every wait has a timeout, one
+    //! request and its reply, a port held busy, and the UDP form of the contract's
+    //! "port in use" case (the one above binds TCP, and a TCP port does not make the
+    //! same UDP port busy).
+
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// The largest UDP payload IPv4 can carry: 65,535 minus the IP and UDP headers.
+    pub const MAX_IPV4_PAYLOAD: usize = 65_507;
+
+    /// A UDP socket on 127.0.0.1 and a free port, with a read timeout of [`WAIT`].
+    pub fn socket() -> UdpSocket {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        socket
+    }
+
+    /// Waits up to [`WAIT`] for the next datagram; returns it whole with its sender.
+    pub fn receive(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buffer = vec![0u8; 65_536];
+        let (size, from) = socket
+            .recv_from(&mut buffer)
+            .unwrap_or_else(|err| panic!("no datagram within {WAIT:?}: {err}"));
+        buffer.truncate(size);
+        (buffer, from)
+    }
+
+    /// Sends `payload` to `to` as one datagram and returns the first datagram back.
+    pub fn ask(socket: &UdpSocket, to: SocketAddr, payload: &[u8]) -> (Vec<u8>, SocketAddr) {
+        let sent = socket
+            .send_to(payload, to)
+            .unwrap_or_else(|err| panic!("cannot send {} bytes to {to}: {err}", payload.len()));
+        assert_eq!(sent, payload.len(), "a datagram is sent whole");
+        receive(socket)
+    }
+
+    /// A UDP port on 127.0.0.1 in use for as long as the returned socket lives.
+    pub fn busy_port() -> (UdpSocket, u16) {
+        let socket = socket();
+        let port = socket.local_addr().unwrap().port();
+        (socket, port)
+    }
+
+    /// A UDP port with nothing bound to it (bound and closed at once); a datagram
+    /// sent there gets an ICMP "port unreachable" back.
+    pub fn closed_port() -> u16 {
+        let (socket, port) = busy_port();
+        drop(socket);
+        port
+    }
+
+    /// Port in use, for a UDP server: exit status 1 and one `error:` line naming
+    /// the address and the cause.
+    pub fn server_reports_port_in_use(server_exe: &str, args: &[&str]) {
+        let (_holder, port) = busy_port();
+        let port_text = port.to_string();
+        let mut all = args.to_vec();
+        all.extend(["--port", &port_text]);
+        let exited = run(server_exe, &all, b"");
+        assert_error_line(&exited, &[&format!("127.0.0.1:{port}"), "in use"]);
     }
 }
