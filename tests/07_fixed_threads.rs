@@ -155,8 +155,10 @@ fn no_descriptor_or_thread_leak_after_100_clients() {
 
 #[test]
 fn survives_a_low_descriptor_limit() {
-    // Enough workers that 100 connections run the process out of descriptors.
-    echo::survives_fd_limit(SERVER, &["--quiet", "--threads", "80"]);
+    // More workers than descriptors: each worker waiting in accept(2) holds one
+    // (see each_waiting_accept_holds_a_descriptor), so some meet EMFILE at once and
+    // the 100 connections meet it too.
+    echo::survives_fd_limit(SERVER, &["--quiet", "--threads", "70"]);
 }
 
 #[test]
@@ -191,4 +193,30 @@ fn contract_server() {
 fn contract_client() {
     contract::rejects_bad_flags(CLIENT);
     contract::client_reports_no_server(CLIENT, "07_fixed_threads_server", &[]);
+}
+
+/// Linux reserves a descriptor number for every thread blocked in accept(2), before
+/// any client comes: 80 idle workers under a limit of 64 descriptors meet EMFILE with
+/// nobody connected. The server goes on, and the book shows its first lines.
+#[test]
+fn each_waiting_accept_holds_a_descriptor() {
+    let mut server = Server::start_with_fd_limit(SERVER, &["--threads", "80"], 64);
+    let first_error = server.wait_for_line("Too many open files");
+    assert!(first_error.starts_with("error: worker-"), "{first_error}");
+    let second_error = server.wait_for_line("Too many open files");
+    // Still serving: a connection is taken by one of the workers that did get a number.
+    let mut client = connect(server.addr);
+    echo::round_trip(&mut client, b"still served\n");
+    drop(client);
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    let normal = normaliser(&exited);
+    let shown: Vec<&str> = exited.stdout.lines().take(2).collect();
+    transcript::check(
+        "07_reserved_fds",
+        &normal.apply(&format!(
+            "$ ulimit -n 64\n$ cargo run --bin 07_fixed_threads_server -- --threads 80\n{}\n{first_error}\n{second_error}\n...\n",
+            shown.join("\n")
+        )),
+    );
 }

@@ -39,7 +39,7 @@ struct Shared {
 #[derive(Default)]
 struct Clients {
     /// The live connections, by number, so that shutdown can reach their sockets.
-    live: HashMap<u64, TcpStream>,
+    live: HashMap<u64, Arc<TcpStream>>,
     total: u64,
 }
 // ANCHOR_END: shared_state
@@ -169,15 +169,11 @@ fn accept_loop(
 // ANCHOR: spawn
 fn spawn_connection(stream: TcpStream, shared: &Arc<Shared>, threads: &mut Vec<JoinHandle<()>>) {
     let peers = show::peers(&stream);
-    // A second handle to the same socket, kept in the shared map so that shutdown
-    // can reach a thread blocked in read(2) on it.
-    let for_shutdown = match stream.try_clone() {
-        Ok(clone) => clone,
-        Err(err) => {
-            println!("error: {peers}: cannot duplicate the socket: {err}");
-            return;
-        }
-    };
+    // The socket is shared by the connection's thread and the live map, through
+    // which shutdown can reach a thread blocked in read(2). Sharing the one socket
+    // (`&TcpStream` can read and write) costs no second descriptor, as dup(2) would.
+    let stream = Arc::new(stream);
+    let for_shutdown = Arc::clone(&stream);
     let number = {
         let mut clients = shared.clients();
         clients.total += 1;
@@ -203,7 +199,7 @@ fn spawn_connection(stream: TcpStream, shared: &Arc<Shared>, threads: &mut Vec<J
                 number,
                 peers: peers.clone(),
             };
-            if let Err(err) = echo(stream, &peers, for_thread.quiet) {
+            if let Err(err) = echo(&stream, &peers, for_thread.quiet) {
                 println!("error: {peers}: {err}");
             }
         });
@@ -249,7 +245,7 @@ impl Drop for Leaving {
 
 // ANCHOR: echo
 /// The whole life of one connection, in blocking calls: only this thread waits.
-fn echo(mut stream: TcpStream, peers: &str, quiet: bool) -> io::Result<()> {
+fn echo(mut stream: &TcpStream, peers: &str, quiet: bool) -> io::Result<()> {
     let mut buffer = vec![0u8; READ_SIZE];
     loop {
         let n = match stream.read(&mut buffer) {

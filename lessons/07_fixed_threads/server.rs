@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ struct Shared {
 #[derive(Default)]
 struct State {
     /// The connection each busy worker is serving, so that shutdown can reach it.
-    busy: HashMap<usize, TcpStream>,
+    busy: HashMap<usize, Arc<TcpStream>>,
     served: u64,
 }
 
@@ -100,25 +100,32 @@ fn main() {
     .unwrap_or_else(|message| fail(&message));
     // ANCHOR_END: signal
     // ANCHOR: spawn_workers
+    // The workers start together, after the `listening on` line: a Barrier holds
+    // them until main has printed it, so that no worker's log line can come first.
+    let start_line = Arc::new(Barrier::new(threads + 1));
     let mut workers = Vec::with_capacity(threads);
     for number in 1..=threads {
         let listener = Arc::clone(&listener);
         let shared = Arc::clone(&shared);
+        let start_line = Arc::clone(&start_line);
         let spawned = thread::Builder::new()
             .name(format!("worker-{number}"))
-            .spawn(move || worker(number, &listener, &shared));
+            .spawn(move || {
+                start_line.wait();
+                worker(number, &listener, &shared);
+            });
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(err) => fail(&format!("cannot start worker-{number}: {err}")),
         }
     }
-    // ANCHOR_END: spawn_workers
-    // Printed once the workers exist, so that whoever reads it may count them.
     let bound = listener.local_addr().unwrap_or(addr);
     println!("listening on {bound}");
     if !shared.quiet {
         println!("{threads} workers waiting in accept()");
     }
+    start_line.wait();
+    // ANCHOR_END: spawn_workers
 
     wait_for_shutdown(&shared);
     for handle in workers {
@@ -167,10 +174,10 @@ fn worker(number: usize, listener: &TcpListener, shared: &Arc<Shared>) {
             }
         };
         let peers = show::peers(&stream);
-        let Some(_busy) = Busy::start(number, &stream, shared, &peers) else {
-            continue;
-        };
-        if let Err(err) = echo(stream, &name, &peers, shared.quiet) {
+        // Shared with the busy map, through which shutdown can end a blocked read.
+        let stream = Arc::new(stream);
+        let _busy = Busy::start(number, &stream, shared, &peers);
+        if let Err(err) = echo(&stream, &name, &peers, shared.quiet) {
             println!("error: {name}: {peers}: {err}");
         }
     }
@@ -186,15 +193,8 @@ struct Busy<'a> {
 }
 
 impl<'a> Busy<'a> {
-    fn start(number: usize, stream: &TcpStream, shared: &'a Shared, peers: &str) -> Option<Self> {
-        // A second handle to the socket, so that shutdown can end a blocked read.
-        let for_shutdown = match stream.try_clone() {
-            Ok(clone) => clone,
-            Err(err) => {
-                println!("error: worker-{number}: {peers}: cannot duplicate the socket: {err}");
-                return None;
-            }
-        };
+    fn start(number: usize, stream: &Arc<TcpStream>, shared: &'a Shared, peers: &str) -> Self {
+        let for_shutdown = Arc::clone(stream);
         let mut state = shared.state();
         state.busy.insert(number, for_shutdown);
         state.served += 1;
@@ -205,11 +205,11 @@ impl<'a> Busy<'a> {
                 shared.threads
             );
         }
-        Some(Busy {
+        Busy {
             number,
             peers: peers.to_string(),
             shared,
-        })
+        }
     }
 }
 
@@ -235,7 +235,7 @@ impl Drop for Busy<'_> {
 
 /// The whole life of one connection, in blocking calls: this worker is busy with it
 /// until the client closes, however slow the client is.
-fn echo(mut stream: TcpStream, name: &str, peers: &str, quiet: bool) -> io::Result<()> {
+fn echo(mut stream: &TcpStream, name: &str, peers: &str, quiet: bool) -> io::Result<()> {
     let mut buffer = vec![0u8; READ_SIZE];
     loop {
         let n = match stream.read(&mut buffer) {

@@ -175,10 +175,24 @@ pub fn no_descriptor_leak(server_exe: &str, args: &[&str]) {
 /// accept's EMFILE, and once they close it serves a fresh client.
 pub fn survives_fd_limit(server_exe: &str, args: &[&str]) {
     let mut server = Server::start_with_fd_limit(server_exe, args, 64);
+    let baseline = server.open_fds();
     let streams: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
     server.wait_for_line("Too many open files");
     assert!(server.is_running());
     drop(streams);
+    // "Once they close": the server has accepted every one of them from its queue,
+    // seen it go and freed its descriptor (until then a new client may meet the
+    // same EMFILE).
+    let (mut open, mut queued) = (0, 0);
+    let freed = eventually(|| {
+        open = server.open_fds();
+        queued = server.accept_queue();
+        open <= baseline && queued == 0
+    });
+    assert!(
+        freed,
+        "{open} descriptors open ({baseline} at the start), {queued} still queued"
+    );
     let mut fresh = connect(server.addr);
     round_trip(&mut fresh, b"served after the crowd left\n");
     assert!(server.is_running());

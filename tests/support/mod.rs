@@ -271,6 +271,22 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// How many connections wait in the server's accept queue, not yet accepted: the
+    /// `rx_queue` of its listening socket in `/proc/net/tcp` (IPv4 loopback servers).
+    pub fn accept_queue(&self) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let local = format!("0100007F:{:04X}", self.port());
+        table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            // local_address, rem_address, st (0A = LISTEN), tx_queue:rx_queue
+            .find(|fields| fields.len() > 4 && fields[1] == local && fields[3] == "0A")
+            .and_then(|fields| fields[4].split(':').nth(1).map(str::to_string))
+            .and_then(|rx| usize::from_str_radix(&rx, 16).ok())
+            .unwrap_or(0)
+    }
+
     /// How many descriptors the server has open (`/proc/PID/fd`).
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
