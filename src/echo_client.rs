@@ -11,12 +11,15 @@
 //! conn 2 (127.0.0.1:50002): hello
 //! ```
 //!
+//! At the end each connection is closed in turn with a half-close, waiting for the
+//! server's close, so that the server's log has one order.
+//!
 //! `--hold SECS` first keeps the connections open and idle, to show that idle
 //! clients do not hold up anybody else on a server that asks the kernel which sockets
 //! are ready.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use crate::cli::Cli;
@@ -73,6 +76,30 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
 
     if let Err(err) = args.each_message(|line| exchange(&mut streams, &names, line)) {
         fail(&format!("talking to {addr}: {err}"));
+    }
+    for (stream, name) in streams.iter_mut().zip(&names) {
+        if let Err(err) = close_cleanly(stream) {
+            fail(&format!("{name}: closing: {err}"));
+        }
+    }
+}
+
+/// Closes one connection the polite way, one after the other: shutdown(SHUT_WR)
+/// sends our FIN, then we read until the server's FIN. Every echo server closes after
+/// its client's half-close, so this ends at once, in a known order.
+fn close_cleanly(stream: &mut TcpStream) -> io::Result<()> {
+    stream.shutdown(Shutdown::Write)?;
+    // A server that never closed would leave us waiting: bound the wait.
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest)?;
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} unexpected bytes after the last echo", rest.len()),
+        ))
     }
 }
 
