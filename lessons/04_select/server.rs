@@ -111,6 +111,7 @@ fn main() {
         accept_paused_until: None,
         served: 0,
         quiet,
+        read_buffer: vec![0; READ_SIZE],
     };
     let reason = server.run(&wakeup);
     // Dropping the connections closes them: close(2) on each socket.
@@ -162,6 +163,8 @@ struct Server {
     accept_paused_until: Option<Instant>,
     served: usize,
     quiet: bool,
+    /// One read buffer for every connection: only one is read at a time.
+    read_buffer: Vec<u8>,
 }
 
 impl Server {
@@ -253,7 +256,13 @@ impl Server {
             // zip stops at the end of `ready`, so they wait for the next round.
             for (connection, &(readable, writable)) in self.connections.iter_mut().zip(&ready) {
                 if readable || writable {
-                    handle(connection, readable, writable, self.quiet);
+                    handle(
+                        connection,
+                        readable,
+                        writable,
+                        &mut self.read_buffer,
+                        self.quiet,
+                    );
                 }
                 any_closed |= connection.closed;
             }
@@ -339,9 +348,15 @@ impl Server {
 // ANCHOR: handle
 /// Does what select said this connection is ready for. Readable covers data, EOF
 /// and a pending error (a read returns it); writable covers room and a pending error.
-fn handle(connection: &mut Connection, readable: bool, writable: bool, quiet: bool) {
+fn handle(
+    connection: &mut Connection,
+    readable: bool,
+    writable: bool,
+    read_buffer: &mut [u8],
+    quiet: bool,
+) {
     if readable {
-        read_some(connection, quiet);
+        read_some(connection, read_buffer, quiet);
     }
     if writable && !connection.closed && connection.pending() > 0 {
         write_some(connection);
@@ -369,26 +384,40 @@ fn handle(connection: &mut Connection, readable: bool, writable: bool, quiet: bo
 // ANCHOR_END: handle
 
 // ANCHOR: read_some
-fn read_some(connection: &mut Connection, quiet: bool) {
-    let mut buffer = [0u8; READ_SIZE];
+fn read_some(connection: &mut Connection, buffer: &mut [u8], quiet: bool) {
     // Not more than the output cap allows, so that memory stays bounded.
-    let room = (OUTPUT_CAP - connection.pending().min(OUTPUT_CAP)).clamp(1, READ_SIZE);
+    let room = (OUTPUT_CAP - connection.pending().min(OUTPUT_CAP)).clamp(1, buffer.len());
     match connection.stream.read(&mut buffer[..room]) {
         Ok(0) => connection.read_closed = true,
         Ok(n) => {
+            let received = &buffer[..n];
             if !quiet {
                 println!(
                     "received {} from {}: {}",
                     show::count(n, "byte"),
                     connection.peers,
-                    show::bytes(&buffer[..n])
+                    show::bytes(received)
                 );
             }
-            if connection.sent == connection.output.len() {
+            // Nothing waiting to go out before it: send the echo at once, straight
+            // from this buffer. Usually the kernel takes it all, and nothing is
+            // copied or queued; only what does not fit waits in `output`.
+            let mut sent_now = 0;
+            if connection.pending() == 0 {
                 connection.output.clear();
                 connection.sent = 0;
+                match connection.stream.write(received) {
+                    Ok(written) => sent_now = written,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => {
+                        println!("disconnected {}: {err}", connection.peers);
+                        connection.closed = true;
+                        return;
+                    }
+                }
             }
-            connection.output.extend_from_slice(&buffer[..n]);
+            connection.output.extend_from_slice(&received[sent_now..]);
         }
         // Readiness was stale (or the data went to another reader): nothing to do.
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}

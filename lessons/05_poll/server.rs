@@ -93,6 +93,7 @@ fn main() {
         accept_paused_until: None,
         served: 0,
         quiet,
+        read_buffer: vec![0; READ_SIZE],
     };
     let reason = server.run(&wakeup);
     // Dropping the connections closes them: close(2) on each socket.
@@ -136,6 +137,8 @@ struct Server {
     accept_paused_until: Option<Instant>,
     served: usize,
     quiet: bool,
+    /// One read buffer for every connection: only one is read at a time.
+    read_buffer: Vec<u8>,
 }
 
 impl Server {
@@ -202,7 +205,7 @@ impl Server {
             let mut any_closed = false;
             for (connection, events) in self.connections.iter_mut().zip(&ready[2..]) {
                 if !events.is_empty() {
-                    handle(connection, *events, self.quiet);
+                    handle(connection, *events, &mut self.read_buffer, self.quiet);
                 }
                 any_closed |= connection.closed;
             }
@@ -273,12 +276,12 @@ impl Server {
 
 // ANCHOR: handle
 /// Does what poll said this connection is ready for.
-fn handle(connection: &mut Connection, events: PollFlags, quiet: bool) {
+fn handle(connection: &mut Connection, events: PollFlags, read_buffer: &mut [u8], quiet: bool) {
     // POLLERR or POLLHUP with nothing to read: the connection failed or is fully
     // closed. A read then returns the error (e.g. ECONNRESET) or 0.
     let broken = events.intersects(PollFlags::POLLERR | PollFlags::POLLHUP);
     if events.contains(PollFlags::POLLIN) || (broken && !connection.read_closed) {
-        read_some(connection, quiet);
+        read_some(connection, read_buffer, quiet);
     }
     let writable = events.contains(PollFlags::POLLOUT) || broken;
     if writable && !connection.closed && connection.pending() > 0 {
@@ -307,26 +310,40 @@ fn handle(connection: &mut Connection, events: PollFlags, quiet: bool) {
 // ANCHOR_END: handle
 
 // ANCHOR: read_some
-fn read_some(connection: &mut Connection, quiet: bool) {
-    let mut buffer = [0u8; READ_SIZE];
+fn read_some(connection: &mut Connection, buffer: &mut [u8], quiet: bool) {
     // Not more than the output cap allows, so that memory stays bounded.
-    let room = (OUTPUT_CAP - connection.pending().min(OUTPUT_CAP)).clamp(1, READ_SIZE);
+    let room = (OUTPUT_CAP - connection.pending().min(OUTPUT_CAP)).clamp(1, buffer.len());
     match connection.stream.read(&mut buffer[..room]) {
         Ok(0) => connection.read_closed = true,
         Ok(n) => {
+            let received = &buffer[..n];
             if !quiet {
                 println!(
                     "received {} from {}: {}",
                     show::count(n, "byte"),
                     connection.peers,
-                    show::bytes(&buffer[..n])
+                    show::bytes(received)
                 );
             }
-            if connection.sent == connection.output.len() {
+            // Nothing waiting to go out before it: send the echo at once, straight
+            // from this buffer. Usually the kernel takes it all, and nothing is
+            // copied or queued; only what does not fit waits in `output`.
+            let mut sent_now = 0;
+            if connection.pending() == 0 {
                 connection.output.clear();
                 connection.sent = 0;
+                match connection.stream.write(received) {
+                    Ok(written) => sent_now = written,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => {
+                        println!("disconnected {}: {err}", connection.peers);
+                        connection.closed = true;
+                        return;
+                    }
+                }
             }
-            connection.output.extend_from_slice(&buffer[..n]);
+            connection.output.extend_from_slice(&received[sent_now..]);
         }
         // Readiness was stale (or the data went to another reader): nothing to do.
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}

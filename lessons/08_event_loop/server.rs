@@ -7,7 +7,7 @@
 
 mod reactor;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -54,6 +54,7 @@ fn main() {
         listener,
         paused: false,
         served: Rc::clone(&served),
+        read_buffer: Rc::new(RefCell::new(vec![0; READ_SIZE])),
         quiet,
     };
     if let Err(err) = reactor.add(Box::new(acceptor)) {
@@ -111,6 +112,8 @@ struct Acceptor {
     /// Out of descriptors: not watching the listener until a timer says try again.
     paused: bool,
     served: Rc<Cell<usize>>,
+    /// One read buffer for every connection: the loop runs one handler at a time.
+    read_buffer: Rc<RefCell<Vec<u8>>>,
     quiet: bool,
 }
 
@@ -136,7 +139,13 @@ impl Handler for Acceptor {
                     if !self.quiet {
                         println!("connected {peers}");
                     }
-                    event_loop.add(Box::new(Connection::new(stream, peers, self.quiet)));
+                    let read_buffer = Rc::clone(&self.read_buffer);
+                    event_loop.add(Box::new(Connection::new(
+                        stream,
+                        peers,
+                        read_buffer,
+                        self.quiet,
+                    )));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -177,6 +186,8 @@ struct Connection {
     read_closed: bool,
     /// False once a read said WouldBlock, until epoll reports the socket readable.
     may_read: bool,
+    /// The loop's shared read buffer.
+    read_buffer: Rc<RefCell<Vec<u8>>>,
     /// Why the connection failed, if it did (logged when it closes).
     error: Option<io::Error>,
     quiet: bool,
@@ -185,10 +196,16 @@ struct Connection {
 // ANCHOR_END: connection
 
 impl Connection {
-    fn new(stream: TcpStream, peers: String, quiet: bool) -> Connection {
+    fn new(
+        stream: TcpStream,
+        peers: String,
+        read_buffer: Rc<RefCell<Vec<u8>>>,
+        quiet: bool,
+    ) -> Connection {
         Connection {
             stream,
             peers,
+            read_buffer,
             output: Vec::new(),
             sent: 0,
             read_closed: false,
@@ -205,11 +222,13 @@ impl Connection {
     // ANCHOR: pump
     /// Reads and writes as far as the socket and OUTPUT_CAP allow.
     fn pump(&mut self, event_loop: &mut Context) -> io::Result<()> {
-        let mut buffer = [0u8; READ_SIZE];
+        let read_buffer = Rc::clone(&self.read_buffer);
+        // Only one handler runs at a time, so the buffer is never borrowed twice.
+        let mut buffer = read_buffer.borrow_mut();
         loop {
             let mut got_data = false;
             if self.may_read && self.readable() {
-                let room = (OUTPUT_CAP - self.pending()).min(READ_SIZE);
+                let room = (OUTPUT_CAP - self.pending()).min(buffer.len());
                 match self.stream.read(&mut buffer[..room]) {
                     Ok(0) => self.read_closed = true,
                     Ok(n) => {
@@ -221,7 +240,7 @@ impl Connection {
                                 self.peers
                             );
                         }
-                        self.output.extend_from_slice(&buffer[..n]);
+                        self.echo(&buffer[..n])?;
                         got_data = true;
                     }
                     // Nothing more until epoll says so: remember it, for edge mode.
@@ -230,8 +249,6 @@ impl Connection {
                     Err(err) => return Err(err),
                 }
             }
-            // Write at once instead of waiting for EPOLLOUT: the send buffer almost
-            // always has room, so the wants stay the same and no epoll_ctl is needed.
             self.flush()?;
             // Level-triggered: one read per event is fair; epoll reports the socket
             // again while more is waiting. Edge-triggered: epoll reports only new
@@ -245,6 +262,29 @@ impl Connection {
         if self.read_closed && self.pending() == 0 {
             event_loop.close();
         }
+        Ok(())
+    }
+
+    /// Sends `received` back: at once, straight from the read buffer, when nothing
+    /// is waiting before it (the send buffer nearly always has room, so nothing is
+    /// copied and the wants do not change: no epoll_ctl). What does not fit is
+    /// queued in `output` for EPOLLOUT.
+    fn echo(&mut self, received: &[u8]) -> io::Result<()> {
+        let mut sent_now = 0;
+        if self.pending() == 0 {
+            loop {
+                match self.stream.write(&received[sent_now..]) {
+                    Ok(n) => sent_now += n,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(err),
+                }
+                if sent_now == received.len() {
+                    break;
+                }
+            }
+        }
+        self.output.extend_from_slice(&received[sent_now..]);
         Ok(())
     }
     // ANCHOR_END: pump
