@@ -133,8 +133,12 @@ impl Handler for Acceptor {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    stream.set_nonblocking(true)?;
                     let peers = show::peers(&stream);
+                    if let Err(err) = stream.set_nonblocking(true) {
+                        // That one connection is dropped; the listener stays.
+                        println!("error: {peers}: cannot make it non-blocking: {err}");
+                        continue;
+                    }
                     self.served.set(self.served.get() + 1);
                     if !self.quiet {
                         println!("connected {peers}");

@@ -1,0 +1,1114 @@
+//! Lesson 10: the socketserver framework's server, in its three modes and over UDP,
+//! and its client, run as real programs; raw sockets for what the client never does.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use regex::Regex;
+use support::echo::eventually;
+use support::transcript::{self, Normaliser};
+use support::*;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_10_socketserver_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_10_socketserver_client");
+const SERVER_BIN: &str = "10_socketserver_server";
+const DEFAULT_PORT: u16 = 10010;
+const MODES: [&str; 3] = ["sync", "threading", "forking"];
+
+/// A reply line without its `\r\n`: the server's time, like `Sun Nov 22 10:00:00 2026`.
+fn ctime() -> Regex {
+    Regex::new(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9][0-9] \d\d:\d\d:\d\d \d{4}$").unwrap()
+}
+
+fn assert_ctime(line: &str) {
+    assert!(ctime().is_match(line), "not a time: {line:?}");
+}
+
+/// Starts the server in `mode` with `extra` flags.
+fn start(mode: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--mode", mode];
+    args.extend(extra);
+    Server::start(SERVER, &args)
+}
+
+/// Waits for the next log line that begins with `prefix` (`connected` is also in
+/// `disconnected`, so [`Server::wait_for_line`] alone would not do).
+fn wait_for_start(server: &mut Server, prefix: &str) -> String {
+    loop {
+        let line = server.wait_for_line(prefix);
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+/// Reads one reply line, up to and including `\r\n`; returns it without the `\r\n`.
+fn read_reply(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => panic!("the server closed the connection after {line:?}"),
+            Ok(_) => line.push(byte[0]),
+            Err(err) => panic!("no reply line (so far {line:?}): {err}"),
+        }
+    }
+    line.truncate(line.len() - 2);
+    String::from_utf8(line).unwrap()
+}
+
+/// Sends `line` and `\r\n` on a fresh connection and checks that the time comes back.
+fn ask_time(server: &Server, line: &str) -> TcpStream {
+    let mut stream = connect(server.addr);
+    stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    assert_ctime(&read_reply(&mut stream));
+    stream
+}
+
+/// The processes whose parent is `parent`, with their state (`S`, `R`, `Z` for a
+/// zombie...), from /proc/PID/stat.
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so the
+        // fields are counted from the last `)`.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// Is `pid` a process running this lesson's server (not gone, not reused by another)?
+fn is_our_server(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(SERVER_BIN))
+        .unwrap_or(false)
+}
+
+/// Kills whatever children of a forking server are left when a test fails half-way
+/// (the Server guard kills only the parent). Declare it after the server.
+struct NoOrphans(u32);
+
+impl Drop for NoOrphans {
+    fn drop(&mut self) {
+        for (pid, _) in children_of(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// The server's port shown as 10010, and child pids as 4101, 4102, ... in order of
+/// first appearance (they differ on every run).
+fn normalise(exited: &Exited, text: &str) -> String {
+    let pid = Regex::new(r"pid (\d+)").unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let text = pid.replace_all(text, |caps: &regex::Captures| {
+        let next = seen.len();
+        let number = *seen.entry(caps[1].to_string()).or_insert(next);
+        format!("pid {}", 4101 + number)
+    });
+    Normaliser::new()
+        .port(exited.listening_port(), DEFAULT_PORT)
+        .apply(&text)
+}
+
+/// The server's log as a terminal shows it: Ctrl-C just before the last line.
+fn with_ctrl_c(stdout: &str) -> String {
+    stdout.replace("\nshutting down", "\n^Cshutting down")
+}
+
+#[test]
+fn client_and_server_transcript() {
+    let mut server = start("sync", &[]);
+    let port = server.port().to_string();
+    let client = run(CLIENT, &["--port", &port, "hello", "how are you"], b"");
+    assert!(client.status.success(), "{}", client.stderr);
+    let lines: Vec<&str> = client.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", client.stdout);
+    lines.iter().for_each(|line| assert_ctime(line));
+    server.wait_for_line("disconnected");
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    assert!(exited.stdout.contains("shutting down: served 1 client\n"));
+    assert!(
+        exited.stdout.contains(r#": "hello\r\n""#),
+        "{}",
+        exited.stdout
+    );
+
+    transcript::check(
+        "10_client",
+        &normalise(
+            &exited,
+            &format!(
+                "$ cargo run --bin 10_socketserver_client -- hello \"how are you\"\n{}",
+                client.stdout
+            ),
+        ),
+    );
+    transcript::check(
+        "10_server",
+        &normalise(
+            &exited,
+            &format!(
+                "$ cargo run --bin 10_socketserver_server\n{}",
+                with_ctrl_c(&exited.stdout)
+            ),
+        ),
+    );
+}
+
+#[test]
+fn stdin_lines_until_an_empty_line() {
+    let server = start("sync", &["--quiet"]);
+    let port = server.port().to_string();
+    let client = run(CLIENT, &["--port", &port], b"one\r\ntwo\n\nnot sent\n");
+    assert!(client.status.success(), "{}", client.stderr);
+    let lines: Vec<&str> = client.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", client.stdout);
+    assert!(
+        !client.stdout.contains("> "),
+        "no prompt without a terminal"
+    );
+}
+
+/// The Python tutorial's client: `Hello` without a line end is logged and not
+/// answered; `World\r\n` is answered, once.
+fn a_chunk_waits_for_its_line_end(mode: &str) -> Exited {
+    let mut server = start(mode, &[]);
+    let _no_orphans = NoOrphans(server.pid());
+    let mut conn = connect(server.addr);
+    conn.write_all(b"Hello").unwrap();
+    server.wait_for_line(r#"received 5 bytes from "#);
+    conn.write_all(b"World\r\n").unwrap();
+    assert_ctime(&read_reply(&mut conn));
+    // Nothing more comes: `Hello` had no reply of its own.
+    conn.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut conn), b"");
+    server.wait_for_line("disconnected");
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    let replies = exited
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("replied"))
+        .count();
+    assert_eq!(replies, 1, "{}", exited.stdout);
+    exited
+}
+
+#[test]
+fn sync_a_chunk_waits_for_its_line_end() {
+    let exited = a_chunk_waits_for_its_line_end("sync");
+    transcript::check(
+        "10_chunks",
+        &normalise(
+            &exited,
+            &format!(
+                "$ cargo run --bin 10_socketserver_server      # a client sends \"Hello\", then \"World\\r\\n\"\n{}",
+                with_ctrl_c(&exited.stdout)
+            ),
+        ),
+    );
+}
+
+#[test]
+fn threading_a_chunk_waits_for_its_line_end() {
+    a_chunk_waits_for_its_line_end("threading");
+}
+
+#[test]
+fn forking_a_chunk_waits_for_its_line_end() {
+    a_chunk_waits_for_its_line_end("forking");
+}
+
+/// A line end cut in two by the network (`\r` at the end of one chunk, `\n` first in
+/// the next) still counts, and a chunk with three line ends gets three replies.
+#[test]
+fn line_ends_across_chunks_and_several_in_one() {
+    for mode in MODES {
+        let mut server = start(mode, &[]);
+        let _no_orphans = NoOrphans(server.pid());
+        let mut conn = connect(server.addr);
+        conn.write_all(b"split\r").unwrap();
+        server.wait_for_line("received 6 bytes");
+        conn.write_all(b"\n").unwrap();
+        assert_ctime(&read_reply(&mut conn));
+        conn.write_all(b"a\r\nb\r\nc\r\n").unwrap();
+        for _ in 0..3 {
+            assert_ctime(&read_reply(&mut conn));
+        }
+        conn.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_eof(&mut conn), b"", "{mode}");
+        let exited = server.stop(SIGTERM);
+        assert_clean_shutdown(&exited);
+    }
+}
+
+/// One megabyte of every byte value, with a `\r\n` every 4093 bytes: one reply per
+/// line end, whatever chunks the network made of it, and the server goes on.
+fn large_binary_payload(mode: &str) {
+    let server = start(mode, &["--quiet"]);
+    let _no_orphans = NoOrphans(server.pid());
+    let mut payload = Vec::with_capacity((1 << 20) + 2);
+    let mut line_ends = 0;
+    let mut index = 0usize;
+    while payload.len() < 1 << 20 {
+        if index % 4093 == 4092 {
+            payload.extend_from_slice(b"\r\n");
+            line_ends += 1;
+        } else {
+            // Every value but `\r`, so that the only line ends are the ones counted.
+            let byte = (index * 7 % 256) as u8;
+            payload.push(if byte == b'\r' { 0x0e } else { byte });
+        }
+        index += 1;
+    }
+    let mut stream = connect(server.addr);
+    let mut writer = stream.try_clone().unwrap();
+    // Written on another thread while we read: the replies fill our receive buffer.
+    let writing = thread::spawn(move || {
+        writer.write_all(&payload).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let replies = String::from_utf8(read_to_eof(&mut stream)).unwrap();
+    writing.join().unwrap();
+    let lines: Vec<&str> = replies.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), line_ends, "{mode}");
+    lines.iter().for_each(|line| assert_ctime(line));
+    ask_time(&server, "still serving");
+}
+
+#[test]
+fn sync_one_mib_binary_payload() {
+    large_binary_payload("sync");
+}
+
+#[test]
+fn threading_one_mib_binary_payload() {
+    large_binary_payload("threading");
+}
+
+#[test]
+fn forking_one_mib_binary_payload() {
+    large_binary_payload("forking");
+}
+
+/// A silent connect-and-close, a reset, a half-close: the server goes on, and the
+/// half-closed client still gets its reply before the end.
+fn resets_and_half_close(mode: &str) {
+    let mut server = start(mode, &[]);
+    let _no_orphans = NoOrphans(server.pid());
+    drop(connect(server.addr));
+    let mut doomed = ask_time(&server, "about to vanish");
+    doomed
+        .write_all(b"\xff\xfe\x00 binary, no line end")
+        .unwrap();
+    server.wait_for_line(r#""\xff\xfe\x00 binary, no line end""#);
+    reset(doomed);
+    let mut half = connect(server.addr);
+    half.write_all(b"last words\r\n").unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    let rest = String::from_utf8(read_to_eof(&mut half)).unwrap();
+    let line = rest
+        .strip_suffix("\r\n")
+        .unwrap_or_else(|| panic!("{rest:?}"));
+    assert_ctime(line);
+    let port = server.port().to_string();
+    let client = run(CLIENT, &["--port", &port, "still there?"], b"");
+    assert!(client.status.success(), "{mode}: {}", client.stderr);
+    assert!(server.is_running());
+    assert!(
+        !server.stderr_text().contains("panicked"),
+        "{}",
+        server.stderr_text()
+    );
+}
+
+#[test]
+fn sync_resets_and_half_close() {
+    resets_and_half_close("sync");
+}
+
+#[test]
+fn threading_resets_and_half_close() {
+    resets_and_half_close("threading");
+}
+
+#[test]
+fn forking_resets_and_half_close() {
+    resets_and_half_close("forking");
+}
+
+/// Threading and forking serve a second client while the first one is connected and
+/// silent.
+fn second_client_served_while_first_idles(mode: &str) {
+    let mut server = start(mode, &[]);
+    let _no_orphans = NoOrphans(server.pid());
+    let _idle = connect(server.addr);
+    wait_for_start(&mut server, "connected");
+    let port = server.port().to_string();
+    let other = run(CLIENT, &["--port", &port, "served meanwhile"], b"");
+    assert!(other.status.success(), "{mode}: {}", other.stderr);
+    assert_ctime(other.stdout.trim_end());
+}
+
+#[test]
+fn threading_serves_a_second_client_while_the_first_idles() {
+    second_client_served_while_first_idles("threading");
+}
+
+#[test]
+fn forking_serves_a_second_client_while_the_first_idles() {
+    second_client_served_while_first_idles("forking");
+}
+
+/// Sync does not: the second client's connect succeeds (the backlog), but it is not
+/// even accepted until the first leaves. The test writes the book's transcript.
+#[test]
+fn sync_makes_the_second_client_wait() {
+    let mut server = start("sync", &[]);
+    let port = server.port().to_string();
+    let mut first = Interactive::start(CLIENT, &["--port", &port]);
+    first.send_line("I was here first");
+    let first_reply = first.expect_line();
+    assert_ctime(&first_reply);
+    server.wait_for_line("replied");
+
+    let mut second = Interactive::start(CLIENT, &["--port", &port]);
+    second.send_line("me too?");
+    // Nothing may come back while the first client is connected. Waiting longer could
+    // only make this check stricter, never make it fail on a slow machine.
+    assert_eq!(second.next_line(Duration::from_millis(500)), None);
+    let meanwhile = server.drain();
+    assert!(
+        !meanwhile.iter().any(|line| line.starts_with("connected")),
+        "{meanwhile:?}"
+    );
+
+    let first_done = first.finish();
+    assert!(first_done.status.success(), "{}", first_done.stderr);
+    let second_reply = second.expect_line();
+    assert_ctime(&second_reply);
+    let second_done = second.finish();
+    assert!(second_done.status.success(), "{}", second_done.stderr);
+    server.wait_for_line("disconnected");
+    server.wait_for_line("disconnected");
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    let log: Vec<&str> = exited.stdout.lines().collect();
+    let first_gone = log.iter().position(|l| l.starts_with("disconnected"));
+    let second_in = log.iter().rposition(|l| l.starts_with("connected"));
+    assert!(first_gone < second_in, "{log:#?}");
+
+    let story = format!(
+        "# terminal 2: the first client\n\
+         $ cargo run --bin 10_socketserver_client\n\
+         > I was here first\n\
+         {first_reply}\n\
+         \n\
+         # terminal 3: a second client, while the first is still connected\n\
+         $ cargo run --bin 10_socketserver_client\n\
+         > me too?\n\
+         (no reply: connect() succeeded, but the server has not accepted us yet)\n\
+         \n\
+         # terminal 2: the first client ends (an empty line)\n\
+         > \n\
+         # terminal 3: at once, the reply arrives\n\
+         {second_reply}\n\
+         \n\
+         # terminal 1: the server\n\
+         $ cargo run --bin 10_socketserver_server\n\
+         {}",
+        with_ctrl_c(&exited.stdout)
+    );
+    transcript::check("10_sync_waits", &normalise(&exited, &story));
+}
+
+/// Terminal 2 holds a connection, terminal 3 is served meanwhile, then Ctrl-C: the
+/// held request ends too. Writes the book's transcript for `mode`.
+fn hold_and_serve_meanwhile(mode: &str) -> Exited {
+    let mut server = start(mode, &[]);
+    let _no_orphans = NoOrphans(server.pid());
+    let port = server.port().to_string();
+    let mut holder = Interactive::start(CLIENT, &["--port", &port, "--hold", "30", "late"]);
+    let holding = holder.expect_line();
+    assert!(holding.contains("holding the connection idle for 30 s"));
+    wait_for_start(&mut server, "connected");
+    let other = run(CLIENT, &["--port", &port, "served meanwhile"], b"");
+    assert!(other.status.success(), "{}", other.stderr);
+    server.wait_for_line("disconnected");
+    if mode == "forking" {
+        server.wait_for_line("reaped");
+    }
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    drop(holder);
+    let story = format!(
+        "# terminal 2: a client that stays idle for 30 s\n\
+         $ cargo run --bin 10_socketserver_client -- --hold 30 late\n\
+         {holding}\n\
+         \n\
+         # terminal 3, meanwhile: another client, served at once\n\
+         $ cargo run --bin 10_socketserver_client -- \"served meanwhile\"\n\
+         {}\n\
+         # terminal 1: the server, stopped with Ctrl-C while terminal 2 still holds\n\
+         $ cargo run --bin 10_socketserver_server -- --mode {mode}\n\
+         {}",
+        other.stdout,
+        with_ctrl_c(&exited.stdout)
+    );
+    transcript::check(&format!("10_{mode}"), &normalise(&exited, &story));
+    exited
+}
+
+#[test]
+fn threading_transcript() {
+    let exited = hold_and_serve_meanwhile("threading");
+    assert!(
+        exited
+            .stdout
+            .contains("shutting down: served 2 clients, all threads joined"),
+        "{}",
+        exited.stdout
+    );
+    assert!(
+        exited.stdout.contains("(thread req-1)"),
+        "{}",
+        exited.stdout
+    );
+}
+
+#[test]
+fn forking_transcript() {
+    let exited = hold_and_serve_meanwhile("forking");
+    assert!(
+        exited
+            .stdout
+            .contains("shutting down: served 2 clients, all children reaped"),
+        "{}",
+        exited.stdout
+    );
+    let reaped = exited
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("reaped pid") && l.contains("exit status 0"))
+        .count();
+    assert_eq!(reaped, 2, "{}", exited.stdout);
+}
+
+/// At the bound, a third client connects (the backlog) but is not served until one of
+/// the first two leaves.
+fn third_client_waits_at_the_bound(mode: &str, flag: &str) {
+    let mut server = start(mode, &[flag, "2"]);
+    let _no_orphans = NoOrphans(server.pid());
+    let first = ask_time(&server, "one");
+    let _second = ask_time(&server, "two");
+    wait_for_start(&mut server, "connected");
+    wait_for_start(&mut server, "connected");
+    server.drain();
+    let mut third = connect(server.addr);
+    third.write_all(b"three\r\n").unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        third.read(&mut byte).is_err(),
+        "{mode}: the third client was answered while two were served"
+    );
+    let meanwhile = server.drain();
+    assert!(
+        !meanwhile.iter().any(|l| l.starts_with("connected")),
+        "{mode}: a third connection was accepted: {meanwhile:?}"
+    );
+    drop(first);
+    third.set_read_timeout(Some(WAIT)).unwrap();
+    assert_ctime(&read_reply(&mut third));
+}
+
+#[test]
+fn threading_max_threads_makes_the_third_client_wait() {
+    third_client_waits_at_the_bound("threading", "--max-threads");
+}
+
+#[test]
+fn forking_max_children_makes_the_third_client_wait() {
+    third_client_waits_at_the_bound("forking", "--max-children");
+}
+
+/// After 20 clients have come and gone, no child is left: not one zombie, not one
+/// still running. The server reaps when SIGCHLD wakes it, not only at the next accept.
+#[test]
+fn forking_leaves_no_zombies() {
+    let mut server = start("forking", &[]);
+    let _no_orphans = NoOrphans(server.pid());
+    for index in 0..20 {
+        drop(ask_time(&server, &format!("client {index}")));
+    }
+    let pid = server.pid();
+    let mut zombies = Vec::new();
+    let none = eventually(|| {
+        zombies = children_of(pid)
+            .into_iter()
+            .filter(|(_, state)| *state == 'Z')
+            .collect();
+        zombies.is_empty()
+    });
+    assert!(none, "zombie children left: {zombies:?}");
+    let mut children = Vec::new();
+    let gone = eventually(|| {
+        children = children_of(pid);
+        children.is_empty()
+    });
+    assert!(gone, "children left: {children:?}");
+    for _ in 0..20 {
+        let reaped = server.wait_for_line("reaped pid");
+        assert!(reaped.contains(": exit status 0 ("), "{reaped}");
+    }
+    let exited = server.stop(SIGTERM);
+    assert_clean_shutdown(&exited);
+    assert!(
+        exited
+            .stdout
+            .contains("served 20 clients, all children reaped")
+    );
+}
+
+/// Ten clients at once are ten threads; when they leave, the server is back to its
+/// two threads (main and the signal handler's) and its descriptors.
+#[test]
+fn threading_threads_and_descriptors_back_to_baseline() {
+    let server = start("threading", &["--quiet"]);
+    let threads = server.threads();
+    let fds = server.open_fds();
+    let clients: Vec<TcpStream> = (0..10)
+        .map(|index| ask_time(&server, &format!("client {index}")))
+        .collect();
+    assert_eq!(server.threads(), threads + 10);
+    drop(clients);
+    let (mut now_threads, mut now_fds) = (0, 0);
+    let back = eventually(|| {
+        now_threads = server.threads();
+        now_fds = server.open_fds();
+        now_threads == threads && now_fds == fds
+    });
+    assert!(
+        back,
+        "{now_threads} threads and {now_fds} descriptors; {threads} and {fds} before"
+    );
+}
+
+/// Sync under `ulimit -n 16`: 100 clients queue up and are served one after the other;
+/// one connection at a time needs one descriptor at a time.
+#[test]
+fn sync_serves_a_queue_of_100_under_a_limit_of_16_descriptors() {
+    let server = Server::start_with_fd_limit(
+        SERVER,
+        &["--mode", "sync", "--quiet", "--request-queue-size", "128"],
+        16,
+    );
+    let mut clients: Vec<TcpStream> = (0..100)
+        .map(|index| {
+            let mut stream = connect(server.addr);
+            stream
+                .write_all(format!("client {index}\r\n").as_bytes())
+                .unwrap();
+            stream
+        })
+        .collect();
+    for stream in clients.iter_mut() {
+        assert_ctime(&read_reply(stream));
+        // Closed in the order they came: the server then takes the next from the queue.
+        stream.shutdown(Shutdown::Write).unwrap();
+    }
+    drop(clients);
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    assert!(
+        exited.stdout.contains("served 100 clients"),
+        "{}",
+        exited.stdout
+    );
+    assert!(!exited.stdout.contains("error"), "{}", exited.stdout);
+}
+
+/// Threading under `ulimit -n 64`, 100 clients at once: accept fails with EMFILE, the
+/// server logs it and goes on, and once they leave it serves a fresh client.
+#[test]
+fn threading_survives_a_low_descriptor_limit() {
+    let mut server = Server::start_with_fd_limit(
+        SERVER,
+        &[
+            "--mode",
+            "threading",
+            "--quiet",
+            "--request-queue-size",
+            "128",
+        ],
+        64,
+    );
+    let baseline = server.open_fds();
+    let streams: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
+    server.wait_for_line("Too many open files");
+    assert!(server.is_running());
+    drop(streams);
+    let (mut open, mut queued) = (0, 0);
+    let freed = eventually(|| {
+        open = server.open_fds();
+        queued = server.accept_queue();
+        open <= baseline && queued == 0
+    });
+    assert!(
+        freed,
+        "{open} descriptors open ({baseline} at the start), {queued} queued"
+    );
+    ask_time(&server, "served after the crowd left");
+}
+
+/// Forking under `ulimit -n 16`: 30 clients served at once. Each child has a table of
+/// its own, and the parent closes its copy of every connection: it never holds more
+/// descriptors than it started with.
+#[test]
+fn forking_parent_closes_its_copies_under_a_limit_of_16_descriptors() {
+    let server = Server::start_with_fd_limit(
+        SERVER,
+        &[
+            "--mode",
+            "forking",
+            "--quiet",
+            "--request-queue-size",
+            "128",
+        ],
+        16,
+    );
+    let _no_orphans = NoOrphans(server.pid());
+    let baseline = server.open_fds();
+    let clients: Vec<TcpStream> = (0..30)
+        .map(|index| ask_time(&server, &format!("client {index}")))
+        .collect();
+    assert_eq!(children_of(server.pid()).len(), 30);
+    // The parent closes its copy right after fork(2): by now, or a moment later.
+    let mut open = 0;
+    let closed = eventually(|| {
+        open = server.open_fds();
+        open == baseline
+    });
+    assert!(
+        closed,
+        "the parent holds {open} descriptors, {baseline} at the start"
+    );
+    drop(clients);
+    let pid = server.pid();
+    assert!(eventually(|| children_of(pid).is_empty()));
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    assert!(!exited.stdout.contains("error"), "{}", exited.stdout);
+}
+
+#[test]
+fn allow_rejects_other_networks_and_admits_its_own() {
+    for mode in MODES {
+        let mut server = start(mode, &["--allow", "10.0.0.0/8"]);
+        let _no_orphans = NoOrphans(server.pid());
+        let mut turned_away = connect(server.addr);
+        let rejected = server.wait_for_line("rejected");
+        assert!(
+            rejected.ends_with(": not in --allow 10.0.0.0/8"),
+            "{rejected}"
+        );
+        // Closed without a word.
+        assert_eq!(read_to_eof(&mut turned_away), b"");
+        // The client learns it on its first read.
+        let port = server.port().to_string();
+        let refused = run(CLIENT, &["--port", &port, "hello"], b"");
+        assert_error_line(&refused, &["talking to 127.0.0.1:"]);
+        assert!(
+            children_of(server.pid()).is_empty(),
+            "no child for a rejected client"
+        );
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        assert!(
+            exited.stdout.contains("served 0 clients"),
+            "{}",
+            exited.stdout
+        );
+        if mode == "sync" {
+            transcript::check(
+                "10_allow",
+                &normalise(
+                    &exited,
+                    &format!(
+                        "$ cargo run --bin 10_socketserver_server -- --allow 10.0.0.0/8\n{}",
+                        with_ctrl_c(&exited.stdout)
+                    ),
+                ),
+            );
+        }
+
+        let server = start(mode, &["--allow", "127.0.0.0/8,::1"]);
+        let _no_orphans = NoOrphans(server.pid());
+        ask_time(&server, "let me in");
+    }
+}
+
+/// Is a thread of process `pid` asleep in the sendto(2) system call (what a write to a
+/// TCP socket is), that is waiting for room to write to a client that does not read?
+/// `/proc/PID/task/TID/syscall` starts with the number of the call a thread is in.
+fn blocked_in_send(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let call = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let sleeping = stat
+            .rfind(')')
+            .is_some_and(|close| stat[close + 1..].trim_start().starts_with('S'));
+        sleeping && call.split(' ').next() == Some(&libc::SYS_sendto.to_string())
+    })
+}
+
+/// A busy connection (the client sends line ends and never reads the replies, so its
+/// handler ends up blocked in write) and an idle one, then the signal: the server
+/// exits cleanly within the time allowed, and leaves nothing behind.
+fn stops_with_busy_and_idle_clients(mode: &str, signal: Signal) -> Exited {
+    // Quiet: a log line per reply would make the pipe to us, not the client, the
+    // bottleneck. Errors, and children that did not exit 0, are still logged.
+    let server = start(mode, &["--quiet"]);
+    let _no_orphans = NoOrphans(server.pid());
+    let mut flooder = connect(server.addr);
+    let flooding = thread::spawn(move || {
+        let chunk = b"\r\n".repeat(1 << 15);
+        for _ in 0..512 {
+            if flooder.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    // The process serving the flooder: the server itself, or (forking) its child.
+    let pid = server.pid();
+    let mut serving = pid;
+    if mode == "forking" {
+        assert!(eventually(|| children_of(pid).len() == 1));
+        serving = children_of(pid)[0].0;
+    }
+    assert!(
+        eventually(|| blocked_in_send(serving)),
+        "{mode}: the handler never blocked in write"
+    );
+    let mut idle = connect(server.addr);
+    if mode == "forking" {
+        assert!(eventually(|| children_of(pid).len() == 2));
+    } else if mode == "threading" {
+        // Main, the signal handler's, and one per connection.
+        assert!(eventually(|| server.threads() == 4));
+    }
+    let children = children_of(pid);
+    let exited = server.stop(signal);
+    assert_clean_shutdown(&exited);
+    flooding.join().unwrap();
+    // The idle client sees the end: a clean close, or (sync, never accepted) a reset.
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    for (pid, _) in children {
+        assert!(
+            !is_our_server(pid),
+            "{mode}: child {pid} outlived the server"
+        );
+    }
+    // Blocked in write, the busy one was cut off after the grace period: its write
+    // failed (sync, threading), or it was killed (forking).
+    let cut = exited.stdout.contains("killed by SIGKILL") || exited.stdout.contains("error: ");
+    assert!(cut, "{mode}: {}", exited.stdout);
+    exited
+}
+
+#[test]
+fn sync_stops_with_a_busy_client() {
+    stops_with_busy_and_idle_clients("sync", SIGINT);
+}
+
+#[test]
+fn threading_stops_with_busy_and_idle_clients() {
+    let exited = stops_with_busy_and_idle_clients("threading", SIGTERM);
+    assert!(
+        exited.stdout.contains("all threads joined"),
+        "{}",
+        exited.stdout
+    );
+}
+
+#[test]
+fn forking_stops_with_busy_and_idle_children_and_leaves_none_behind() {
+    let exited = stops_with_busy_and_idle_clients("forking", SIGTERM);
+    // The idle child stopped reading when told (SIGTERM) and exited 0, which --quiet
+    // does not log; the one blocked writing to a client that does not read was killed
+    // after the grace period.
+    assert!(
+        exited.stdout.contains("killed by SIGKILL"),
+        "{}",
+        exited.stdout
+    );
+    assert!(
+        exited.stdout.contains("all children reaped"),
+        "{}",
+        exited.stdout
+    );
+}
+
+#[test]
+fn udp_transcript() {
+    let mut server = Server::start(SERVER, &["--udp"]);
+    let port = server.port().to_string();
+    let client = run(
+        CLIENT,
+        &["--port", &port, "--udp", "hello", "datagrams stay whole"],
+        b"",
+    );
+    assert!(client.status.success(), "{}", client.stderr);
+    let lines: Vec<&str> = client.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", client.stdout);
+    for (line, sent) in lines.iter().zip(["hello", "datagrams stay whole"]) {
+        let time = line
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(&format!("] {sent}")))
+            .unwrap_or_else(|| panic!("{line:?}"));
+        assert_ctime(time);
+    }
+    server.wait_for_line("replied");
+    server.wait_for_line("replied");
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    assert!(
+        exited
+            .stdout
+            .contains("mode: UDP, sync: one datagram at a time")
+    );
+    assert!(exited.stdout.contains("shutting down: served 2 datagrams"));
+    transcript::check(
+        "10_udp",
+        &normalise(
+            &exited,
+            &format!(
+                "$ cargo run --bin 10_socketserver_client -- --udp hello \"datagrams stay whole\"\n{}\n\
+                 $ cargo run --bin 10_socketserver_server -- --udp      # terminal 1\n{}",
+                client.stdout,
+                with_ctrl_c(&exited.stdout)
+            ),
+        ),
+    );
+}
+
+/// `[<ctime>] ` and then the datagram, checked byte for byte.
+fn assert_udp_reply(reply: &[u8], sent: &[u8]) {
+    assert!(reply.len() == sent.len() + 27, "{} bytes", reply.len());
+    assert!(reply.ends_with(sent));
+    let head = String::from_utf8(reply[..27].to_vec()).unwrap();
+    let time = head
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix("] "))
+        .unwrap_or_else(|| panic!("{head:?}"));
+    assert_ctime(time);
+}
+
+#[test]
+fn udp_empty_binary_and_oversized_datagrams() {
+    let mut server = Server::start(SERVER, &["--udp"]);
+    let raw = udp::socket();
+    let (reply, from) = udp::ask(&raw, server.addr, b"");
+    assert_eq!(from, server.addr);
+    assert_udp_reply(&reply, b"");
+    server.wait_for_line(r#"received 0 bytes from "#);
+    let garbage: Vec<u8> = (0..65_000).map(|i| (i * 7 % 256) as u8).collect();
+    let (reply, _) = udp::ask(&raw, server.addr, &garbage);
+    assert_udp_reply(&reply, &garbage);
+    // The largest datagram fits in, but not with 27 more bytes in front: the reply
+    // cannot be sent (EMSGSIZE). That is one request's error; the server goes on.
+    let largest = vec![b'x'; udp::MAX_IPV4_PAYLOAD];
+    raw.send_to(&largest, server.addr).unwrap();
+    let error = server.wait_for_line("error:");
+    assert!(error.contains("Message too long"), "{error}");
+    let (reply, _) = udp::ask(&raw, server.addr, b"still there?");
+    assert_udp_reply(&reply, b"still there?");
+}
+
+/// Threading and forking serve datagrams too: a thread, or a child process, for each.
+#[test]
+fn udp_in_every_mode() {
+    for mode in MODES {
+        let server = start(mode, &["--udp", "--quiet"]);
+        let _no_orphans = NoOrphans(server.pid());
+        let raw = udp::socket();
+        for index in 0..5 {
+            let message = format!("datagram {index}");
+            let (reply, _) = udp::ask(&raw, server.addr, message.as_bytes());
+            assert_udp_reply(&reply, message.as_bytes());
+        }
+        let pid = server.pid();
+        assert!(eventually(|| children_of(pid).is_empty()), "{mode}");
+        let exited = server.stop(SIGTERM);
+        assert_clean_shutdown(&exited);
+        let lines: Vec<&str> = exited.stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{mode}: {}", exited.stdout);
+        assert!(lines[1].starts_with("shutting down: served 5 datagrams"));
+    }
+}
+
+#[test]
+fn udp_allow_leaves_other_networks_unanswered() {
+    let mut server = Server::start(SERVER, &["--udp", "--allow", "10.0.0.0/8"]);
+    let raw = udp::socket();
+    raw.send_to(b"anyone there?", server.addr).unwrap();
+    let rejected = server.wait_for_line("rejected");
+    assert!(
+        rejected.ends_with(": not in --allow 10.0.0.0/8"),
+        "{rejected}"
+    );
+    // The log line comes after the decision: no reply was sent, none will be.
+    raw.set_nonblocking(true).unwrap();
+    let mut buffer = [0u8; 64];
+    assert!(raw.recv_from(&mut buffer).is_err());
+}
+
+/// A stand-in UDP server that loses the first datagram, then answers the second with
+/// a stale reply followed by the right one.
+#[test]
+fn udp_client_sends_again_and_ignores_stale_replies() {
+    let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+    fake.set_read_timeout(Some(WAIT)).unwrap();
+    let port = fake.local_addr().unwrap().port().to_string();
+    let answering = thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        let (_, _) = fake.recv_from(&mut buffer).unwrap();
+        let (size, from) = fake.recv_from(&mut buffer).unwrap();
+        assert_eq!(&buffer[..size], b"hello");
+        fake.send_to(b"[Sun Nov 22 10:00:00 2026] earlier", from)
+            .unwrap();
+        fake.send_to(b"[Sun Nov 22 10:00:00 2026] hello", from)
+            .unwrap();
+    });
+    let client = run(
+        CLIENT,
+        &["--port", &port, "--udp", "--timeout-ms", "200", "hello"],
+        b"",
+    );
+    answering.join().unwrap();
+    assert!(client.status.success(), "{}", client.stderr);
+    assert_eq!(client.stdout, "[Sun Nov 22 10:00:00 2026] hello\n");
+    assert!(
+        client
+            .stderr
+            .contains("no reply within 200 ms (try 1 of 4); sending again"),
+        "{}",
+        client.stderr
+    );
+    assert!(
+        client.stderr.contains("ignored a reply"),
+        "{}",
+        client.stderr
+    );
+}
+
+#[test]
+fn contract_server() {
+    contract::server_reports_bad_host(SERVER);
+    contract::rejects_bad_flags(SERVER);
+    for bad in [
+        &["--mode", "async"][..],
+        &["--mode", "threading", "--max-threads", "0"],
+        &["--max-threads", "4"],
+        &["--mode", "forking", "--max-children", "0"],
+        &["--mode", "threading", "--max-children", "4"],
+        &["--allow", "localhost"],
+        &["--allow", "10.1.2.3/8"],
+        &["--allow", "10.0.0.0/33"],
+        &["--request-queue-size", "-1"],
+        &["--udp", "--request-queue-size", "5"],
+        &["--quiet=yes"],
+    ] {
+        assert_usage_error(&run(SERVER, bad, b""));
+    }
+    for mode in MODES {
+        contract::server_reports_port_in_use(SERVER, &["--mode", mode]);
+        udp::server_reports_port_in_use(SERVER, &["--udp", "--mode", mode]);
+        for udp in [&[][..], &["--udp"]] {
+            let mut args = vec!["--mode", mode];
+            args.extend(udp);
+            let exited = contract::server_stops_on(SERVER, &args, SIGINT);
+            assert!(exited.stdout.contains("mode: "), "{}", exited.stdout);
+            args.push("--quiet");
+            let quiet = contract::server_stops_on(SERVER, &args, SIGTERM);
+            assert_eq!(quiet.stdout.lines().count(), 2, "{}", quiet.stdout);
+        }
+    }
+}
+
+#[test]
+fn contract_client() {
+    contract::rejects_bad_flags(CLIENT);
+    for bad in [
+        &["--udp", "--hold", "1"][..],
+        &["--hold", "-1"],
+        &["--timeout-ms", "0"],
+        &["--retries", "many"],
+    ] {
+        assert_usage_error(&run(CLIENT, bad, b""));
+    }
+    contract::client_reports_no_server(CLIENT, SERVER_BIN, &[]);
+    contract::client_reports_no_server(CLIENT, SERVER_BIN, &["--udp"]);
+}
+
+/// The book shows the client's two failures when nothing runs; written from real runs.
+#[test]
+fn no_server_transcript() {
+    let closed = closed_port();
+    let closed_text = closed.to_string();
+    let tcp = run(CLIENT, &["--port", &closed_text, "hello"], b"");
+    assert_error_line(&tcp, &["refused", "cargo run --bin 10_socketserver_server"]);
+    let closed_udp = udp::closed_port();
+    let closed_udp_text = closed_udp.to_string();
+    let over_udp = run(CLIENT, &["--port", &closed_udp_text, "--udp", "hello"], b"");
+    assert_error_line(
+        &over_udp,
+        &["refused", "cargo run --bin 10_socketserver_server -- --udp"],
+    );
+    let text = format!(
+        "$ cargo run --bin 10_socketserver_client -- hello      # no server running\n{}\
+         $ cargo run --bin 10_socketserver_client -- --udp hello\n{}",
+        tcp.stderr, over_udp.stderr
+    );
+    let normal = Normaliser::new()
+        .port(closed, DEFAULT_PORT)
+        .port(closed_udp, DEFAULT_PORT);
+    transcript::check("10_no_server", &normal.apply(&text));
+}
