@@ -1,0 +1,696 @@
+//! Lesson 11, the load client: drives an echo server with `--conns` connections, each
+//! doing `--requests` round trips of `--size` bytes, one after the other (a closed
+//! loop), checks every byte of every echo, and reports throughput and latency
+//! percentiles from a histogram.
+//!
+//!   terminal 1: cargo run --release --bin 08_event_loop_server -- --quiet
+//!   terminal 2: cargo run --release --bin 11_load_test_client -- --port 10008 --conns 50
+//!
+//! With `--reply ctime` it drives lesson 10's time server instead: each message ends
+//! with its only `\r\n`, and the reply must be one line, `<ctime>\r\n`.
+//!
+//! Each thread runs its share of the connections with non-blocking sockets and
+//! epoll(7), so a few threads drive hundreds of connections without becoming the
+//! bottleneck themselves.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
+use nix::sys::time::TimeValLike;
+use workbook::cli::Cli;
+use workbook::{connect_failed, fail};
+
+/// A connection that makes no progress for this long is reported as stalled.
+const STALL: Duration = Duration::from_secs(10);
+
+// ANCHOR: histogram
+/// Latencies in nanoseconds, in buckets whose width grows with the value: 64 buckets
+/// per power of two, so every bucket is within 1.6% of the values it holds, from
+/// nanoseconds to minutes, in 3,500 counters. Percentiles come from the counts; no
+/// latency is averaged or stored one by one.
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    max: u64,
+}
+
+const SUB_BUCKETS: u64 = 64;
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; 64 * SUB_BUCKETS as usize],
+            max: 0,
+        }
+    }
+
+    fn index(value: u64) -> usize {
+        if value < 2 * SUB_BUCKETS {
+            return value as usize;
+        }
+        let exponent = 63 - value.leading_zeros() as u64; // value >= 2^exponent
+        let shift = exponent - 6; // keep 7 significant bits: 64..128
+        ((shift + 1) * SUB_BUCKETS + (value >> shift) - SUB_BUCKETS) as usize
+    }
+
+    /// The smallest value that falls into bucket `index`.
+    fn lower_bound(index: usize) -> u64 {
+        let index = index as u64;
+        if index < 2 * SUB_BUCKETS {
+            return index;
+        }
+        let shift = index / SUB_BUCKETS - 1;
+        (index % SUB_BUCKETS + SUB_BUCKETS) << shift
+    }
+
+    fn record(&mut self, value: u64) {
+        let index = Histogram::index(value).min(self.counts.len() - 1);
+        self.counts[index] += 1;
+        self.max = self.max.max(value);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.max = self.max.max(other.max);
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The value below which `fraction` of the recorded values fall.
+    fn percentile(&self, fraction: f64) -> u64 {
+        let total = self.total();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((fraction * total as f64).ceil() as u64).clamp(1, total);
+        if rank == total {
+            return self.max; // the largest value is known exactly
+        }
+        let mut seen = 0;
+        for (index, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Histogram::lower_bound(index).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+// ANCHOR_END: histogram
+
+/// The byte at `offset` of every message of connection `conn`: each connection's
+/// messages differ from every other's, so an echo sent to the wrong connection is
+/// caught. The first 8 bytes are then stamped with the request's number, so a stale
+/// echo is caught too, without computing 64 KiB afresh for every request.
+fn pattern(conn: usize, offset: usize) -> u8 {
+    (conn as u64 * 7 + offset as u64 % 251) as u8
+}
+
+/// The first message of connection `number`. For `--reply ctime` it ends with `\r\n`,
+/// the only one in it: the pattern never puts 10 right after 13.
+fn message(number: usize, load: &Load) -> Vec<u8> {
+    let mut message: Vec<u8> = (0..load.size)
+        .map(|offset| pattern(number, offset))
+        .collect();
+    if load.reply == Reply::CtimeLine {
+        message[load.size - 2..].copy_from_slice(b"\r\n");
+    }
+    message
+}
+
+struct Conn {
+    stream: TcpStream,
+    number: usize,
+    request: u64,
+    message: Vec<u8>,
+    written: usize,
+    echoed: usize,
+    started: Instant,
+    last_progress: Instant,
+    /// Watched for EPOLLOUT (a message did not fit in the send buffer).
+    writing: bool,
+    done: bool,
+    /// `--reply ctime`: the reply line so far.
+    line: [u8; CTIME_LINE],
+}
+
+/// What the server sends back for each message.
+#[derive(Clone, Copy, PartialEq)]
+enum Reply {
+    /// The same bytes (lessons 04 to 08).
+    Echo,
+    /// One line, `Fri Dec  4 16:55:42 2026\r\n` (lesson 10).
+    CtimeLine,
+}
+
+/// A ctime is always 24 characters; the line adds `\r\n`.
+const CTIME_LINE: usize = 26;
+
+struct Load {
+    size: usize,
+    requests: u64,
+    deadline: Option<Instant>,
+    reply: Reply,
+}
+
+struct Outcome {
+    latencies: Histogram,
+    errors: Vec<String>,
+}
+
+fn main() {
+    let args = Cli::new(
+        "11_load_test_client",
+        "Lesson 11: a closed-loop load generator for the echo servers; checks every \
+         reply byte and reports requests/s and latency percentiles.",
+        10008,
+    )
+    .value("--conns", "N", "active connections (default 50)")
+    .value(
+        "--requests",
+        "M",
+        "round trips per connection (default 1000)",
+    )
+    .value("--size", "BYTES", "message size (default 64)")
+    .value(
+        "--idle",
+        "K",
+        "extra idle connections held open during the run (default 0)",
+    )
+    .value(
+        "--duration",
+        "SECS",
+        "stop after this long instead (each connection stops early)",
+    )
+    .value(
+        "--threads",
+        "T",
+        "client threads sharing the connections (default 2)",
+    )
+    .value(
+        "--reply",
+        "KIND",
+        "echo (the same bytes back, default) or ctime (one `<ctime>\\r\\n` line per \
+         message, lesson 10)",
+    )
+    .parse();
+    let conns: usize = args.get_or("--conns", 50);
+    let requests: u64 = args.get_or("--requests", 1000);
+    let size: usize = args.get_or("--size", 64);
+    let idle: usize = args.get_or("--idle", 0);
+    let duration: Option<f64> = args.get("--duration");
+    let threads: usize = args.get_or("--threads", 2);
+    if conns == 0 || size == 0 || requests == 0 || threads == 0 {
+        args.usage_error("--conns, --requests, --size and --threads must be at least 1");
+    }
+    let reply = match args.get_or("--reply", "echo".to_string()).as_str() {
+        "echo" => Reply::Echo,
+        "ctime" => Reply::CtimeLine,
+        other => args.usage_error(&format!("--reply must be echo or ctime, not '{other}'")),
+    };
+    if reply == Reply::CtimeLine && size < 2 {
+        args.usage_error("--reply ctime needs --size 2 or more (the message ends with \\r\\n)");
+    }
+    if duration.is_some_and(|secs| !(secs > 0.0 && secs <= 3600.0)) {
+        args.usage_error("--duration must be more than 0 and at most 3600 seconds");
+    }
+    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    raise_fd_limit(conns + idle + 64);
+
+    // Idle connections first: open, and never used, for as long as the run lasts.
+    let mut idle_streams = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        match TcpStream::connect(addr) {
+            Ok(stream) => idle_streams.push(stream),
+            Err(err) => fail(&format!(
+                "opening idle connection {}: {}",
+                idle_streams.len() + 1,
+                connect_failed(addr, &err, "an echo server")
+            )),
+        }
+    }
+    let mut active = Vec::with_capacity(conns);
+    for number in 0..conns {
+        match TcpStream::connect(addr) {
+            Ok(stream) => active.push((number, stream)),
+            Err(err) => fail(&connect_failed(addr, &err, "an echo server")),
+        }
+    }
+
+    // ANCHOR: run
+    // The runner reads the server's CPU time when it sees these two lines.
+    println!("measuring: started");
+    let cpu_at_start = own_cpu_seconds();
+    let started = Instant::now();
+    let load = Load {
+        size,
+        requests,
+        deadline: duration.map(|secs| started + Duration::from_secs_f64(secs)),
+        reply,
+    };
+    // Deal the connections out to the threads, round-robin.
+    let mut shares: Vec<Vec<(usize, TcpStream)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, conn) in active.into_iter().enumerate() {
+        shares[index % threads].push(conn);
+    }
+    let outcomes: Vec<Outcome> = thread::scope(|scope| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .filter(|share| !share.is_empty())
+            .map(|share| scope.spawn(|| drive(share, &load)))
+            .collect();
+        running
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| Outcome {
+                    latencies: Histogram::new(),
+                    errors: vec!["a client thread panicked".into()],
+                })
+            })
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    let cpu = own_cpu_seconds() - cpu_at_start;
+    println!("measuring: finished");
+    // ANCHOR_END: run
+    drop(idle_streams);
+
+    let mut latencies = Histogram::new();
+    let mut errors = Vec::new();
+    for outcome in &outcomes {
+        latencies.merge(&outcome.latencies);
+        errors.extend(outcome.errors.iter().cloned());
+    }
+    report(conns, idle, size, &latencies, &errors, elapsed, cpu);
+    if !errors.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+fn report(
+    conns: usize,
+    idle: usize,
+    size: usize,
+    latencies: &Histogram,
+    errors: &[String],
+    elapsed: Duration,
+    cpu: f64,
+) {
+    let done = latencies.total();
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let rate = done as f64 / seconds;
+    let megabytes = rate * size as f64 / 1e6;
+    let micros = |nanos: u64| nanos as f64 / 1000.0;
+    println!("{conns} connections (+{idle} idle), {size}-byte messages");
+    println!(
+        "{done} round trips in {seconds:.3} s: {rate:.0} requests/s, {megabytes:.2} MB/s each way"
+    );
+    println!(
+        "latency: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+        micros(latencies.percentile(0.50)),
+        micros(latencies.percentile(0.99)),
+        micros(latencies.percentile(0.999)),
+        micros(latencies.max)
+    );
+    // This client's own CPU time during the run: if it is close to the wall time of a
+    // core per thread, the client, not the server, may be what limits the numbers.
+    println!(
+        "client CPU: {cpu:.2} s in {seconds:.2} s ({:.0}% of a core)",
+        cpu / seconds * 100.0
+    );
+    println!("errors: {}", errors.len());
+    for error in errors.iter().take(10) {
+        println!("error: {error}");
+    }
+    // One line for programs (the runner) to read.
+    println!(
+        "summary requests={done} seconds={seconds:.6} rps={rate:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} client_cpu={cpu:.3} errors={}",
+        micros(latencies.percentile(0.50)),
+        micros(latencies.percentile(0.99)),
+        micros(latencies.percentile(0.999)),
+        micros(latencies.max),
+        errors.len()
+    );
+}
+
+/// User plus system CPU time of this process so far.
+fn own_cpu_seconds() -> f64 {
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|usage| {
+            (usage.user_time().num_microseconds() + usage.system_time().num_microseconds()) as f64
+                / 1e6
+        })
+        .unwrap_or(0.0)
+}
+
+/// Raises the soft limit on open descriptors towards `wanted` (at most the hard limit).
+fn raise_fd_limit(wanted: usize) {
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let target = (wanted as u64).min(hard);
+        if soft < target {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+                eprintln!("warning: cannot raise the descriptor limit to {target}: {err}");
+            }
+        }
+    }
+}
+
+// ANCHOR: drive
+/// One thread's share: an epoll loop over its connections. Each connection writes its
+/// message, reads the whole echo (checking every byte), records the latency, and
+/// starts the next request. A connection is watched for reading only, and for writing
+/// only while a message did not fit in the send buffer: the client must cost less per
+/// request than the servers it measures.
+fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
+    let mut outcome = Outcome {
+        latencies: Histogram::new(),
+        errors: Vec::new(),
+    };
+    let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
+        Ok(epoll) => epoll,
+        Err(err) => {
+            outcome.errors.push(format!("epoll_create1: {err}"));
+            return outcome;
+        }
+    };
+    let now = Instant::now();
+    let mut conns: Vec<Conn> = Vec::with_capacity(share.len());
+    for (number, stream) in share {
+        let token = conns.len() as u64;
+        let ready = stream
+            .set_nonblocking(true)
+            .and_then(|()| stream.set_nodelay(true))
+            .and_then(|()| Ok(epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, token))?));
+        if let Err(err) = ready {
+            outcome.errors.push(format!("conn {number}: {err}"));
+            continue;
+        }
+        conns.push(Conn {
+            stream,
+            number,
+            request: 0,
+            message: message(number, load),
+            written: 0,
+            echoed: 0,
+            started: now,
+            last_progress: now,
+            writing: false,
+            done: false,
+            line: [0; CTIME_LINE],
+        });
+    }
+    let mut buffer = vec![0u8; load.size.clamp(4096, 1 << 20)];
+    let mut running = conns.len();
+    // Start every connection's first request.
+    for (index, conn) in conns.iter_mut().enumerate() {
+        next_request(conn, now, load.reply);
+        advance(
+            conn,
+            index,
+            &epoll,
+            &mut buffer,
+            load,
+            &mut outcome,
+            &mut running,
+            now,
+        );
+    }
+    let mut events = vec![EpollEvent::empty(); 1024];
+    let mut last_check = now;
+    while running > 0 {
+        let ready = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+            Ok(ready) => ready,
+            Err(Errno::EINTR) => 0,
+            Err(err) => {
+                outcome.errors.push(format!("epoll_wait: {err}"));
+                break;
+            }
+        };
+        let now = Instant::now();
+        for event in &events[..ready] {
+            let index = event.data() as usize;
+            if index < conns.len() && !conns[index].done {
+                advance(
+                    &mut conns[index],
+                    index,
+                    &epoll,
+                    &mut buffer,
+                    load,
+                    &mut outcome,
+                    &mut running,
+                    now,
+                );
+            }
+        }
+        if now.duration_since(last_check) >= Duration::from_secs(1) {
+            last_check = now;
+            for conn in conns.iter_mut().filter(|conn| !conn.done) {
+                if now.duration_since(conn.last_progress) > STALL {
+                    outcome.errors.push(format!(
+                        "conn {}: no progress for {} s (request {}, {} of {} bytes echoed)",
+                        conn.number,
+                        STALL.as_secs(),
+                        conn.request,
+                        conn.echoed,
+                        conn.message.len()
+                    ));
+                    conn.done = true;
+                    running -= 1;
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Moves one connection on, and watches it for writing only while a write is stuck.
+#[allow(clippy::too_many_arguments)]
+fn advance(
+    conn: &mut Conn,
+    index: usize,
+    epoll: &Epoll,
+    buffer: &mut [u8],
+    load: &Load,
+    outcome: &mut Outcome,
+    running: &mut usize,
+    now: Instant,
+) {
+    let result = step(conn, buffer, &mut outcome.latencies, load, now).and_then(|finished| {
+        let writing = conn.written < conn.message.len();
+        if !finished && writing != conn.writing {
+            let flags = if writing {
+                EpollFlags::EPOLLOUT
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            epoll.modify(&conn.stream, &mut EpollEvent::new(flags, index as u64))?;
+            conn.writing = writing;
+        }
+        Ok(finished)
+    });
+    let finished = match result {
+        Ok(finished) => finished,
+        Err(err) => {
+            outcome.errors.push(format!("conn {}: {err}", conn.number));
+            true
+        }
+    };
+    if finished {
+        let _ = epoll.delete(&conn.stream);
+        conn.done = true;
+        *running -= 1;
+    }
+}
+// ANCHOR_END: drive
+
+fn next_request(conn: &mut Conn, now: Instant, reply: Reply) {
+    // The stamp's bytes could hold a `\r\n`; and a time line says nothing of which
+    // request it answers, so the ctime mode does without.
+    if reply == Reply::Echo {
+        let stamp = conn.request.to_le_bytes();
+        let stamped = stamp.len().min(conn.message.len());
+        conn.message[..stamped].copy_from_slice(&stamp[..stamped]);
+    }
+    conn.written = 0;
+    conn.echoed = 0;
+    conn.started = now;
+}
+
+// ANCHOR: step
+/// Does what the socket allows; returns Ok(true) when this connection is done.
+fn step(
+    conn: &mut Conn,
+    buffer: &mut [u8],
+    latencies: &mut Histogram,
+    load: &Load,
+    now: Instant,
+) -> io::Result<bool> {
+    // Write what is left of the message.
+    while conn.written < conn.message.len() {
+        match conn.stream.write(&conn.message[conn.written..]) {
+            Ok(n) => {
+                conn.written += n;
+                conn.last_progress = now;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    // Read the echo, checking every byte as it comes.
+    let expected = match load.reply {
+        Reply::Echo => conn.message.len(),
+        Reply::CtimeLine => CTIME_LINE,
+    };
+    loop {
+        let want = (expected - conn.echoed).min(buffer.len());
+        match conn.stream.read(&mut buffer[..want]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the server closed the connection at request {}",
+                        conn.request
+                    ),
+                ));
+            }
+            Ok(n) if load.reply == Reply::CtimeLine => {
+                conn.line[conn.echoed..conn.echoed + n].copy_from_slice(&buffer[..n]);
+                conn.echoed += n;
+                conn.last_progress = now;
+                if conn.echoed == CTIME_LINE {
+                    if !looks_like_ctime_line(&conn.line) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "request {}: the reply is not a ctime line: {:?}",
+                                conn.request,
+                                String::from_utf8_lossy(&conn.line)
+                            ),
+                        ));
+                    }
+                    return finish_request(conn, latencies, load);
+                }
+            }
+            Ok(n) => {
+                if buffer[..n] != conn.message[conn.echoed..conn.echoed + n] {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "wrong bytes in the echo of request {} at offset {}",
+                            conn.request, conn.echoed
+                        ),
+                    ));
+                }
+                conn.echoed += n;
+                conn.last_progress = now;
+                if conn.echoed == conn.message.len() {
+                    return finish_request(conn, latencies, load);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+// ANCHOR_END: step
+
+/// Records the round trip; starts the next request unless this connection is done.
+fn finish_request(conn: &mut Conn, latencies: &mut Histogram, load: &Load) -> io::Result<bool> {
+    let finished = Instant::now();
+    latencies.record(finished.duration_since(conn.started).as_nanos() as u64);
+    conn.request += 1;
+    let out_of_time = load.deadline.is_some_and(|deadline| finished >= deadline);
+    if conn.request >= load.requests || out_of_time {
+        return Ok(true);
+    }
+    next_request(conn, finished, load.reply);
+    Ok(false)
+}
+
+/// `Fri Dec  4 16:55:42 2026\r\n`: the separators where ctime puts them.
+fn looks_like_ctime_line(line: &[u8; CTIME_LINE]) -> bool {
+    let separators = [
+        (3, b' '),
+        (7, b' '),
+        (10, b' '),
+        (13, b':'),
+        (16, b':'),
+        (19, b' '),
+    ];
+    separators.iter().all(|&(at, byte)| line[at] == byte)
+        && line[20..24].iter().all(u8::is_ascii_digit)
+        && &line[24..] == b"\r\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_within_two_percent() {
+        for value in [0u64, 1, 127, 128, 129, 1000, 65_537, 1_000_000, 123_456_789] {
+            let index = Histogram::index(value);
+            let low = Histogram::lower_bound(index);
+            assert!(low <= value, "{value}: bucket starts at {low}");
+            assert!(
+                value - low <= value / 60 + 1,
+                "{value}: bucket starts at {low}"
+            );
+            assert!(Histogram::lower_bound(index + 1) > value, "{value}");
+        }
+    }
+
+    #[test]
+    fn ctime_lines_are_recognised() {
+        assert!(looks_like_ctime_line(b"Fri Dec  4 16:55:42 2026\r\n"));
+        assert!(!looks_like_ctime_line(b"Fri Dec  4 16:55:42 2026\n\n"));
+        assert!(!looks_like_ctime_line(b"abcdefghijklmnopqrstuvwxyz"));
+    }
+
+    #[test]
+    fn ctime_messages_hold_one_line_end() {
+        for size in [2, 3, 64, 65_536] {
+            for number in [0, 1, 2, 37, 499] {
+                let load = Load {
+                    size,
+                    requests: 1,
+                    deadline: None,
+                    reply: Reply::CtimeLine,
+                };
+                let message = message(number, &load);
+                let line_ends = message.windows(2).filter(|w| w == b"\r\n").count();
+                assert_eq!(line_ends, 1, "size {size}, conn {number}");
+                assert!(message.ends_with(b"\r\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_from_counts() {
+        let mut histogram = Histogram::new();
+        for value in 1..=1000u64 {
+            histogram.record(value * 1000);
+        }
+        let p50 = histogram.percentile(0.5);
+        assert!((490_000..=500_000).contains(&p50), "{p50}");
+        let p99 = histogram.percentile(0.99);
+        assert!((975_000..=990_000).contains(&p99), "{p99}");
+        assert_eq!(histogram.percentile(1.0), 1_000_000);
+        assert_eq!(histogram.max, 1_000_000);
+        let mut other = Histogram::new();
+        other.record(5);
+        histogram.merge(&other);
+        assert_eq!(histogram.total(), 1001);
+    }
+}

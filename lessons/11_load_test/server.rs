@@ -1,0 +1,705 @@
+//! Lesson 11, the runner: starts each echo server of the workbook in turn, drives it
+//! with the load client under the same loads, and prints the tables the chapter shows.
+//!
+//!   cargo build --release --bins
+//!   cargo run --release --bin 11_load_test_server -- --out book/src/measurements/11_results.md
+//!
+//! It also contains the reference point: `--serve-baseline` makes this program a
+//! minimal single-threaded epoll echo server, with nothing but the system calls.
+
+mod baseline;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use workbook::cli::Cli;
+use workbook::fail;
+
+/// One server model: how to start it, and which loads it can take.
+struct Model {
+    name: &'static str,
+    binary: &'static str,
+    args: &'static [&'static str],
+    /// Extra arguments depending on the load (e.g. enough threads for every client).
+    per_load: fn(&LoadSpec) -> Vec<String>,
+    /// Why this model cannot take a load at all, if it cannot.
+    cannot: fn(&LoadSpec) -> Option<&'static str>,
+    /// What the load client expects back: `echo`, or `ctime` for lesson 10.
+    reply: &'static str,
+}
+
+#[derive(Clone)]
+struct LoadSpec {
+    name: String,
+    conns: usize,
+    size: usize,
+    idle: usize,
+}
+
+fn no_extra(_: &LoadSpec) -> Vec<String> {
+    Vec::new()
+}
+
+fn always(_: &LoadSpec) -> Option<&'static str> {
+    None
+}
+
+fn models() -> Vec<Model> {
+    vec![
+        Model {
+            name: "baseline (minimal epoll loop)",
+            binary: "11_load_test_server",
+            args: &["--serve-baseline"],
+            per_load: no_extra,
+            cannot: always,
+            reply: "echo",
+        },
+        Model {
+            name: "04 select",
+            binary: "04_select_server",
+            args: &["--quiet"],
+            per_load: no_extra,
+            cannot: |load| {
+                (load.conns + load.idle + 8 >= 1024)
+                    .then_some("refused: descriptors above FD_SETSIZE (1024)")
+            },
+            reply: "echo",
+        },
+        Model {
+            name: "05 poll",
+            binary: "05_poll_server",
+            args: &["--quiet"],
+            per_load: no_extra,
+            cannot: always,
+            reply: "echo",
+        },
+        Model {
+            name: "06 thread per connection",
+            binary: "06_threaded_server",
+            args: &["--quiet"],
+            per_load: |load| {
+                vec![
+                    "--max-threads".into(),
+                    (load.conns + load.idle + 16).to_string(),
+                ]
+            },
+            cannot: always,
+            reply: "echo",
+        },
+        Model {
+            name: "07 fixed threads",
+            binary: "07_fixed_threads_server",
+            args: &["--quiet"],
+            per_load: |load| vec!["--threads".into(), (load.conns + 4).min(1024).to_string()],
+            cannot: |load| {
+                if load.idle > 0 {
+                    Some("n/a: idle connections would hold every worker")
+                } else if load.conns + 4 > 1024 {
+                    Some("n/a: more connections than --threads allows")
+                } else {
+                    None
+                }
+            },
+            reply: "echo",
+        },
+        Model {
+            name: "08 epoll, level-triggered",
+            binary: "08_event_loop_server",
+            args: &["--quiet"],
+            per_load: no_extra,
+            cannot: always,
+            reply: "echo",
+        },
+        Model {
+            name: "08 epoll, edge-triggered",
+            binary: "08_event_loop_server",
+            args: &["--quiet", "--edge"],
+            per_load: no_extra,
+            cannot: always,
+            reply: "echo",
+        },
+        Model {
+            // The framework's handler answers each `\r\n` with a time line, not an
+            // echo: the load client sends messages ending in `\r\n` and checks the
+            // lines. The backlog is raised from Python's 5 so that 500 clients can
+            // connect at once, as they can to every other model.
+            name: "10 socketserver, threading",
+            binary: "10_socketserver_server",
+            args: &[
+                "--quiet",
+                "--mode",
+                "threading",
+                "--request-queue-size",
+                "4096",
+            ],
+            per_load: |load| {
+                vec![
+                    "--max-threads".into(),
+                    (load.conns + load.idle + 16).to_string(),
+                ]
+            },
+            cannot: always,
+            reply: "ctime",
+        },
+    ]
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    /// The server's CPU time as a share of the run's wall time (1.0 = one core).
+    server_cpu: f64,
+    /// The load client's, likewise.
+    client_cpu: f64,
+}
+
+fn main() {
+    let args = Cli::new(
+        "11_load_test_server",
+        "Lesson 11: runs every echo server model under the same loads and prints the \
+         results as markdown tables.",
+        0,
+    )
+    .value(
+        "--duration",
+        "SECS",
+        "length of each measured run (default 2)",
+    )
+    .value(
+        "--rounds",
+        "R",
+        "runs of every model under every load; the median is kept (default 3)",
+    )
+    .value("--out", "FILE", "also write the tables (markdown) to FILE")
+    .value(
+        "--svg",
+        "FILE",
+        "write a chart of throughput against idle connections to FILE",
+    )
+    .value(
+        "--models",
+        "LIST",
+        "comma-separated model numbers to run, e.g. 05,08 (default all)",
+    )
+    .switch(
+        "--quick",
+        "small loads only (a smoke test: 1 and 50 connections, no idle)",
+    )
+    .switch(
+        "--no-build",
+        "do not run `cargo build --bins` first (it runs only under `cargo run`)",
+    )
+    .switch(
+        "--serve-baseline",
+        "be the baseline echo server instead (used by the runner)",
+    )
+    .parse();
+    if args.flag("--serve-baseline") {
+        baseline::serve(&args);
+        return;
+    }
+    let seconds: f64 = args.get_or("--duration", 2.0);
+    let rounds: usize = args.get_or("--rounds", 3);
+    if !(1..=99).contains(&rounds) {
+        args.usage_error("--rounds must be 1 to 99");
+    }
+    if !(0.1..=600.0).contains(&seconds) {
+        args.usage_error("--duration must be 0.1 to 600 seconds");
+    }
+    let wanted: Option<Vec<String>> = args
+        .get::<String>("--models")
+        .map(|list| list.split(',').map(|m| m.trim().to_string()).collect());
+    let directory = binaries_directory();
+    if !args.flag("--no-build") {
+        build_every_lesson();
+    }
+    let hard_limit = raise_fd_limit();
+
+    let loads = if args.flag("--quick") {
+        vec![load("1 x 64 B", 1, 64, 0), load("50 x 64 B", 50, 64, 0)]
+    } else {
+        vec![
+            load("1 x 64 B", 1, 64, 0),
+            load("50 x 64 B", 50, 64, 0),
+            load("500 x 64 B", 500, 64, 0),
+            load("50 x 64 KiB", 50, 64 * 1024, 0),
+            load("50 x 64 B + 1,000 idle", 50, 64, 1000),
+            load("50 x 64 B + 5,000 idle", 50, 64, 5000),
+        ]
+    };
+    let models: Vec<Model> = models()
+        .into_iter()
+        .filter(|model| match &wanted {
+            None => true,
+            Some(list) => list.iter().any(|w| {
+                model.name.starts_with(w.as_str())
+                    || (w == "baseline" && model.name.starts_with("baseline"))
+            }),
+        })
+        .collect();
+    for model in &models {
+        let path = directory.join(model.binary);
+        if !path.exists() {
+            fail(&format!(
+                "{} is missing: build every lesson first with: cargo build --release --bins",
+                path.display()
+            ));
+        }
+    }
+
+    println!(
+        "runner: {} models x {} loads, {seconds} s each",
+        models.len(),
+        loads.len()
+    );
+    let mut results: BTreeMap<(usize, usize), Result<Measured, String>> = BTreeMap::new();
+    // ANCHOR: rounds
+    // Each load is run `rounds` times over all the models, one model after the other,
+    // and each model's median run is kept: a noisy second on a shared machine then
+    // hits every model alike, and one bad run does not decide a row.
+    for (load_index, spec) in loads.iter().enumerate() {
+        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); models.len()];
+        let mut failures: Vec<Option<String>> = vec![None; models.len()];
+        for round in 1..=rounds {
+            for (model_index, model) in models.iter().enumerate() {
+                if failures[model_index].is_some() {
+                    continue;
+                }
+                let outcome = match (model.cannot)(spec) {
+                    Some(reason) => Err(reason.to_string()),
+                    None => measure(&directory, model, spec, seconds),
+                };
+                match outcome {
+                    Ok(m) => {
+                        println!(
+                            "round {round}  {:<28} {:<24} {:>9.0} req/s  p99 {:>8.1} us  CPU server {:>4.0}% client {:>4.0}%",
+                            model.name,
+                            spec.name,
+                            m.rps,
+                            m.p99_us,
+                            m.server_cpu * 100.0,
+                            m.client_cpu * 100.0
+                        );
+                        runs[model_index].push(m);
+                    }
+                    Err(reason) => {
+                        println!(
+                            "round {round}  {:<28} {:<24} {reason}",
+                            model.name, spec.name
+                        );
+                        failures[model_index] = Some(reason);
+                    }
+                }
+            }
+        }
+        for (model_index, mut measured) in runs.into_iter().enumerate() {
+            let outcome = match failures[model_index].take() {
+                Some(reason) => Err(reason),
+                None => {
+                    measured.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                    measured
+                        .get(measured.len() / 2)
+                        .cloned()
+                        .ok_or_else(|| "no run".to_string())
+                }
+            };
+            results.insert((load_index, model_index), outcome);
+        }
+    }
+    // ANCHOR_END: rounds
+
+    let tables = markdown(&loads, &models, &results, seconds, rounds, hard_limit);
+    println!("\n{tables}");
+    if let Some(path) = args.get::<String>("--out") {
+        if let Err(err) = std::fs::write(&path, &tables) {
+            fail(&format!("cannot write {path}: {err}"));
+        }
+    }
+    if let Some(path) = args.get::<String>("--svg") {
+        let chart = svg_chart(&loads, &models, &results);
+        if let Err(err) = std::fs::write(&path, chart) {
+            fail(&format!("cannot write {path}: {err}"));
+        }
+    }
+}
+
+fn load(name: &str, conns: usize, size: usize, idle: usize) -> LoadSpec {
+    LoadSpec {
+        name: name.to_string(),
+        conns,
+        size,
+        idle,
+    }
+}
+
+/// The servers are this program's siblings (all of them are built into one folder).
+/// Under `cargo run`, builds every lesson's binary with this runner's profile first:
+/// `cargo run` builds only the runner, and measuring a server built from older source
+/// than the one you just changed would be a quiet lie.
+fn build_every_lesson() {
+    let Ok(cargo) = std::env::var("CARGO") else {
+        return; // started directly, not by cargo: measure the binaries as they are
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--bins", "--manifest-path"])
+        .arg(&manifest);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    println!("runner: building every lesson first (cargo build --bins)");
+    match build.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!("cargo build --bins failed ({status})")),
+        Err(err) => fail(&format!("cannot run cargo build --bins: {err}")),
+    }
+}
+
+fn binaries_directory() -> PathBuf {
+    match std::env::current_exe() {
+        Ok(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Err(err) => fail(&format!("cannot find this program's own path: {err}")),
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (children inherit it); returns it.
+fn raise_fd_limit() -> u64 {
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard {
+                if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                    eprintln!("warning: cannot raise the descriptor limit: {err}");
+                    return soft;
+                }
+            }
+            hard
+        }
+        Err(_) => 0,
+    }
+}
+
+// ANCHOR: measure
+/// Starts the server, runs the load client against it, stops the server.
+fn measure(
+    directory: &Path,
+    model: &Model,
+    spec: &LoadSpec,
+    seconds: f64,
+) -> Result<Measured, String> {
+    let mut server = Command::new(directory.join(model.binary))
+        .args(model.args)
+        .args((model.per_load)(spec))
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|err| format!("cannot start {}: {err}", model.binary))?;
+    let result = run_against(directory, &mut server, model.reply, spec, seconds);
+    let _ = kill(Pid::from_raw(server.id() as i32), Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = server.try_wait() {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn run_against(
+    directory: &Path,
+    server: &mut Child,
+    reply: &str,
+    spec: &LoadSpec,
+    seconds: f64,
+) -> Result<Measured, String> {
+    let stdout = server.stdout.take().ok_or("no stdout")?;
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .map_err(|err| format!("reading the server's first line: {err}"))?;
+    let port = first
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|addr| addr.rsplit(':').next())
+        .ok_or_else(|| format!("unexpected first line {first:?}"))?
+        .to_string();
+    let client = |duration: f64| {
+        Command::new(directory.join("11_load_test_client"))
+            .args(["--port", &port])
+            .args(["--conns", &spec.conns.to_string()])
+            .args(["--size", &spec.size.to_string()])
+            .args(["--idle", &spec.idle.to_string()])
+            .args(["--reply", reply])
+            .args(["--duration", &duration.to_string()])
+            .args(["--requests", &(u64::MAX / 2).to_string()])
+            // One client thread: on a two-core machine the client gets one core and a
+            // single-threaded server the other.
+            .args(["--threads", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| format!("cannot run the load client: {err}"))
+    };
+    // Warm-up: a short run first, so that the measured one does not include the
+    // first connections, page faults and cold caches.
+    let warm_up = client(0.3)?;
+    let _ = warm_up.wait_with_output();
+    // The server's CPU time is read when the client says its run starts and ends, so
+    // that opening and closing thousands of idle connections is not counted in it.
+    let mut measured = client(seconds)?;
+    let mut text = String::new();
+    // The server's CPU seconds and the time, when the run started and when it ended.
+    let mut started: Option<(f64, Instant)> = None;
+    let mut finished: Option<(f64, Instant)> = None;
+    if let Some(stdout) = measured.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match line.as_str() {
+                "measuring: started" => started = Some((cpu_seconds(server.id()), Instant::now())),
+                "measuring: finished" => {
+                    finished = Some((cpu_seconds(server.id()), Instant::now()))
+                }
+                _ => {}
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    let output = measured
+        .wait_with_output()
+        .map_err(|err| format!("waiting for the load client: {err}"))?;
+    let server_cpu = match (started, finished) {
+        (Some((cpu_before, from)), Some((cpu_after, to))) => {
+            (cpu_after - cpu_before) / to.duration_since(from).as_secs_f64().max(1e-9)
+        }
+        _ => 0.0,
+    };
+    let summary = text
+        .lines()
+        .find(|line| line.starts_with("summary "))
+        .ok_or_else(|| {
+            format!(
+                "no summary from the load client: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+    let field = |name: &str| -> f64 {
+        summary
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    if field("errors") > 0.0 || !output.status.success() {
+        let first_error = text
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("failed");
+        return Err(format!("errors: {first_error}"));
+    }
+    Ok(Measured {
+        rps: field("rps"),
+        p50_us: field("p50_us"),
+        p99_us: field("p99_us"),
+        max_us: field("max_us"),
+        server_cpu,
+        client_cpu: field("client_cpu") / field("seconds").max(1e-9),
+    })
+}
+// ANCHOR_END: measure
+
+/// User plus system CPU time of a process so far, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name is in parentheses and may hold spaces: split after it.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 here.
+    let ticks: f64 = [11usize, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // Clock ticks per second: 100 on every Linux this workbook targets.
+    ticks / 100.0
+}
+
+fn markdown(
+    loads: &[LoadSpec],
+    models: &[Model],
+    results: &BTreeMap<(usize, usize), Result<Measured, String>>,
+    seconds: f64,
+    rounds: usize,
+    fd_limit: u64,
+) -> String {
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Machine: {cpu}, {cores} cores, Linux {}; release builds; each figure is the median \
+         of {rounds} runs of {seconds} s (each after a 0.3 s warm-up), the models taking \
+         turns; descriptor limit {fd_limit}; load client: 1 thread, closed loop, every \
+         byte checked.\n",
+        kernel.trim()
+    );
+    for (load_index, spec) in loads.iter().enumerate() {
+        let fastest = models
+            .iter()
+            .enumerate()
+            .filter_map(|(m, _)| results.get(&(load_index, m))?.as_ref().ok())
+            .map(|m| m.rps)
+            .fold(0.0, f64::max);
+        let _ = writeln!(out, "**{}**\n", spec.name);
+        let _ = writeln!(
+            out,
+            "| model | requests/s | vs fastest | p50 (us) | p99 (us) | max (us) | server CPU | client CPU |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (model_index, model) in models.iter().enumerate() {
+            match results.get(&(load_index, model_index)) {
+                Some(Ok(m)) => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.0}% |",
+                        model.name,
+                        m.rps,
+                        if fastest > 0.0 { m.rps / fastest } else { 0.0 },
+                        m.p50_us,
+                        m.p99_us,
+                        m.max_us,
+                        m.server_cpu * 100.0,
+                        m.client_cpu * 100.0
+                    );
+                }
+                Some(Err(reason)) => {
+                    let _ = writeln!(out, "| {} | {reason} | | | | | | |", model.name);
+                }
+                None => {}
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A line chart of requests/s against idle connections, one line per model, for the
+/// loads that differ only in their idle connections.
+fn svg_chart(
+    loads: &[LoadSpec],
+    models: &[Model],
+    results: &BTreeMap<(usize, usize), Result<Measured, String>>,
+) -> String {
+    let points: Vec<(usize, usize)> = loads
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.conns == 50 && l.size == 64)
+        .map(|(i, l)| (i, l.idle))
+        .collect();
+    let top = results
+        .values()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|m| m.rps)
+        .fold(1.0, f64::max);
+    let (width, height, left, bottom) = (800.0, 360.0, 70.0, 40.0);
+    let x_of = |slot: usize| {
+        left + 30.0 + slot as f64 * (width - left - 300.0) / (points.len().max(2) - 1) as f64
+    };
+    let y_of = |rps: f64| height - bottom - rps / top * (height - bottom - 20.0);
+    let colours = [
+        "#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+    ];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"20\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"10\" y=\"14\">requests/s (50 active connections, 64 B)</text>\n",
+        height - bottom,
+        width - 270.0,
+        height - bottom,
+        height - bottom
+    );
+    for step in 0..=4 {
+        let rps = top * step as f64 / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"5\" y=\"{:.0}\">{:.0}</text>",
+            y_of(rps) + 4.0,
+            rps
+        );
+    }
+    for (slot, (_, idle)) in points.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\">{idle} idle</text>",
+            x_of(slot),
+            height - bottom + 18.0
+        );
+    }
+    for (model_index, model) in models.iter().enumerate() {
+        let colour = colours[model_index % colours.len()];
+        let line: Vec<String> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, (load_index, _))| {
+                let m = results.get(&(*load_index, model_index))?.as_ref().ok()?;
+                Some(format!("{:.1},{:.1}", x_of(slot), y_of(m.rps)))
+            })
+            .collect();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            line.join(" ")
+        );
+        for point in &line {
+            let (x, y) = point.split_once(',').unwrap_or(("0", "0"));
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{colour}\"/>"
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
+            width - 250.0,
+            30.0 + model_index as f64 * 16.0,
+            if line.len() < points.len() {
+                format!("{} (not run with idle)", model.name)
+            } else {
+                model.name.to_string()
+            }
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,261 @@
+//! Lesson 11: the load client and the runner. These tests check that they measure
+//! correctly (every byte verified, errors reported, the table produced); the numbers
+//! themselves live in the chapter, never in assertions.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::thread;
+
+use support::*;
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_11_load_test_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_11_load_test_client");
+const POLL_SERVER: &str = env!("CARGO_BIN_EXE_05_poll_server");
+const FRAMEWORK_SERVER: &str = env!("CARGO_BIN_EXE_10_socketserver_server");
+
+fn summary_field(stdout: &str, name: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("summary "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+#[test]
+fn client_counts_every_round_trip_against_a_real_server() {
+    let server = Server::start(POLL_SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let args = [
+        "--port",
+        &port,
+        "--conns",
+        "5",
+        "--requests",
+        "200",
+        "--size",
+        "100",
+        "--idle",
+        "3",
+    ];
+    let client = run(CLIENT, &args, b"");
+    assert!(
+        client.status.success(),
+        "{}{}",
+        client.stdout,
+        client.stderr
+    );
+    assert_eq!(summary_field(&client.stdout, "requests"), 1000.0);
+    assert_eq!(summary_field(&client.stdout, "errors"), 0.0);
+    assert!(summary_field(&client.stdout, "p50_us") > 0.0);
+    assert!(summary_field(&client.stdout, "p99_us") >= summary_field(&client.stdout, "p50_us"));
+    assert!(
+        client
+            .stdout
+            .contains("5 connections (+3 idle), 100-byte messages")
+    );
+}
+
+#[test]
+fn large_messages_are_checked_too() {
+    let server = Server::start(POLL_SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let args = [
+        "--port",
+        &port,
+        "--conns",
+        "3",
+        "--requests",
+        "5",
+        "--size",
+        "300000",
+    ];
+    let client = run(CLIENT, &args, b"");
+    assert!(
+        client.status.success(),
+        "{}{}",
+        client.stdout,
+        client.stderr
+    );
+    assert_eq!(summary_field(&client.stdout, "requests"), 15.0);
+}
+
+/// A server that echoes one byte wrong: the client must notice and fail.
+#[test]
+fn a_wrong_byte_is_an_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buffer = [0u8; 64];
+        let mut total = 0;
+        while let Ok(n @ 1..) = stream.read(&mut buffer) {
+            total += n;
+            if total > 100 {
+                buffer[0] ^= 1; // corrupt the echo of the second request
+            }
+            if stream.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let client = run(
+        CLIENT,
+        &[
+            "--port",
+            &port,
+            "--conns",
+            "1",
+            "--requests",
+            "10",
+            "--size",
+            "64",
+        ],
+        b"",
+    );
+    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
+    assert!(
+        client.stdout.contains("wrong bytes in the echo"),
+        "{}",
+        client.stdout
+    );
+    assert_eq!(summary_field(&client.stdout, "errors"), 1.0);
+}
+
+/// `--reply ctime` drives lesson 10's time server: one line per message, checked.
+#[test]
+fn ctime_replies_from_the_framework_server() {
+    let server = Server::start(
+        FRAMEWORK_SERVER,
+        &["--quiet", "--mode", "threading", "--max-threads", "20"],
+    );
+    let port = server.port().to_string();
+    for size in ["64", "70000"] {
+        let args = [
+            "--port",
+            &port,
+            "--reply",
+            "ctime",
+            "--conns",
+            "4",
+            "--requests",
+            "50",
+            "--size",
+            size,
+        ];
+        let client = run(CLIENT, &args, b"");
+        assert!(
+            client.status.success(),
+            "{}{}",
+            client.stdout,
+            client.stderr
+        );
+        assert_eq!(summary_field(&client.stdout, "requests"), 200.0);
+        assert_eq!(summary_field(&client.stdout, "errors"), 0.0);
+    }
+}
+
+/// An echo is not a time line: `--reply ctime` against an echo server must fail.
+#[test]
+fn ctime_mode_rejects_an_echo() {
+    let server = Server::start(POLL_SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let args = [
+        "--port",
+        &port,
+        "--reply",
+        "ctime",
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ];
+    let client = run(CLIENT, &args, b"");
+    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
+    assert!(
+        client.stdout.contains("the reply is not a ctime line"),
+        "{}",
+        client.stdout
+    );
+}
+
+#[test]
+fn client_contract() {
+    contract::rejects_bad_flags(CLIENT);
+    let port = closed_port().to_string();
+    let refused = run(CLIENT, &["--port", &port], b"");
+    assert_error_line(&refused, &[&format!("127.0.0.1:{port}"), "refused"]);
+    assert_usage_error(&run(CLIENT, &["--conns", "0"], b""));
+    assert_usage_error(&run(CLIENT, &["--duration", "-1"], b""));
+    assert_usage_error(&run(CLIENT, &["--reply", "nonsense"], b""));
+    assert_usage_error(&run(CLIENT, &["--reply", "ctime", "--size", "1"], b""));
+}
+
+/// The baseline server keeps the contract and echoes correctly: it is a reference,
+/// so it must be right.
+#[test]
+fn baseline_server_is_a_correct_echo_server() {
+    echo::large_payload(RUNNER, &["--serve-baseline"], 4 << 20);
+    echo::many_at_once(RUNNER, &["--serve-baseline"], 200);
+    echo::resets_and_half_close(RUNNER, &["--serve-baseline"]);
+    contract::server_stops_on(RUNNER, &["--serve-baseline"], SIGINT);
+    contract::server_stops_on(RUNNER, &["--serve-baseline"], SIGTERM);
+    contract::server_reports_port_in_use(RUNNER, &["--serve-baseline"]);
+}
+
+/// The runner on two models and the small loads: it starts them, measures and prints
+/// a table with a row per model and load.
+#[test]
+fn runner_prints_a_table() {
+    let out = std::env::temp_dir().join(format!("11_results_{}.md", std::process::id()));
+    let out_text = out.to_string_lossy().to_string();
+    let svg = std::env::temp_dir().join(format!("11_chart_{}.svg", std::process::id()));
+    let svg_text = svg.to_string_lossy().to_string();
+    let args = [
+        "--quick",
+        "--no-build",
+        "--duration",
+        "0.3",
+        "--rounds",
+        "1",
+        "--models",
+        "05,08,10",
+        "--out",
+        &out_text,
+        "--svg",
+        &svg_text,
+    ];
+    let runner = run(RUNNER, &args, b"");
+    assert!(
+        runner.status.success(),
+        "{}{}",
+        runner.stdout,
+        runner.stderr
+    );
+    let table = std::fs::read_to_string(&out).unwrap();
+    for needle in [
+        "**1 x 64 B**",
+        "**50 x 64 B**",
+        "| 05 poll |",
+        "| 08 epoll, level-triggered |",
+        "| 08 epoll, edge-triggered |",
+        "| 10 socketserver, threading |",
+    ] {
+        assert!(table.contains(needle), "{needle} missing in:\n{table}");
+    }
+    assert!(!table.contains("errors:"), "{table}");
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let _ = std::fs::remove_file(out);
+    let _ = std::fs::remove_file(svg);
+}
+
+#[test]
+fn runner_contract() {
+    assert_usage_error(&run(RUNNER, &["--duration", "0"], b""));
+    assert_usage_error(&run(RUNNER, &["--rounds", "0"], b""));
+    assert_usage_error(&run(RUNNER, &["--no-such-flag"], b""));
+}
