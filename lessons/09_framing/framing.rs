@@ -23,8 +23,11 @@ use workbook::show;
 
 use crate::reactor::{Context, Handler};
 
-/// The most one read(2) takes (asynchat's `ac_in_buffer_size`).
-const READ_SIZE: usize = 64 * 1024;
+/// The most one read(2) takes (asynchat's `ac_in_buffer_size`, which is 64 KiB).
+/// Smaller here: the buffer lives on the stack and Rust zeroes it for every `pump`,
+/// and zeroing 64 KiB per read was most of what lessons 04, 05 and 08 did before
+/// lesson 11 profiled them. Header blocks are small; a large one takes more reads.
+const READ_SIZE: usize = 4096;
 /// Output waiting to go out beyond which the connection is not read (lessons 05, 08).
 const OUTPUT_CAP: usize = 1024 * 1024;
 /// After the last reply the connection is read, and what comes discarded, until the
