@@ -126,6 +126,109 @@ fn a_wrong_byte_is_an_error() {
     assert_eq!(summary_field(&client.stdout, "errors"), 1.0);
 }
 
+/// A server that sends each connection's echo to the other one. With 12-byte messages
+/// the two connections' messages differ only in the connection stamp (bytes 8..12),
+/// so this checks that stamp.
+#[test]
+fn a_misrouted_echo_is_caught() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    thread::spawn(move || {
+        let (first, _) = listener.accept().unwrap();
+        let (second, _) = listener.accept().unwrap();
+        let mut first_reader = first.try_clone().unwrap();
+        let mut second_reader = second.try_clone().unwrap();
+        let (mut first_writer, mut second_writer) = (first, second);
+        thread::spawn(move || std::io::copy(&mut first_reader, &mut second_writer));
+        let _ = std::io::copy(&mut second_reader, &mut first_writer);
+    });
+    let args = [
+        "--port",
+        &port,
+        "--conns",
+        "2",
+        "--requests",
+        "5",
+        "--size",
+        "12",
+    ];
+    let client = run(CLIENT, &args, b"");
+    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
+    assert!(
+        client
+            .stdout
+            .contains("wrong bytes in the echo of request 0 at offset 8"),
+        "{}",
+        client.stdout
+    );
+}
+
+/// A server that answers each line twice: the spare lines are found when the client,
+/// after its last reply, half-closes and reads to the end.
+#[test]
+fn an_extra_reply_is_caught() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buffer) {
+            let lines = buffer[..n].iter().filter(|&&byte| byte == b'\n').count();
+            for _ in 0..lines * 2 {
+                if stream.write_all(b"Fri Dec  4 16:55:42 2026\r\n").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let args = [
+        "--port",
+        &port,
+        "--reply",
+        "ctime",
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ];
+    let client = run(CLIENT, &args, b"");
+    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
+    assert!(
+        client
+            .stdout
+            .contains("unexpected bytes after the reply to the last request"),
+        "{}",
+        client.stdout
+    );
+}
+
+/// 16 MiB messages: far more than the socket buffers hold, so the client must read
+/// the echo while its write is stuck (the baseline stops reading until it can send).
+#[test]
+fn messages_larger_than_the_socket_buffers() {
+    let server = Server::start(RUNNER, &["--serve-baseline"]);
+    let port = server.port().to_string();
+    let size = (16 << 20).to_string();
+    let args = [
+        "--port",
+        &port,
+        "--conns",
+        "2",
+        "--requests",
+        "2",
+        "--size",
+        &size,
+    ];
+    let client = run(CLIENT, &args, b"");
+    assert!(
+        client.status.success(),
+        "{}{}",
+        client.stdout,
+        client.stderr
+    );
+    assert_eq!(summary_field(&client.stdout, "requests"), 4.0);
+}
+
 /// `--reply ctime` drives lesson 10's time server: one line per message, checked.
 #[test]
 fn ctime_replies_from_the_framework_server() {
@@ -240,6 +343,7 @@ fn runner_prints_a_table() {
     for needle in [
         "**1 x 64 B**",
         "**50 x 64 B**",
+        "**All loads: requests/s (ratio to the fastest)**",
         "| 05 poll |",
         "| 08 epoll, level-triggered |",
         "| 08 epoll, edge-triggered |",

@@ -75,8 +75,13 @@ pub fn serve(args: &Args) {
                         }
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        // EMFILE and the like: try again on the next event.
-                        Err(_) => break,
+                        // EMFILE and the like: the listener stays ready, so trying again
+                        // at once would spin. The reference server keeps it simple and
+                        // pauses; lesson 05 shows the better ways.
+                        Err(_) => {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            break;
+                        }
                     }
                 },
                 token => {

@@ -14,7 +14,7 @@
 //! bottleneck themselves.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ const STALL: Duration = Duration::from_secs(10);
 // ANCHOR: histogram
 /// Latencies in nanoseconds, in buckets whose width grows with the value: 64 buckets
 /// per power of two, so every bucket is within 1.6% of the values it holds, from
-/// nanoseconds to minutes, in 3,500 counters. Percentiles come from the counts; no
+/// nanoseconds to minutes, in 4,096 counters. Percentiles come from the counts; no
 /// latency is averaged or stored one by one.
 #[derive(Clone)]
 struct Histogram {
@@ -85,7 +85,8 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
-    /// The value below which `fraction` of the recorded values fall.
+    /// The value below which `fraction` of the recorded values fall, as the lower
+    /// bound of its bucket (so up to 1.6% low); the maximum is exact.
     fn percentile(&self, fraction: f64) -> u64 {
         let total = self.total();
         if total == 0 {
@@ -107,22 +108,33 @@ impl Histogram {
 }
 // ANCHOR_END: histogram
 
-/// The byte at `offset` of every message of connection `conn`: each connection's
-/// messages differ from every other's, so an echo sent to the wrong connection is
-/// caught. The first 8 bytes are then stamped with the request's number, so a stale
-/// echo is caught too, without computing 64 KiB afresh for every request.
+/// The byte at `offset` of every message of connection `conn`: connections' messages
+/// differ, so most misrouted echoes fail at once.
 fn pattern(conn: usize, offset: usize) -> u8 {
     (conn as u64 * 7 + offset as u64 % 251) as u8
 }
 
-/// The first message of connection `number`. For `--reply ctime` it ends with `\r\n`,
-/// the only one in it: the pattern never puts 10 right after 13.
+/// The first message of connection `number`. An echo message is then stamped: bytes
+/// 0..8 with the request's number (a stale echo is caught) and 8..12 with the
+/// connection's (an echo sent to the wrong connection is caught, whatever the
+/// pattern). Messages under 12 bytes hold only part of the stamp, and the check is
+/// weaker. For `--reply ctime` the message ends with `\r\n`, the only one in it: the
+/// pattern never puts 10 right after 13, and it carries no stamp (a time line says
+/// nothing of which request it answers).
 fn message(number: usize, load: &Load) -> Vec<u8> {
     let mut message: Vec<u8> = (0..load.size)
         .map(|offset| pattern(number, offset))
         .collect();
-    if load.reply == Reply::CtimeLine {
-        message[load.size - 2..].copy_from_slice(b"\r\n");
+    match load.reply {
+        Reply::CtimeLine => message[load.size - 2..].copy_from_slice(b"\r\n"),
+        Reply::Echo => {
+            let connection = (number as u32).to_le_bytes();
+            for (offset, byte) in connection.iter().enumerate() {
+                if let Some(slot) = message.get_mut(8 + offset) {
+                    *slot = *byte;
+                }
+            }
+        }
     }
     message
 }
@@ -136,8 +148,11 @@ struct Conn {
     echoed: usize,
     started: Instant,
     last_progress: Instant,
-    /// Watched for EPOLLOUT (a message did not fit in the send buffer).
+    /// Watched for EPOLLOUT too (a message did not fit in the send buffer).
     writing: bool,
+    /// The last reply is in: the write side is shut, and we read until the server
+    /// closes, to catch bytes it should not have sent.
+    draining: bool,
     done: bool,
     /// `--reply ctime`: the reply line so far.
     line: [u8; CTIME_LINE],
@@ -204,10 +219,12 @@ fn main() {
     )
     .parse();
     let conns: usize = args.get_or("--conns", 50);
-    let requests: u64 = args.get_or("--requests", 1000);
+    // With --duration alone, the time is the only bound.
+    let duration: Option<f64> = args.get("--duration");
+    let default_requests = if duration.is_some() { u64::MAX } else { 1000 };
+    let requests: u64 = args.get_or("--requests", default_requests);
     let size: usize = args.get_or("--size", 64);
     let idle: usize = args.get_or("--idle", 0);
-    let duration: Option<f64> = args.get("--duration");
     let threads: usize = args.get_or("--threads", 2);
     if conns == 0 || size == 0 || requests == 0 || threads == 0 {
         args.usage_error("--conns, --requests, --size and --threads must be at least 1");
@@ -290,16 +307,18 @@ fn main() {
         latencies.merge(&outcome.latencies);
         errors.extend(outcome.errors.iter().cloned());
     }
-    report(conns, idle, size, &latencies, &errors, elapsed, cpu);
+    report(conns, idle, size, reply, &latencies, &errors, elapsed, cpu);
     if !errors.is_empty() {
         std::process::exit(1);
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     conns: usize,
     idle: usize,
     size: usize,
+    reply: Reply,
     latencies: &Histogram,
     errors: &[String],
     elapsed: Duration,
@@ -312,7 +331,11 @@ fn report(
     let micros = |nanos: u64| nanos as f64 / 1000.0;
     println!("{conns} connections (+{idle} idle), {size}-byte messages");
     println!(
-        "{done} round trips in {seconds:.3} s: {rate:.0} requests/s, {megabytes:.2} MB/s each way"
+        "{done} round trips in {seconds:.3} s: {rate:.0} requests/s, {megabytes:.2} MB/s {}",
+        match reply {
+            Reply::Echo => "each way",
+            Reply::CtimeLine => "sent",
+        }
     );
     println!(
         "latency: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
@@ -404,6 +427,7 @@ fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
             started: now,
             last_progress: now,
             writing: false,
+            draining: false,
             done: false,
             line: [0; CTIME_LINE],
         });
@@ -412,7 +436,7 @@ fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
     let mut running = conns.len();
     // Start every connection's first request.
     for (index, conn) in conns.iter_mut().enumerate() {
-        next_request(conn, now, load.reply);
+        next_request(conn, load.reply);
         advance(
             conn,
             index,
@@ -463,6 +487,8 @@ fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
                         conn.echoed,
                         conn.message.len()
                     ));
+                    // Out of the epoll set too: a late reply would wake us forever.
+                    let _ = epoll.delete(&conn.stream);
                     conn.done = true;
                     running -= 1;
                 }
@@ -472,7 +498,9 @@ fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
     outcome
 }
 
-/// Moves one connection on, and watches it for writing only while a write is stuck.
+/// Moves one connection on. It is always watched for reading, and for writing too
+/// only while a write is stuck: then the server may be waiting for us to read its
+/// echo before it reads more of our message, so we must not wait for writing alone.
 #[allow(clippy::too_many_arguments)]
 fn advance(
     conn: &mut Conn,
@@ -485,10 +513,10 @@ fn advance(
     now: Instant,
 ) {
     let result = step(conn, buffer, &mut outcome.latencies, load, now).and_then(|finished| {
-        let writing = conn.written < conn.message.len();
+        let writing = conn.written < conn.message.len() && !conn.draining;
         if !finished && writing != conn.writing {
             let flags = if writing {
-                EpollFlags::EPOLLOUT
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
             } else {
                 EpollFlags::EPOLLIN
             };
@@ -512,9 +540,7 @@ fn advance(
 }
 // ANCHOR_END: drive
 
-fn next_request(conn: &mut Conn, now: Instant, reply: Reply) {
-    // The stamp's bytes could hold a `\r\n`; and a time line says nothing of which
-    // request it answers, so the ctime mode does without.
+fn next_request(conn: &mut Conn, reply: Reply) {
     if reply == Reply::Echo {
         let stamp = conn.request.to_le_bytes();
         let stamped = stamp.len().min(conn.message.len());
@@ -522,7 +548,6 @@ fn next_request(conn: &mut Conn, now: Instant, reply: Reply) {
     }
     conn.written = 0;
     conn.echoed = 0;
-    conn.started = now;
 }
 
 // ANCHOR: step
@@ -534,68 +559,100 @@ fn step(
     load: &Load,
     now: Instant,
 ) -> io::Result<bool> {
-    // Write what is left of the message.
-    while conn.written < conn.message.len() {
-        match conn.stream.write(&conn.message[conn.written..]) {
-            Ok(n) => {
-                conn.written += n;
-                conn.last_progress = now;
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        }
+    if conn.draining {
+        return drain(conn, buffer);
     }
-    // Read the echo, checking every byte as it comes.
-    let expected = match load.reply {
+    let reply_size = match load.reply {
         Reply::Echo => conn.message.len(),
         Reply::CtimeLine => CTIME_LINE,
     };
     loop {
-        let want = (expected - conn.echoed).min(buffer.len());
-        match conn.stream.read(&mut buffer[..want]) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the server closed the connection at request {}",
-                        conn.request
-                    ),
-                ));
+        // Send what is left of the request. Its clock starts at its first byte.
+        if conn.written < conn.message.len() {
+            if conn.written == 0 {
+                conn.started = Instant::now();
             }
-            Ok(n) if load.reply == Reply::CtimeLine => {
-                conn.line[conn.echoed..conn.echoed + n].copy_from_slice(&buffer[..n]);
-                conn.echoed += n;
-                conn.last_progress = now;
-                if conn.echoed == CTIME_LINE {
-                    if !looks_like_ctime_line(&conn.line) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "request {}: the reply is not a ctime line: {:?}",
-                                conn.request,
-                                String::from_utf8_lossy(&conn.line)
-                            ),
-                        ));
+            while conn.written < conn.message.len() {
+                match conn.stream.write(&conn.message[conn.written..]) {
+                    Ok(n) => {
+                        conn.written += n;
+                        conn.last_progress = now;
                     }
-                    return finish_request(conn, latencies, load);
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => return Err(err),
                 }
             }
+            if conn.written == conn.message.len() {
+                // All sent: epoll says when the reply comes (a read now would
+                // almost always find nothing yet: one wasted system call).
+                return Ok(false);
+            }
+            // Stuck: read what has come back, so the server can go on.
+        }
+        // Read the reply as far as it has come. An echo cannot be longer than what
+        // was sent so far; each byte is checked as it comes.
+        let can_come = match load.reply {
+            Reply::Echo => conn.written,
+            Reply::CtimeLine => CTIME_LINE,
+        };
+        while conn.echoed < can_come {
+            let want = (can_come - conn.echoed).min(buffer.len());
+            let n = match conn.stream.read(&mut buffer[..want]) {
+                Ok(0) => return Err(closed_early(conn.request)),
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            let got = &buffer[..n];
+            match load.reply {
+                Reply::Echo if got != &conn.message[conn.echoed..conn.echoed + n] => {
+                    let sent = &conn.message[conn.echoed..conn.echoed + n];
+                    let first = got.iter().zip(sent).take_while(|(a, b)| a == b).count();
+                    return Err(wrong_reply(format!(
+                        "wrong bytes in the echo of request {} at offset {}",
+                        conn.request,
+                        conn.echoed + first
+                    )));
+                }
+                Reply::Echo => {}
+                Reply::CtimeLine => conn.line[conn.echoed..conn.echoed + n].copy_from_slice(got),
+            }
+            conn.echoed += n;
+            conn.last_progress = now;
+        }
+        if conn.echoed < reply_size {
+            return Ok(false); // the echo has caught up with a stuck write
+        }
+        if load.reply == Reply::CtimeLine {
+            check_ctime_reply(conn)?;
+        }
+        // A whole reply: record it, then send the next request at once.
+        let finished = Instant::now();
+        latencies.record(finished.duration_since(conn.started).as_nanos() as u64);
+        conn.request += 1;
+        let out_of_time = load.deadline.is_some_and(|deadline| finished >= deadline);
+        if conn.request >= load.requests || out_of_time {
+            // Half-close, then read until the server closes: any byte is one too many.
+            conn.stream.shutdown(Shutdown::Write)?;
+            conn.draining = true;
+            return drain(conn, buffer);
+        }
+        next_request(conn, load.reply);
+    }
+}
+// ANCHOR_END: step
+
+/// After the last reply: reads until EOF; a byte is an error (an extra reply).
+fn drain(conn: &mut Conn, buffer: &mut [u8]) -> io::Result<bool> {
+    loop {
+        match conn.stream.read(buffer) {
+            Ok(0) => return Ok(true),
             Ok(n) => {
-                if buffer[..n] != conn.message[conn.echoed..conn.echoed + n] {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "wrong bytes in the echo of request {} at offset {}",
-                            conn.request, conn.echoed
-                        ),
-                    ));
-                }
-                conn.echoed += n;
-                conn.last_progress = now;
-                if conn.echoed == conn.message.len() {
-                    return finish_request(conn, latencies, load);
-                }
+                return Err(wrong_reply(format!(
+                    "{n} unexpected bytes after the reply to the last request"
+                )));
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -603,19 +660,33 @@ fn step(
         }
     }
 }
-// ANCHOR_END: step
 
-/// Records the round trip; starts the next request unless this connection is done.
-fn finish_request(conn: &mut Conn, latencies: &mut Histogram, load: &Load) -> io::Result<bool> {
-    let finished = Instant::now();
-    latencies.record(finished.duration_since(conn.started).as_nanos() as u64);
-    conn.request += 1;
-    let out_of_time = load.deadline.is_some_and(|deadline| finished >= deadline);
-    if conn.request >= load.requests || out_of_time {
-        return Ok(true);
+fn check_ctime_reply(conn: &Conn) -> io::Result<()> {
+    if !looks_like_ctime_line(&conn.line) {
+        return Err(wrong_reply(format!(
+            "request {}: the reply is not a ctime line: {:?}",
+            conn.request,
+            String::from_utf8_lossy(&conn.line)
+        )));
     }
-    next_request(conn, finished, load.reply);
-    Ok(false)
+    if conn.written < conn.message.len() {
+        return Err(wrong_reply(format!(
+            "request {}: a reply came before the whole request was sent",
+            conn.request
+        )));
+    }
+    Ok(())
+}
+
+fn closed_early(request: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the server closed the connection at request {request}"),
+    )
+}
+
+fn wrong_reply(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 /// `Fri Dec  4 16:55:42 2026\r\n`: the separators where ctime puts them.

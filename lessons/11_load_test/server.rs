@@ -11,7 +11,7 @@ mod baseline;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -162,6 +162,8 @@ struct Measured {
     server_cpu: f64,
     /// The load client's, likewise.
     client_cpu: f64,
+    /// How far apart the rounds were: (fastest - slowest) / median, of requests/s.
+    spread: f64,
 }
 
 fn main() {
@@ -248,6 +250,9 @@ fn main() {
             }),
         })
         .collect();
+    if models.is_empty() {
+        args.usage_error("--models matches no model: use numbers such as 04,08 or baseline");
+    }
     for model in &models {
         let path = directory.join(model.binary);
         if !path.exists() {
@@ -308,9 +313,15 @@ fn main() {
                 Some(reason) => Err(reason),
                 None => {
                     measured.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+                    let slowest = measured.first().map_or(0.0, |m| m.rps);
+                    let fastest = measured.last().map_or(0.0, |m| m.rps);
                     measured
                         .get(measured.len() / 2)
                         .cloned()
+                        .map(|median| Measured {
+                            spread: (fastest - slowest) / median.rps.max(1e-9),
+                            ..median
+                        })
                         .ok_or_else(|| "no run".to_string())
                 }
             };
@@ -403,7 +414,8 @@ fn measure(
         .args((model.per_load)(spec))
         .args(["--port", "0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // A server's complaint (an `error:` line, a panic) shows in the runner's output.
+        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|err| format!("cannot start {}: {err}", model.binary))?;
     let result = run_against(directory, &mut server, model.reply, spec, seconds);
@@ -429,9 +441,14 @@ fn run_against(
 ) -> Result<Measured, String> {
     let stdout = server.stdout.take().ok_or("no stdout")?;
     let mut first = String::new();
-    BufReader::new(stdout)
+    let mut server_output = BufReader::new(stdout);
+    server_output
         .read_line(&mut first)
         .map_err(|err| format!("reading the server's first line: {err}"))?;
+    // Keep reading (and dropping) what the server prints: with the pipe closed, its
+    // next line (`disconnected ...: Connection reset`, even under --quiet) would
+    // fail with EPIPE, and println! would take the server down mid-run.
+    std::thread::spawn(move || io::copy(&mut server_output, &mut io::sink()));
     let port = first
         .trim()
         .strip_prefix("listening on ")
@@ -451,7 +468,7 @@ fn run_against(
             // single-threaded server the other.
             .args(["--threads", "1"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::inherit())
             .spawn()
             .map_err(|err| format!("cannot run the load client: {err}"))
     };
@@ -491,12 +508,7 @@ fn run_against(
     let summary = text
         .lines()
         .find(|line| line.starts_with("summary "))
-        .ok_or_else(|| {
-            format!(
-                "no summary from the load client: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })?;
+        .ok_or_else(|| format!("no summary from the load client ({})", output.status))?;
     let field = |name: &str| -> f64 {
         summary
             .split_whitespace()
@@ -518,6 +530,7 @@ fn run_against(
         max_us: field("max_us"),
         server_cpu,
         client_cpu: field("client_cpu") / field("seconds").max(1e-9),
+        spread: 0.0, // known once every round is in
     })
 }
 // ANCHOR_END: measure
@@ -535,8 +548,14 @@ fn cpu_seconds(pid: u32) -> f64 {
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
         .sum();
-    // Clock ticks per second: 100 on every Linux this workbook targets.
-    ticks / 100.0
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks
+        / if per_second > 0 {
+            per_second as f64
+        } else {
+            100.0
+        }
 }
 
 fn markdown(
@@ -569,25 +588,51 @@ fn markdown(
          byte checked.\n",
         kernel.trim()
     );
-    for (load_index, spec) in loads.iter().enumerate() {
-        let fastest = models
+    let fastest_of = |load_index: usize| {
+        models
             .iter()
             .enumerate()
             .filter_map(|(m, _)| results.get(&(load_index, m))?.as_ref().ok())
             .map(|m| m.rps)
-            .fold(0.0, f64::max);
+            .fold(0.0, f64::max)
+    };
+    // The overview: one row per model, one column per load, requests/s and the
+    // ratio to that load's fastest model. The tables after it give the latencies.
+    let _ = writeln!(out, "**All loads: requests/s (ratio to the fastest)**\n");
+    let header: Vec<&str> = loads.iter().map(|spec| spec.name.as_str()).collect();
+    let _ = writeln!(out, "| model | {} |", header.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(loads.len()));
+    for (model_index, model) in models.iter().enumerate() {
+        let cells: Vec<String> = (0..loads.len())
+            .map(|load_index| match results.get(&(load_index, model_index)) {
+                Some(Ok(m)) => {
+                    let fastest = fastest_of(load_index);
+                    let ratio = if fastest > 0.0 { m.rps / fastest } else { 0.0 };
+                    format!("{} ({ratio:.2})", thousands(m.rps))
+                }
+                Some(Err(reason)) if reason.starts_with("refused") => "refused".into(),
+                Some(Err(reason)) if reason.starts_with("n/a") => "n/a".into(),
+                Some(Err(_)) => "failed".into(),
+                None => String::new(),
+            })
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", model.name, cells.join(" | "));
+    }
+    out.push('\n');
+    for (load_index, spec) in loads.iter().enumerate() {
+        let fastest = fastest_of(load_index);
         let _ = writeln!(out, "**{}**\n", spec.name);
         let _ = writeln!(
             out,
-            "| model | requests/s | vs fastest | p50 (us) | p99 (us) | max (us) | server CPU | client CPU |"
+            "| model | requests/s | vs fastest | p50 (us) | p99 (us) | max (us) | server CPU | client CPU | spread of rounds |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (model_index, model) in models.iter().enumerate() {
             match results.get(&(load_index, model_index)) {
                 Some(Ok(m)) => {
                     let _ = writeln!(
                         out,
-                        "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.0}% |",
+                        "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.0}% | {:.0}% |",
                         model.name,
                         m.rps,
                         if fastest > 0.0 { m.rps / fastest } else { 0.0 },
@@ -595,11 +640,12 @@ fn markdown(
                         m.p99_us,
                         m.max_us,
                         m.server_cpu * 100.0,
-                        m.client_cpu * 100.0
+                        m.client_cpu * 100.0,
+                        m.spread * 100.0
                     );
                 }
                 Some(Err(reason)) => {
-                    let _ = writeln!(out, "| {} | {reason} | | | | | | |", model.name);
+                    let _ = writeln!(out, "| {} | {reason} | | | | | | | |", model.name);
                 }
                 None => {}
             }
@@ -607,6 +653,19 @@ fn markdown(
         out.push('\n');
     }
     out
+}
+
+/// 136010.4 as "136,010": easier to compare by eye in a table.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// A line chart of requests/s against idle connections, one line per model, for the
@@ -622,16 +681,20 @@ fn svg_chart(
         .filter(|(_, l)| l.conns == 50 && l.size == 64)
         .map(|(i, l)| (i, l.idle))
         .collect();
-    let top = results
-        .values()
-        .filter_map(|r| r.as_ref().ok())
+    // The y axis goes up to the chart's highest point, rounded up to 20,000s.
+    let highest = points
+        .iter()
+        .flat_map(|(load_index, _)| {
+            (0..models.len()).filter_map(move |m| results.get(&(*load_index, m))?.as_ref().ok())
+        })
         .map(|m| m.rps)
         .fold(1.0, f64::max);
-    let (width, height, left, bottom) = (800.0, 360.0, 70.0, 40.0);
+    let top = (highest / 20_000.0).ceil() * 20_000.0;
+    let (width, height, left, bottom, plot_top) = (800.0, 360.0, 80.0, 40.0, 40.0);
     let x_of = |slot: usize| {
         left + 30.0 + slot as f64 * (width - left - 300.0) / (points.len().max(2) - 1) as f64
     };
-    let y_of = |rps: f64| height - bottom - rps / top * (height - bottom - 20.0);
+    let y_of = |rps: f64| height - bottom - rps / top * (height - bottom - plot_top);
     let colours = [
         "#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
     ];
@@ -639,8 +702,8 @@ fn svg_chart(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{left}\" y1=\"20\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"10\" y=\"14\">requests/s (50 active connections, 64 B)</text>\n",
+         <line x1=\"{left}\" y1=\"{plot_top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"10\" y=\"18\">requests/s, 50 active connections of 64 B, against idle connections</text>\n",
         height - bottom,
         width - 270.0,
         height - bottom,
@@ -648,19 +711,29 @@ fn svg_chart(
     );
     for step in 0..=4 {
         let rps = top * step as f64 / 4.0;
+        let y = y_of(rps);
         let _ = writeln!(
             svg,
-            "<text x=\"5\" y=\"{:.0}\">{:.0}</text>",
-            y_of(rps) + 4.0,
-            rps
+            "<text x=\"{}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>",
+            left - 6.0,
+            y + 4.0,
+            thousands(rps)
         );
+        if step > 0 {
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{}\" y2=\"{y:.1}\" stroke=\"#dddddd\"/>",
+                width - 270.0
+            );
+        }
     }
     for (slot, (_, idle)) in points.iter().enumerate() {
         let _ = writeln!(
             svg,
-            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\">{idle} idle</text>",
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\">{} idle</text>",
             x_of(slot),
-            height - bottom + 18.0
+            height - bottom + 18.0,
+            thousands(*idle as f64)
         );
     }
     for (model_index, model) in models.iter().enumerate() {
@@ -692,7 +765,7 @@ fn svg_chart(
             svg,
             "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
             width - 250.0,
-            30.0 + model_index as f64 * 16.0,
+            plot_top + 10.0 + model_index as f64 * 16.0,
             if line.len() < points.len() {
                 format!("{} (not run with idle)", model.name)
             } else {
@@ -702,4 +775,18 @@ fn svg_chart(
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(136010.4), "136,010");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+    }
 }
