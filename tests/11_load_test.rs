@@ -295,6 +295,9 @@ fn client_contract() {
     assert_usage_error(&run(CLIENT, &["--conns", "0"], b""));
     assert_usage_error(&run(CLIENT, &["--duration", "-1"], b""));
     assert_usage_error(&run(CLIENT, &["--reply", "nonsense"], b""));
+    // More idle connections than any hard limit here allows: a clear error first.
+    let too_many = run(CLIENT, &["--port", &port, "--idle", "100000000"], b"");
+    assert_error_line(&too_many, &["descriptors needed", "hard limit"]);
     assert_usage_error(&run(CLIENT, &["--reply", "ctime", "--size", "1"], b""));
 }
 

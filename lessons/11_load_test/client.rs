@@ -376,12 +376,18 @@ fn own_cpu_seconds() -> f64 {
 }
 
 /// Raises the soft limit on open descriptors towards `wanted` (at most the hard limit).
+/// Fails at once, with the numbers, when even the hard limit is too low.
 fn raise_fd_limit(wanted: usize) {
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let target = (wanted as u64).min(hard);
-        if soft < target {
-            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
-                eprintln!("warning: cannot raise the descriptor limit to {target}: {err}");
+        if hard < wanted as u64 {
+            fail(&format!(
+                "{wanted} descriptors needed (connections, idle ones and a few more), \
+                 but the hard limit is {hard}: raise it (ulimit -Hn, as root) or ask for fewer"
+            ));
+        }
+        if soft < wanted as u64 {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, wanted as u64, hard) {
+                eprintln!("warning: cannot raise the descriptor limit to {wanted}: {err}");
             }
         }
     }

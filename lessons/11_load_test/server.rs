@@ -440,15 +440,23 @@ fn run_against(
     seconds: f64,
 ) -> Result<Measured, String> {
     let stdout = server.stdout.take().ok_or("no stdout")?;
-    let mut first = String::new();
-    let mut server_output = BufReader::new(stdout);
-    server_output
-        .read_line(&mut first)
-        .map_err(|err| format!("reading the server's first line: {err}"))?;
-    // Keep reading (and dropping) what the server prints: with the pipe closed, its
-    // next line (`disconnected ...: Connection reset`, even under --quiet) would
-    // fail with EPIPE, and println! would take the server down mid-run.
-    std::thread::spawn(move || io::copy(&mut server_output, &mut io::sink()));
+    // A thread reads the server's output: the first line comes back through a channel
+    // (so that a server that never says `listening on` cannot hang the runner), and
+    // the rest is read and dropped: with the pipe closed, the server's next line
+    // (`disconnected ...: Connection reset`, even under --quiet) would fail with
+    // EPIPE, and println! would take the server down mid-run.
+    let (first_line, first_line_received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut server_output = BufReader::new(stdout);
+        let mut first = String::new();
+        let _ = first_line.send(server_output.read_line(&mut first).map(|_| first));
+        let _ = io::copy(&mut server_output, &mut io::sink());
+    });
+    let first = match first_line_received.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(line)) => line,
+        Ok(Err(err)) => return Err(format!("reading the server's first line: {err}")),
+        Err(_) => return Err("the server printed no first line within 10 s".into()),
+    };
     let port = first
         .trim()
         .strip_prefix("listening on ")
