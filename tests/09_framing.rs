@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 
 use regex::Regex;
-use support::echo::eventually;
+use support::echo::{crowd_past_fd_limit, eventually};
 use support::transcript::{self, Normaliser};
 use support::*;
 
@@ -429,22 +429,7 @@ fn two_hundred_clients_at_once() {
 fn survives_a_low_descriptor_limit() {
     for mode in MODES {
         let mut server = Server::start_with_fd_limit(SERVER, &with(mode, &["--quiet"]), 64);
-        let baseline = server.open_fds();
-        let streams: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
-        server.wait_for_line("Too many open files");
-        assert!(server.is_running());
-        drop(streams);
-        // Every one of them accepted, seen to end and closed (see echo.rs).
-        let (mut open, mut queued) = (0, 0);
-        let freed = eventually(|| {
-            open = server.open_fds();
-            queued = server.accept_queue();
-            open <= baseline && queued == 0
-        });
-        assert!(
-            freed,
-            "{open} descriptors open ({baseline} at the start), {queued} still queued"
-        );
+        crowd_past_fd_limit(&mut server);
         assert_time_reply(&ask(server.addr, DEFAULT_REQUEST));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use regex::Regex;
-use support::echo::eventually;
+use support::echo::{crowd_past_fd_limit, eventually};
 use support::transcript::{self, Normaliser};
 use support::*;
 
@@ -676,21 +676,7 @@ fn threading_survives_a_low_descriptor_limit() {
         ],
         64,
     );
-    let baseline = server.open_fds();
-    let streams: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
-    server.wait_for_line("Too many open files");
-    assert!(server.is_running());
-    drop(streams);
-    let (mut open, mut queued) = (0, 0);
-    let freed = eventually(|| {
-        open = server.open_fds();
-        queued = server.accept_queue();
-        open <= baseline && queued == 0
-    });
-    assert!(
-        freed,
-        "{open} descriptors open ({baseline} at the start), {queued} queued"
-    );
+    crowd_past_fd_limit(&mut server);
     ask_time(&server, "served after the crowd left");
 }
 

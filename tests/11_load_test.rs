@@ -15,6 +15,36 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_11_load_test_client");
 const POLL_SERVER: &str = env!("CARGO_BIN_EXE_05_poll_server");
 const FRAMEWORK_SERVER: &str = env!("CARGO_BIN_EXE_10_socketserver_server");
 
+/// Runs the load client, checks that it succeeded, and returns what it printed.
+fn load_ok(args: &[&str]) -> String {
+    let client = run(CLIENT, args, b"");
+    assert!(
+        client.status.success(),
+        "{}{}",
+        client.stdout,
+        client.stderr
+    );
+    client.stdout
+}
+
+/// Runs the load client, checks that it failed (exit 1) saying `complaint`, and
+/// returns what it printed.
+fn load_fails(args: &[&str], complaint: &str) -> String {
+    let client = run(CLIENT, args, b"");
+    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
+    assert!(client.stdout.contains(complaint), "{}", client.stdout);
+    client.stdout
+}
+
+/// A misbehaving server written for one test: `serve` runs on its own thread with a
+/// listener on a free loopback port; returns the port.
+fn fake_server(serve: impl FnOnce(TcpListener) + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    thread::spawn(move || serve(listener));
+    port
+}
+
 fn summary_field(stdout: &str, name: &str) -> f64 {
     let line = stdout
         .lines()
@@ -42,22 +72,12 @@ fn client_counts_every_round_trip_against_a_real_server() {
         "--idle",
         "3",
     ];
-    let client = run(CLIENT, &args, b"");
-    assert!(
-        client.status.success(),
-        "{}{}",
-        client.stdout,
-        client.stderr
-    );
-    assert_eq!(summary_field(&client.stdout, "requests"), 1000.0);
-    assert_eq!(summary_field(&client.stdout, "errors"), 0.0);
-    assert!(summary_field(&client.stdout, "p50_us") > 0.0);
-    assert!(summary_field(&client.stdout, "p99_us") >= summary_field(&client.stdout, "p50_us"));
-    assert!(
-        client
-            .stdout
-            .contains("5 connections (+3 idle), 100-byte messages")
-    );
+    let stdout = load_ok(&args);
+    assert_eq!(summary_field(&stdout, "requests"), 1000.0);
+    assert_eq!(summary_field(&stdout, "errors"), 0.0);
+    assert!(summary_field(&stdout, "p50_us") > 0.0);
+    assert!(summary_field(&stdout, "p99_us") >= summary_field(&stdout, "p50_us"));
+    assert!(stdout.contains("5 connections (+3 idle), 100-byte messages"));
 }
 
 #[test]
@@ -74,22 +94,14 @@ fn large_messages_are_checked_too() {
         "--size",
         "300000",
     ];
-    let client = run(CLIENT, &args, b"");
-    assert!(
-        client.status.success(),
-        "{}{}",
-        client.stdout,
-        client.stderr
-    );
-    assert_eq!(summary_field(&client.stdout, "requests"), 15.0);
+    let stdout = load_ok(&args);
+    assert_eq!(summary_field(&stdout, "requests"), 15.0);
 }
 
 /// A server that echoes one byte wrong: the client must notice and fail.
 #[test]
 fn a_wrong_byte_is_an_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    thread::spawn(move || {
+    let port = fake_server(move |listener| {
         let (mut stream, _) = listener.accept().unwrap();
         let mut buffer = [0u8; 64];
         let mut total = 0;
@@ -103,27 +115,18 @@ fn a_wrong_byte_is_an_error() {
             }
         }
     });
-    let client = run(
-        CLIENT,
-        &[
-            "--port",
-            &port,
-            "--conns",
-            "1",
-            "--requests",
-            "10",
-            "--size",
-            "64",
-        ],
-        b"",
-    );
-    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
-    assert!(
-        client.stdout.contains("wrong bytes in the echo"),
-        "{}",
-        client.stdout
-    );
-    assert_eq!(summary_field(&client.stdout, "errors"), 1.0);
+    let args = [
+        "--port",
+        &port,
+        "--conns",
+        "1",
+        "--requests",
+        "10",
+        "--size",
+        "64",
+    ];
+    let stdout = load_fails(&args, "wrong bytes in the echo");
+    assert_eq!(summary_field(&stdout, "errors"), 1.0);
 }
 
 /// A server that sends each connection's echo to the other one. With 12-byte messages
@@ -131,9 +134,7 @@ fn a_wrong_byte_is_an_error() {
 /// so this checks that stamp.
 #[test]
 fn a_misrouted_echo_is_caught() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    thread::spawn(move || {
+    let port = fake_server(move |listener| {
         let (first, _) = listener.accept().unwrap();
         let (second, _) = listener.accept().unwrap();
         let mut first_reader = first.try_clone().unwrap();
@@ -152,24 +153,14 @@ fn a_misrouted_echo_is_caught() {
         "--size",
         "12",
     ];
-    let client = run(CLIENT, &args, b"");
-    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
-    assert!(
-        client
-            .stdout
-            .contains("wrong bytes in the echo of request 0 at offset 8"),
-        "{}",
-        client.stdout
-    );
+    load_fails(&args, "wrong bytes in the echo of request 0 at offset 8");
 }
 
 /// A server that answers each line twice: the spare lines are found when the client,
 /// after its last reply, half-closes and reads to the end.
 #[test]
 fn an_extra_reply_is_caught() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
-    thread::spawn(move || {
+    let port = fake_server(move |listener| {
         let (mut stream, _) = listener.accept().unwrap();
         let mut buffer = [0u8; 4096];
         while let Ok(n @ 1..) = stream.read(&mut buffer) {
@@ -191,14 +182,9 @@ fn an_extra_reply_is_caught() {
         "--requests",
         "3",
     ];
-    let client = run(CLIENT, &args, b"");
-    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
-    assert!(
-        client
-            .stdout
-            .contains("unexpected bytes after the reply to the last request"),
-        "{}",
-        client.stdout
+    load_fails(
+        &args,
+        "unexpected bytes after the reply to the last request",
     );
 }
 
@@ -219,14 +205,8 @@ fn messages_larger_than_the_socket_buffers() {
         "--size",
         &size,
     ];
-    let client = run(CLIENT, &args, b"");
-    assert!(
-        client.status.success(),
-        "{}{}",
-        client.stdout,
-        client.stderr
-    );
-    assert_eq!(summary_field(&client.stdout, "requests"), 4.0);
+    let stdout = load_ok(&args);
+    assert_eq!(summary_field(&stdout, "requests"), 4.0);
 }
 
 /// `--reply ctime` drives lesson 10's time server: one line per message, checked.
@@ -250,15 +230,9 @@ fn ctime_replies_from_the_framework_server() {
             "--size",
             size,
         ];
-        let client = run(CLIENT, &args, b"");
-        assert!(
-            client.status.success(),
-            "{}{}",
-            client.stdout,
-            client.stderr
-        );
-        assert_eq!(summary_field(&client.stdout, "requests"), 200.0);
-        assert_eq!(summary_field(&client.stdout, "errors"), 0.0);
+        let stdout = load_ok(&args);
+        assert_eq!(summary_field(&stdout, "requests"), 200.0);
+        assert_eq!(summary_field(&stdout, "errors"), 0.0);
     }
 }
 
@@ -277,13 +251,7 @@ fn ctime_mode_rejects_an_echo() {
         "--requests",
         "3",
     ];
-    let client = run(CLIENT, &args, b"");
-    assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
-    assert!(
-        client.stdout.contains("the reply is not a ctime line"),
-        "{}",
-        client.stdout
-    );
+    load_fails(&args, "the reply is not a ctime line");
 }
 
 #[test]
