@@ -10,8 +10,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -48,12 +47,16 @@ fn main() {
     // ANCHOR: shutdown
     // As in lesson 01: the main thread waits in recv_from(2) and cannot notice Ctrl-C,
     // so the handler thread prints the last line and ends the process. There is no
-    // connection to close and nothing in flight worth finishing: a datagram we have not
-    // answered yet is, to its sender, one more lost datagram, and it will ask again.
-    let answered = Arc::new(AtomicU64::new(0));
+    // connection to close: a datagram we have not answered yet is, to its sender, one
+    // more lost datagram, and it will ask again. Only a reply being sent is finished
+    // first: the main thread holds the count's lock from send to count, so the last
+    // line counts every reply that left.
+    let answered = Arc::new(Mutex::new(0u64));
     let answered_by_then = Arc::clone(&answered);
     signal::on_shutdown(move || {
-        let count = answered_by_then.load(Ordering::Relaxed);
+        let count = *answered_by_then
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         println!(
             "shutting down: answered {}",
             show::count(count as usize, "datagram")
@@ -99,9 +102,10 @@ fn main() {
         let Some(reply) = time_reply(sender) else {
             continue;
         };
+        let mut answered_so_far = answered.lock().unwrap_or_else(PoisonError::into_inner);
         match send_reply(&socket, &reply, sender) {
             Ok(()) => {
-                answered.fetch_add(1, Ordering::Relaxed);
+                *answered_so_far += 1;
                 if !quiet {
                     println!(
                         "replied to {sender}: {} (bytes {})",
