@@ -38,7 +38,7 @@ pub struct Args {
     pub host: String,
     pub port: u16,
     /// Positional arguments, in order (for a client: the messages to send).
-    pub rest: Vec<String>,
+    pub messages: Vec<String>,
     switches: Vec<&'static str>,
     values: HashMap<&'static str, String>,
     program: &'static str,
@@ -153,7 +153,7 @@ impl Cli {
         let mut parsed = Args {
             host: "127.0.0.1".to_string(),
             port: self.default_port,
-            rest: Vec::new(),
+            messages: Vec::new(),
             switches: Vec::new(),
             values: HashMap::new(),
             program: self.program,
@@ -165,7 +165,7 @@ impl Cli {
                 if self.positional.is_none() {
                     return Err(self.error(&format!("unexpected argument '{arg}'")));
                 }
-                parsed.rest.push(arg);
+                parsed.messages.push(arg);
                 continue;
             }
             if arg == "--" {
@@ -270,9 +270,9 @@ impl Args {
     /// when there are none, each line of stdin (without its line ending) until an
     /// empty line or the end of input, with a `> ` prompt when stdin is a terminal.
     pub fn each_message(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        if !self.rest.is_empty() {
+        if !self.messages.is_empty() {
             return self
-                .rest
+                .messages
                 .iter()
                 .try_for_each(|message| each(message.as_bytes()));
         }
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(args.port, 8009);
         assert!(!args.flag("--quiet"));
         assert_eq!(args.try_get::<u32>("--rcvbuf"), Ok(None));
-        assert!(args.rest.is_empty());
+        assert!(args.messages.is_empty());
     }
 
     #[test]
@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(args.port, 0);
         assert!(args.flag("--quiet"));
         assert_eq!(args.try_get::<u32>("--rcvbuf"), Ok(Some(4096)));
-        assert_eq!(args.rest, vec!["hello", "--not-a-flag"]);
+        assert_eq!(args.messages, vec!["hello", "--not-a-flag"]);
     }
 
     #[test]

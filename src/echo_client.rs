@@ -23,7 +23,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::{connect_failed, fail};
+use crate::{connect_failed, exit_with_error};
 
 /// Runs the echo client: `program` is the binary's name, `server_bin` the server to
 /// name in the hint when nobody answers.
@@ -52,13 +52,15 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
     if !(0.0..=86_400.0).contains(&hold) {
         args.usage_error("--hold must be 0 to 86400 seconds");
     }
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let mut streams = Vec::with_capacity(conns);
     for _ in 0..conns {
         match TcpStream::connect(addr) {
             Ok(stream) => streams.push(stream),
-            Err(err) => fail(&connect_failed(addr, &err, server_bin)),
+            Err(err) => exit_with_error(&connect_failed(addr, &err, server_bin)),
         }
     }
     let names: Vec<String> = streams
@@ -75,11 +77,11 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
     }
 
     if let Err(err) = args.each_message(|line| exchange(&mut streams, &names, line)) {
-        fail(&format!("talking to {addr}: {err}"));
+        exit_with_error(&format!("talking to {addr}: {err}"));
     }
     for (stream, name) in streams.iter_mut().zip(&names) {
         if let Err(err) = close_cleanly(stream) {
-            fail(&format!("{name}: closing: {err}"));
+            exit_with_error(&format!("{name}: closing: {err}"));
         }
     }
 }

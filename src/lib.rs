@@ -5,13 +5,22 @@
 //! - [`show`]: both ends of a connection, and received bytes printed safely;
 //! - [`options`]: reading socket options into a table (lesson 02);
 //! - [`signal`]: Ctrl-C and SIGTERM, and the self-pipe that wakes an event loop;
+//! - [`log`]: the servers' log on stdout, which never panics and never blocks;
+//! - [`listener`]: socket, SO_REUSEADDR, bind, listen, as lessons 01-02 taught them;
+//! - [`output`]: a connection's bounded output buffer (lesson 04 teaches it);
+//! - [`live`]: the live connections of a threaded server, for shutdown (lesson 06);
 //! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
 //! - [`time`]: the `ctime` format of Python's `time.ctime()`;
-//! - here: one clear `error: ...` line and exit status 1, with a hint where one helps.
+//! - here: [`exit_with_error`], one clear `error: ...` line and exit status 1, with a
+//!   hint where one helps.
 
 pub mod cli;
 pub mod echo_client;
+pub mod listener;
+pub mod live;
+pub mod log;
 pub mod options;
+pub mod output;
 pub mod show;
 pub mod signal;
 pub mod time;
@@ -19,9 +28,11 @@ pub mod time;
 use std::io;
 use std::net::SocketAddr;
 
-/// Prints `error: <message>` on stderr and exits with status 1.
-pub fn fail(message: &str) -> ! {
-    eprintln!("error: {message}");
+/// Prints `error: <message>` on stderr and exits the process with status 1. (Not
+/// `eprintln!`, which panics when stderr is closed.)
+pub fn exit_with_error(message: &str) -> ! {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "error: {message}");
     std::process::exit(1);
 }
 

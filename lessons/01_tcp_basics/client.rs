@@ -10,7 +10,7 @@ use std::net::TcpStream;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{connect_failed, fail};
+use workbook::{connect_failed, exit_with_error};
 
 const DEFAULT_PORT: u16 = 21567;
 
@@ -25,22 +25,24 @@ fn main() {
         "lines to send; without any, lines are read from stdin until an empty line or EOF",
     )
     .parse();
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: client_steps
     // 1. socket(2), as on the server. Python: socket.socket(AF_INET, SOCK_STREAM)
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     // 2. connect(2): the three-way handshake. The kernel picks our own address and an
     //    ephemeral port; there is no bind or listen on this side. Python: s.connect(addr)
     if let Err(err) = socket.connect(&addr.into()) {
-        fail(&connect_failed(addr, &err, "01_tcp_basics_server"));
+        exit_with_error(&connect_failed(addr, &err, "01_tcp_basics_server"));
     }
     // ANCHOR_END: client_steps
     let mut stream = TcpStream::from(socket);
 
     if let Err(err) = args.each_message(|line| exchange(&mut stream, line)) {
-        fail(&format!("talking to {addr}: {err}"));
+        exit_with_error(&format!("talking to {addr}: {err}"));
     }
     // Dropping the stream closes the socket: close(2) sends FIN, and the server's
     // recv returns 0 bytes.

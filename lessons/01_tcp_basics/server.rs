@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal, time};
+use workbook::{bind_failed, exit_with_error, show, signal, time};
 
 const DEFAULT_PORT: u16 = 21567;
 // ANCHOR: constants
@@ -36,7 +36,9 @@ fn main() {
     .switch("--quiet", "log only errors and the start and stop lines")
     .parse();
     let quiet = args.flag("--quiet");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let listener = open_listener(addr);
 
@@ -61,7 +63,7 @@ fn main() {
         let _ = stdout.flush();
         std::process::exit(0);
     })
-    .unwrap_or_else(|message| fail(&message));
+    .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: shutdown
 
     let bound = match listener.local_addr().map(|a| a.as_socket()) {
@@ -109,25 +111,25 @@ fn open_listener(addr: SocketAddr) -> Socket {
     // 1. socket(2): a TCP socket of the address's family.
     //    Python: socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     let listener = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
 
     // 2. setsockopt(SOL_SOCKET, SO_REUSEADDR, 1): lets a restarted server bind its port
     //    while connections of the previous run still sit in TIME_WAIT (lesson 02).
     //    Python: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if let Err(err) = listener.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
 
     // 3. bind(2): claim the address and port. This is where "address already in use"
     //    happens. Python: s.bind((host, port))
     if let Err(err) = listener.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
 
     // 4. listen(2): from now on the kernel completes handshakes for us and queues up
     //    to BACKLOG of them until we accept(). Python: s.listen(5)
     if let Err(err) = listener.listen(BACKLOG) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     // ANCHOR_END: server_steps
     listener

@@ -15,7 +15,7 @@ use std::thread;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{connect_failed, fail};
+use workbook::{connect_failed, exit_with_error};
 
 const DEFAULT_PORT: u16 = 12345;
 
@@ -31,26 +31,28 @@ fn main() {
         "words to send, joined by spaces; without any, all of stdin is sent (Ctrl-D ends it)",
     )
     .parse();
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: connect
     // socket(2) and connect(2), as in lesson 01. Connecting before reading stdin
     // means a missing server is reported before anyone types a message.
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.connect(&addr.into()) {
-        fail(&connect_failed(addr, &err, "02_socket_options_server"));
+        exit_with_error(&connect_failed(addr, &err, "02_socket_options_server"));
     }
     // ANCHOR_END: connect
     let mut stream = TcpStream::from(socket);
 
-    let message = if args.rest.is_empty() {
+    let message = if args.messages.is_empty() {
         if io::stdin().is_terminal() {
             eprintln!("connected to {addr}: type the message, then Ctrl-D to send end-of-file");
         }
         None
     } else {
-        Some(args.rest.join(" "))
+        Some(args.messages.join(" "))
     };
 
     // ANCHOR: send_thread
@@ -60,7 +62,7 @@ fn main() {
     // try_clone is dup(2): a second descriptor for the same socket, for the thread.
     let mut writer = stream
         .try_clone()
-        .unwrap_or_else(|err| fail(&format!("cannot duplicate the socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot duplicate the socket: {err}")));
     let half_closed = Arc::new(Mutex::new(false));
     let flag = Arc::clone(&half_closed);
     let sending = thread::spawn(move || send_then_half_close(&mut writer, addr, message, &flag));
@@ -75,11 +77,11 @@ fn main() {
             Ok(0) => break,
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => fail(&format!("reading the reply from {addr}: {err}")),
+            Err(err) => exit_with_error(&format!("reading the reply from {addr}: {err}")),
         };
         let mut stdout = io::stdout().lock();
         if let Err(err) = stdout.write_all(&chunk[..n]).and_then(|()| stdout.flush()) {
-            fail(&format!("cannot write to stdout: {err}"));
+            exit_with_error(&format!("cannot write to stdout: {err}"));
         }
     }
     // ANCHOR_END: read_reply
@@ -88,7 +90,7 @@ fn main() {
     // End-of-file before our half-close means the server closed first: it was stopped,
     // or it is not this lesson's server. (The lock waits for a half-close under way.)
     if !*half_closed.lock().unwrap_or_else(PoisonError::into_inner) {
-        fail(&format!(
+        exit_with_error(&format!(
             "{addr} closed the connection before the whole message was sent \
              (was the server stopped?)"
         ));
@@ -96,8 +98,8 @@ fn main() {
     // ANCHOR_END: early_close
     match sending.join() {
         Ok(Ok(())) => {}
-        Ok(Err(message)) => fail(&message),
-        Err(_) => fail("the sending thread panicked"),
+        Ok(Err(message)) => exit_with_error(&message),
+        Err(_) => exit_with_error("the sending thread panicked"),
     }
 }
 

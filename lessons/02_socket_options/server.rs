@@ -19,7 +19,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
 use workbook::options::{self, InterfaceName, OptionValue};
-use workbook::{bind_failed, fail, show, signal};
+use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 12345;
 // ANCHOR: constants
@@ -93,7 +93,9 @@ fn main() {
         device: args.get("--device"),
     };
     let quiet = args.flag("--quiet");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     if args.flag("--list-options") {
         list_options(Domain::for_address(addr));
@@ -120,7 +122,7 @@ fn main() {
         let _ = stdout.flush();
         std::process::exit(0);
     })
-    .unwrap_or_else(|message| fail(&message));
+    .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: shutdown
 
     let bound = match listener.local_addr().map(|a| a.as_socket()) {
@@ -180,7 +182,7 @@ fn open_listener(addr: SocketAddr, settings: &Settings) -> Socket {
     // ANCHOR: server_steps
     // 1. socket(2). Python: s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     let listener = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
 
     // 2. setsockopt(2), before bind and listen (see set_options for why).
     set_options(&listener, settings);
@@ -188,12 +190,12 @@ fn open_listener(addr: SocketAddr, settings: &Settings) -> Socket {
     // 3. bind(2): with SO_REUSEADDR off, this is where a port held by connections in
     //    TIME_WAIT fails with EADDRINUSE. Python: s.bind((host, port))
     if let Err(err) = listener.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
 
     // 4. listen(2). Python: s.listen(5)
     if let Err(err) = listener.listen(BACKLOG) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     // ANCHOR_END: server_steps
     listener
@@ -212,7 +214,7 @@ fn set_options(socket: &Socket, settings: &Settings) {
     // Python: s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     let reuse = settings.reuse_address;
     if let Err(err) = socket.set_reuse_address(reuse) {
-        fail(&options::set_failed(
+        exit_with_error(&options::set_failed(
             "SO_REUSEADDR",
             &reuse.to_string(),
             &err,
@@ -227,7 +229,7 @@ fn set_options(socket: &Socket, settings: &Settings) {
     // Python: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if settings.nodelay {
         if let Err(err) = socket.set_tcp_nodelay(true) {
-            fail(&options::set_failed("TCP_NODELAY", "true", &err));
+            exit_with_error(&options::set_failed("TCP_NODELAY", "true", &err));
         }
     }
     // ANCHOR_END: nodelay
@@ -239,7 +241,7 @@ fn set_options(socket: &Socket, settings: &Settings) {
     // Python: s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     if settings.keepalive {
         if let Err(err) = socket.set_keepalive(true) {
-            fail(&options::set_failed("SO_KEEPALIVE", "true", &err));
+            exit_with_error(&options::set_failed("SO_KEEPALIVE", "true", &err));
         }
     }
     // ANCHOR_END: keepalive
@@ -251,12 +253,12 @@ fn set_options(socket: &Socket, settings: &Settings) {
     // size by itself. Python: s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, n)
     if let Some(bytes) = settings.recv_buffer {
         if let Err(err) = socket.set_recv_buffer_size(bytes as usize) {
-            fail(&options::set_failed("SO_RCVBUF", &bytes.to_string(), &err));
+            exit_with_error(&options::set_failed("SO_RCVBUF", &bytes.to_string(), &err));
         }
     }
     if let Some(bytes) = settings.send_buffer {
         if let Err(err) = socket.set_send_buffer_size(bytes as usize) {
-            fail(&options::set_failed("SO_SNDBUF", &bytes.to_string(), &err));
+            exit_with_error(&options::set_failed("SO_SNDBUF", &bytes.to_string(), &err));
         }
     }
     // ANCHOR_END: buffers
@@ -269,7 +271,7 @@ fn set_options(socket: &Socket, settings: &Settings) {
     if let Some(seconds) = settings.linger_seconds {
         let linger = Some(Duration::from_secs(u64::from(seconds)));
         if let Err(err) = socket.set_linger(linger) {
-            fail(&options::set_failed(
+            exit_with_error(&options::set_failed(
                 "SO_LINGER",
                 &format!("{seconds} s"),
                 &err,
@@ -285,7 +287,7 @@ fn set_options(socket: &Socket, settings: &Settings) {
     // Python: s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'lo')
     if let Some(device) = &settings.device {
         if let Err(err) = socket.bind_device(Some(device.as_bytes())) {
-            fail(&options::set_failed(
+            exit_with_error(&options::set_failed(
                 "SO_BINDTODEVICE",
                 device.as_str(),
                 &err,
@@ -352,15 +354,15 @@ fn list_options(domain: Domain) {
     // TCP_NODELAY on UDP: getsockopt(2) fails with ENOPROTOOPT.
     // Python: [x for x in dir(socket) if x.startswith('SO_')] lists names, not values.
     let tcp = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     let udp = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a UDP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a UDP socket: {err}")));
     let on_tcp = options::read_options(&tcp, false);
     let on_udp = options::read_options(&udp, false);
     let table = options::comparison_table(&[("tcp", &on_tcp), ("udp", &on_udp)]);
     // ANCHOR_END: list_options
     // write_all rather than print!, which would panic if stdout is a closed pipe.
     if let Err(err) = io::stdout().write_all(table.as_bytes()) {
-        fail(&format!("cannot write to stdout: {err}"));
+        exit_with_error(&format!("cannot write to stdout: {err}"));
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{fail, show, time};
+use workbook::{exit_with_error, show, time};
 
 const DEFAULT_PORT: u16 = 12345;
 const SERVER_BIN: &str = "03_udp_time_server";
@@ -66,7 +66,9 @@ fn main() {
         args.usage_error("--timeout-ms must be at least 1");
     }
     let retries: u32 = args.get_or("--retries", DEFAULT_RETRIES);
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let socket = open_socket(addr);
 
@@ -79,10 +81,10 @@ fn main() {
             answer.round_trip.as_secs_f64() * 1000.0
         ),
         // ANCHOR_END: print
-        Err(Failure::NoServer(message)) => fail(&format!(
+        Err(Failure::NoServer(message)) => exit_with_error(&format!(
             "{message}; is the server running? start it with: cargo run --bin {SERVER_BIN}"
         )),
-        Err(Failure::Other(message)) => fail(&message),
+        Err(Failure::Other(message)) => exit_with_error(&message),
     }
 }
 
@@ -91,7 +93,7 @@ fn open_socket(addr: SocketAddr) -> UdpSocket {
     // ANCHOR: client_steps
     // 1. socket(2): a UDP socket. Python: socket.socket(AF_INET, SOCK_DGRAM)
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a UDP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a UDP socket: {err}")));
 
     // 2. connect(2) on a UDP socket sends no packet and makes no connection. It picks
     //    our address and an ephemeral port, and records the server's address, which
@@ -103,7 +105,7 @@ fn open_socket(addr: SocketAddr) -> UdpSocket {
     //    Python: s.connect((host, port))
     if let Err(err) = socket.connect(&addr.into()) {
         // Fails only for local reasons, e.g. ENETUNREACH when no route leads there.
-        fail(&format!("cannot send to {addr}: {err}"));
+        exit_with_error(&format!("cannot send to {addr}: {err}"));
     }
     // ANCHOR_END: client_steps
     UdpSocket::from(socket)

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal, time};
+use workbook::{bind_failed, exit_with_error, show, signal, time};
 
 const DEFAULT_PORT: u16 = 12345;
 // ANCHOR: constants
@@ -40,7 +40,9 @@ fn main() {
     )
     .parse();
     let quiet = args.flag("--quiet");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let socket = open_socket(addr);
 
@@ -63,7 +65,7 @@ fn main() {
         );
         std::process::exit(0);
     })
-    .unwrap_or_else(|message| fail(&message));
+    .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: shutdown
 
     let bound = socket.local_addr().unwrap_or(addr);
@@ -128,7 +130,7 @@ fn open_socket(addr: SocketAddr) -> UdpSocket {
     // 1. socket(2): SOCK_DGRAM is UDP, datagrams instead of a byte stream.
     //    Python: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a UDP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a UDP socket: {err}")));
 
     // No SO_REUSEADDR, although the Python tutorial sets it. It helps a TCP server
     // rebind while old connections sit in TIME_WAIT; UDP has no connections, so a
@@ -139,7 +141,7 @@ fn open_socket(addr: SocketAddr) -> UdpSocket {
     // 2. bind(2): claim the address and port; "address already in use" happens here.
     //    Python: s.bind((host, port))
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
 
     // No listen(2), no accept(2): they exist to set up connections, and UDP has none.

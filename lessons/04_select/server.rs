@@ -19,7 +19,7 @@ use nix::sys::select::{FD_SETSIZE, FdSet, select};
 use nix::sys::time::TimeVal;
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal};
+use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 10001;
 // ANCHOR: constants
@@ -83,7 +83,9 @@ fn main() {
     .switch("--quiet", "log only errors and the start and stop lines")
     .parse();
     let quiet = args.flag("--quiet");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: low_descriptors
     // The listener and the wake-up socket are opened first, so that they get the
@@ -92,10 +94,10 @@ fn main() {
     // and these two must always be watched.
     let listener = open_listener(addr);
     // Ctrl-C and SIGTERM make this socket readable; select watches it with the others.
-    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| fail(&message));
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     for fd in [listener.as_raw_fd(), wakeup.as_raw_fd()] {
         if !fits_in_fd_set(fd) {
-            fail(&format!(
+            exit_with_error(&format!(
                 "descriptor {fd} is not below FD_SETSIZE ({FD_SETSIZE}): select cannot \
                  watch it; too many descriptors were already open when the server started"
             ));
@@ -134,22 +136,22 @@ fn fits_in_fd_set(fd: RawFd) -> bool {
 /// socket, SO_REUSEADDR, bind, listen (lesson 01), then O_NONBLOCK.
 fn open_listener(addr: SocketAddr) -> TcpListener {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
     if let Err(err) = socket.listen(128) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     // ANCHOR: nonblocking_listener
     // Non-blocking: select says the listener is readable when a connection is queued,
     // but the client may reset it before we accept; a blocking accept would then
     // wait for the next client and freeze every other connection meanwhile.
     if let Err(err) = socket.set_nonblocking(true) {
-        fail(&format!("cannot make the listener non-blocking: {err}"));
+        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
     }
     // ANCHOR_END: nonblocking_listener
     TcpListener::from(socket)

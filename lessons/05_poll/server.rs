@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal};
+use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 8009;
 // ANCHOR: constants
@@ -79,11 +79,13 @@ fn main() {
     .switch("--quiet", "log only errors and the start and stop lines")
     .parse();
     let quiet = args.flag("--quiet");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let listener = open_listener(addr);
     // Ctrl-C and SIGTERM make this socket readable; poll watches it with the others.
-    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| fail(&message));
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let bound = listener.local_addr().unwrap_or(addr);
     println!("listening on {bound}");
 
@@ -109,22 +111,22 @@ fn main() {
 /// socket, SO_REUSEADDR, bind, listen (lesson 01), then O_NONBLOCK.
 fn open_listener(addr: SocketAddr) -> TcpListener {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
     if let Err(err) = socket.listen(128) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     // ANCHOR: nonblocking_listener
     // Non-blocking: poll says the listener is readable when a connection is queued,
     // but the client may reset it before we accept; a blocking accept would then
     // wait for the next client and freeze every other connection meanwhile.
     if let Err(err) = socket.set_nonblocking(true) {
-        fail(&format!("cannot make the listener non-blocking: {err}"));
+        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
     }
     // ANCHOR_END: nonblocking_listener
     TcpListener::from(socket)

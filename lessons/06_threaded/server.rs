@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal};
+use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 8080;
 const READ_SIZE: usize = 64 * 1024;
@@ -72,7 +72,9 @@ fn main() {
     if max_threads == 0 {
         args.usage_error("--max-threads must be at least 1");
     }
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
     let listener = open_listener(addr);
 
     let shared = Arc::new(Shared {
@@ -87,7 +89,7 @@ fn main() {
     // return at once (with EINVAL); nothing else would wake it.
     let waker = listener
         .try_clone()
-        .unwrap_or_else(|err| fail(&format!("cannot duplicate the listener: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot duplicate the listener: {err}")));
     let for_signal = Arc::clone(&shared);
     signal::on_shutdown(move || {
         // Under the lock, so the accepting thread cannot miss the notification
@@ -97,7 +99,7 @@ fn main() {
         for_signal.changed.notify_all();
         let _ = socket2::SockRef::from(&waker).shutdown(Shutdown::Read);
     })
-    .unwrap_or_else(|message| fail(&message));
+    .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: signal
     let bound = listener.local_addr().unwrap_or(addr);
     println!("listening on {bound}");
@@ -111,15 +113,15 @@ fn main() {
 /// socket, SO_REUSEADDR, bind, listen: lesson 01's four steps.
 fn open_listener(addr: SocketAddr) -> TcpListener {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
     if let Err(err) = socket.listen(128) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     TcpListener::from(socket)
 }

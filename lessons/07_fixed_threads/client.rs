@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use workbook::cli::Cli;
-use workbook::{connect_failed, fail};
+use workbook::{connect_failed, exit_with_error};
 
 const DEFAULT_PORT: u16 = 8081;
 
@@ -44,12 +44,14 @@ fn main() {
     if !(0.0..=3600.0).contains(&hold) {
         args.usage_error("--hold must be 0 to 3600 seconds");
     }
-    let message = if args.rest.is_empty() {
+    let message = if args.messages.is_empty() {
         "hello".to_string()
     } else {
-        args.rest.join(" ")
+        args.messages.join(" ")
     };
-    let addr = args.socket_addr().unwrap_or_else(|text| fail(&text));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|text| exit_with_error(&text));
 
     // ANCHOR: start_all
     // Connect all of them first, in order: each connect(2) returns as soon as the
@@ -59,7 +61,7 @@ fn main() {
     for _ in 0..conns {
         match TcpStream::connect(addr) {
             Ok(stream) => streams.push(stream),
-            Err(err) => fail(&connect_failed(addr, &err, "07_fixed_threads_server")),
+            Err(err) => exit_with_error(&connect_failed(addr, &err, "07_fixed_threads_server")),
         }
     }
     // Then every connection talks at the same time, on a thread of its own.

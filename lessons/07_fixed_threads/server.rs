@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal};
+use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 8081;
 const READ_SIZE: usize = 64 * 1024;
@@ -68,7 +68,9 @@ fn main() {
     if !(1..=1024).contains(&threads) {
         args.usage_error("--threads must be 1 to 1024");
     }
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: listen_once
     // socket, bind, listen: once, here, before any worker exists. Every worker gets
@@ -97,7 +99,7 @@ fn main() {
         for_signal.changed.notify_all();
         let _ = socket2::SockRef::from(&*listener_for_signal).shutdown(Shutdown::Read);
     })
-    .unwrap_or_else(|message| fail(&message));
+    .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: signal
     // ANCHOR: spawn_workers
     // The workers start together, after the `listening on` line: a Barrier holds
@@ -116,7 +118,7 @@ fn main() {
             });
         match spawned {
             Ok(handle) => workers.push(handle),
-            Err(err) => fail(&format!("cannot start worker-{number}: {err}")),
+            Err(err) => exit_with_error(&format!("cannot start worker-{number}: {err}")),
         }
     }
     let bound = listener.local_addr().unwrap_or(addr);
@@ -142,15 +144,15 @@ fn main() {
 /// socket, SO_REUSEADDR, bind, listen: lesson 01's four steps.
 fn open_listener(addr: SocketAddr) -> TcpListener {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
     if let Err(err) = socket.listen(128) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     TcpListener::from(socket)
 }

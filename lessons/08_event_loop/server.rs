@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reactor::{Context, Handler, Reactor};
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal};
+use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 10008;
 /// The most one read(2) takes.
@@ -41,12 +41,14 @@ fn main() {
     .parse();
     let quiet = args.flag("--quiet");
     let edge = args.flag("--edge");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let listener = open_listener(addr);
-    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| fail(&message));
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let mut reactor = Reactor::new(edge)
-        .unwrap_or_else(|err| fail(&format!("cannot create an epoll instance: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create an epoll instance: {err}")));
     // ANCHOR: main
     let served = Rc::new(Cell::new(0));
     let bound = listener.local_addr().unwrap_or(addr);
@@ -58,7 +60,7 @@ fn main() {
         quiet,
     };
     if let Err(err) = reactor.add(Box::new(acceptor)) {
-        fail(&format!("cannot watch the listening socket: {err}"));
+        exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
     println!("listening on {bound}");
     if !quiet {
@@ -89,18 +91,18 @@ fn main() {
 /// socket, SO_REUSEADDR, bind, listen (lesson 01), non-blocking (lesson 05).
 fn open_listener(addr: SocketAddr) -> TcpListener {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
     if let Err(err) = socket.listen(1024) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     if let Err(err) = socket.set_nonblocking(true) {
-        fail(&format!("cannot make the listener non-blocking: {err}"));
+        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
     }
     TcpListener::from(socket)
 }

@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use workbook::cli::{Args, Cli};
-use workbook::{connect_failed, fail, show};
+use workbook::{connect_failed, exit_with_error, show};
 
 const DEFAULT_PORT: u16 = 10009;
 /// How long to wait for the reply and the server's close.
@@ -51,23 +51,25 @@ fn main() {
     if pause_ms > 10_000 {
         args.usage_error("--pause-ms must be 0 to 10000");
     }
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let mut stream = TcpStream::connect(addr)
-        .unwrap_or_else(|err| fail(&connect_failed(addr, &err, "09_framing_server")));
+        .unwrap_or_else(|err| exit_with_error(&connect_failed(addr, &err, "09_framing_server")));
     // TCP_NODELAY (lesson 02): each small write leaves at once as its own segment,
     // instead of Nagle's algorithm gathering them while an ACK is outstanding.
     if let Err(err) = stream.set_nodelay(true) {
-        fail(&format!("cannot set TCP_NODELAY: {err}"));
+        exit_with_error(&format!("cannot set TCP_NODELAY: {err}"));
     }
-    let request =
-        build_request(&args, step).unwrap_or_else(|err| fail(&format!("reading stdin: {err}")));
+    let request = build_request(&args, step)
+        .unwrap_or_else(|err| exit_with_error(&format!("reading stdin: {err}")));
     let pause = Duration::from_millis(if step { 0 } else { pause_ms });
     if let Err(err) = send_in_pieces(&mut stream, &request, chunk, pause, step) {
-        fail(&format!("sending to {addr}: {err}"));
+        exit_with_error(&format!("sending to {addr}: {err}"));
     }
     match read_reply(&mut stream) {
-        Ok(reply) if reply.is_empty() => fail(&format!(
+        Ok(reply) if reply.is_empty() => exit_with_error(&format!(
             "{addr} closed the connection without a reply (see the server's log)"
         )),
         Ok(reply) => {
@@ -75,7 +77,7 @@ fn main() {
             // The reply as it came, `\r\n` included: like `nc`, not escaped.
             let _ = out.write_all(&reply).and_then(|()| out.flush());
         }
-        Err(err) => fail(&format!("reading the reply from {addr}: {err}")),
+        Err(err) => exit_with_error(&format!("reading the reply from {addr}: {err}")),
     }
 }
 
@@ -89,7 +91,7 @@ fn build_request(args: &Args, step: bool) -> io::Result<Vec<u8>> {
         request.extend_from_slice(b"\r\n");
     };
     // With --step, stdin is for the Enter key: the arguments or the default request.
-    if !step || !args.rest.is_empty() {
+    if !step || !args.messages.is_empty() {
         args.each_message(|line| {
             add_line(&mut request, line);
             Ok(())

@@ -31,7 +31,7 @@ use framing::{Channel, Framed, Protocol, Terminator};
 use reactor::{Context, Handler, Reactor};
 use socket2::{Domain, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, fail, show, signal, time};
+use workbook::{bind_failed, exit_with_error, show, signal, time};
 
 const DEFAULT_PORT: u16 = 10009;
 /// A request ends with an empty line: the end of one line and then of an empty one.
@@ -64,12 +64,14 @@ fn main() {
     .parse();
     let quiet = args.flag("--quiet");
     let edge = args.flag("--edge");
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let listener = open_listener(addr);
-    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| fail(&message));
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let mut reactor = Reactor::new(edge)
-        .unwrap_or_else(|err| fail(&format!("cannot create an epoll instance: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create an epoll instance: {err}")));
     let stats = Rc::new(Stats::default());
     let bound = listener.local_addr().unwrap_or(addr);
     let acceptor = Acceptor {
@@ -79,7 +81,7 @@ fn main() {
         quiet,
     };
     if let Err(err) = reactor.add(Box::new(acceptor)) {
-        fail(&format!("cannot watch the listening socket: {err}"));
+        exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
     println!("listening on {bound}");
     if !quiet {
@@ -116,18 +118,18 @@ fn open_listener(addr: SocketAddr) -> TcpListener {
         Type::STREAM,
         Some(socket2::Protocol::TCP),
     )
-    .unwrap_or_else(|err| fail(&format!("cannot create a TCP socket: {err}")));
+    .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
     if let Err(err) = socket.set_reuse_address(true) {
-        fail(&format!("cannot set SO_REUSEADDR: {err}"));
+        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
     }
     if let Err(err) = socket.bind(&addr.into()) {
-        fail(&bind_failed(addr, &err));
+        exit_with_error(&bind_failed(addr, &err));
     }
     if let Err(err) = socket.listen(1024) {
-        fail(&format!("cannot listen on {addr}: {err}"));
+        exit_with_error(&format!("cannot listen on {addr}: {err}"));
     }
     if let Err(err) = socket.set_nonblocking(true) {
-        fail(&format!("cannot make the listener non-blocking: {err}"));
+        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
     }
     TcpListener::from(socket)
 }

@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use workbook::cli::Cli;
-use workbook::{connect_failed, fail, show};
+use workbook::{connect_failed, exit_with_error, show};
 
 const DEFAULT_PORT: u16 = 10010;
 const SERVER_BIN: &str = "10_socketserver_server";
@@ -70,7 +70,9 @@ fn main() {
     if udp && hold > 0.0 {
         args.usage_error("--hold is for TCP: UDP has no connection to hold");
     }
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let outcome = if udp {
         let timeout = Duration::from_millis(timeout_ms);
@@ -81,7 +83,7 @@ fn main() {
         })
     } else {
         let stream = TcpStream::connect(addr)
-            .unwrap_or_else(|err| fail(&connect_failed(addr, &err, SERVER_BIN)));
+            .unwrap_or_else(|err| exit_with_error(&connect_failed(addr, &err, SERVER_BIN)));
         if hold > 0.0 {
             println!("connected to {addr}; holding the connection idle for {hold} s");
             std::thread::sleep(Duration::from_secs_f64(hold));
@@ -92,9 +94,9 @@ fn main() {
     if let Err(err) = outcome {
         if udp && err.kind() == io::ErrorKind::ConnectionRefused {
             // An ICMP "port unreachable" came back: nothing is bound to that UDP port.
-            fail(&connect_failed(addr, &err, UDP_SERVER_BIN));
+            exit_with_error(&connect_failed(addr, &err, UDP_SERVER_BIN));
         }
-        fail(&format!("talking to {addr}: {err}"));
+        exit_with_error(&format!("talking to {addr}: {err}"));
     }
     // Dropping the stream closes the connection: the server's handler reads EOF.
 }
@@ -142,9 +144,9 @@ fn open_udp(addr: SocketAddr) -> UdpSocket {
         "[::]:0".parse().unwrap_or(addr)
     };
     let socket = UdpSocket::bind(any)
-        .unwrap_or_else(|err| fail(&format!("cannot open a UDP socket: {err}")));
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot open a UDP socket: {err}")));
     if let Err(err) = socket.connect(addr) {
-        fail(&format!("cannot send to {addr}: {err}"));
+        exit_with_error(&format!("cannot send to {addr}: {err}"));
     }
     socket
 }

@@ -24,7 +24,7 @@ use framework::{
     Synchronous, TcpServer, Threading, UdpServer,
 };
 use workbook::cli::{Args, Cli};
-use workbook::{fail, show, signal, time};
+use workbook::{exit_with_error, show, signal, time};
 
 const DEFAULT_PORT: u16 = 10010;
 const DEFAULT_MAX_THREADS: usize = 64;
@@ -208,7 +208,9 @@ fn main() {
     let networks = allow
         .as_deref()
         .map(|text| parse_networks(text).unwrap_or_else(|message| args.usage_error(&message)));
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: options
     let mut options = ServerOptions {
@@ -262,12 +264,13 @@ fn bound(args: &Args, flag: &str, default: usize) -> usize {
 // ANCHOR: run
 /// Python's `with server: server.serve_forever()`, with Ctrl-C wired to `shutdown()`.
 fn run<S: BaseServer>(server: Result<S, String>, quiet: bool, allow: Option<String>) {
-    let mut server = server.unwrap_or_else(|message| fail(&message));
+    let mut server = server.unwrap_or_else(|message| exit_with_error(&message));
     // The signal thread calls shutdown(), which returns once serve_forever has. It is
     // installed before the `listening on` line: whoever starts us may send SIGINT as
     // soon as they have read it.
     let handle = server.shutdown_handle();
-    signal::on_shutdown(move || handle.shutdown()).unwrap_or_else(|message| fail(&message));
+    signal::on_shutdown(move || handle.shutdown())
+        .unwrap_or_else(|message| exit_with_error(&message));
     println!("listening on {}", server.server_address());
     if !quiet {
         println!("mode: {}", server.describe());

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use workbook::cli::Args;
-use workbook::{bind_failed, fail, signal};
+use workbook::{bind_failed, exit_with_error, signal};
 
 const LISTENER: u64 = u64::MAX;
 const WAKE_UP: u64 = u64::MAX - 1;
@@ -23,9 +23,12 @@ struct Client {
 }
 
 pub fn serve(args: &Args) {
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
-    let listener = TcpListener::bind(addr).unwrap_or_else(|err| fail(&bind_failed(addr, &err)));
-    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
+    let listener =
+        TcpListener::bind(addr).unwrap_or_else(|err| exit_with_error(&bind_failed(addr, &err)));
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let setup = || -> io::Result<Epoll> {
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -33,7 +36,8 @@ pub fn serve(args: &Args) {
         epoll.add(&wakeup, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_UP))?;
         Ok(epoll)
     };
-    let epoll = setup().unwrap_or_else(|err| fail(&format!("cannot set up epoll: {err}")));
+    let epoll =
+        setup().unwrap_or_else(|err| exit_with_error(&format!("cannot set up epoll: {err}")));
     let bound = listener.local_addr().unwrap_or(addr);
     println!("listening on {bound}");
 

@@ -23,7 +23,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::sys::time::TimeValLike;
 use workbook::cli::Cli;
-use workbook::{connect_failed, fail};
+use workbook::{connect_failed, exit_with_error};
 
 /// A connection that makes no progress for this long is reported as stalled.
 const STALL: Duration = Duration::from_secs(10);
@@ -240,7 +240,9 @@ fn main() {
     if duration.is_some_and(|secs| !(secs > 0.0 && secs <= 3600.0)) {
         args.usage_error("--duration must be more than 0 and at most 3600 seconds");
     }
-    let addr = args.socket_addr().unwrap_or_else(|message| fail(&message));
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
     raise_fd_limit(conns + idle + 64);
 
     // Idle connections first: open, and never used, for as long as the run lasts.
@@ -248,7 +250,7 @@ fn main() {
     for _ in 0..idle {
         match TcpStream::connect(addr) {
             Ok(stream) => idle_streams.push(stream),
-            Err(err) => fail(&format!(
+            Err(err) => exit_with_error(&format!(
                 "opening idle connection {}: {}",
                 idle_streams.len() + 1,
                 connect_failed(addr, &err, "an echo server")
@@ -259,7 +261,7 @@ fn main() {
     for number in 0..conns {
         match TcpStream::connect(addr) {
             Ok(stream) => active.push((number, stream)),
-            Err(err) => fail(&connect_failed(addr, &err, "an echo server")),
+            Err(err) => exit_with_error(&connect_failed(addr, &err, "an echo server")),
         }
     }
 
@@ -380,7 +382,7 @@ fn own_cpu_seconds() -> f64 {
 fn raise_fd_limit(wanted: usize) {
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if hard < wanted as u64 {
-            fail(&format!(
+            exit_with_error(&format!(
                 "{wanted} descriptors needed (connections, idle ones and a few more), \
                  but the hard limit is {hard}: raise it (ulimit -Hn, as root) or ask for fewer"
             ));

@@ -20,7 +20,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use workbook::cli::Cli;
-use workbook::fail;
+use workbook::exit_with_error;
 
 /// One server model: how to start it, and which loads it can take.
 struct Model {
@@ -256,7 +256,7 @@ fn main() {
     for model in &models {
         let path = directory.join(model.binary);
         if !path.exists() {
-            fail(&format!(
+            exit_with_error(&format!(
                 "{} is missing: build every lesson first with: cargo build --release --bins",
                 path.display()
             ));
@@ -334,13 +334,13 @@ fn main() {
     println!("\n{tables}");
     if let Some(path) = args.get::<String>("--out") {
         if let Err(err) = std::fs::write(&path, &tables) {
-            fail(&format!("cannot write {path}: {err}"));
+            exit_with_error(&format!("cannot write {path}: {err}"));
         }
     }
     if let Some(path) = args.get::<String>("--svg") {
         let chart = svg_chart(&loads, &models, &results);
         if let Err(err) = std::fs::write(&path, chart) {
-            fail(&format!("cannot write {path}: {err}"));
+            exit_with_error(&format!("cannot write {path}: {err}"));
         }
     }
 }
@@ -373,15 +373,15 @@ fn build_every_lesson() {
     println!("runner: building every lesson first (cargo build --bins)");
     match build.status() {
         Ok(status) if status.success() => {}
-        Ok(status) => fail(&format!("cargo build --bins failed ({status})")),
-        Err(err) => fail(&format!("cannot run cargo build --bins: {err}")),
+        Ok(status) => exit_with_error(&format!("cargo build --bins failed ({status})")),
+        Err(err) => exit_with_error(&format!("cannot run cargo build --bins: {err}")),
     }
 }
 
 fn binaries_directory() -> PathBuf {
     match std::env::current_exe() {
         Ok(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        Err(err) => fail(&format!("cannot find this program's own path: {err}")),
+        Err(err) => exit_with_error(&format!("cannot find this program's own path: {err}")),
     }
 }
 

@@ -204,3 +204,24 @@ pub fn crowd_past_fd_limit(server: &mut Server) {
         "{open} descriptors open ({baseline} at the start), {queued} still queued"
     );
 }
+
+/// Enough traffic of every kind for a server to log more than a pipe holds (64 KiB):
+/// many round trips on several connections, a reset, a half-close. Every echo is
+/// checked, so this also proves the server still serves.
+pub fn busy_with_logging(addr: SocketAddr) {
+    let message = [b'x'; 60];
+    let mut streams: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    for round in 0..400 {
+        let stream = &mut streams[round % 4];
+        round_trip(stream, &message);
+    }
+    let mut doomed = connect(addr);
+    round_trip(&mut doomed, b"about to reset\n");
+    reset(doomed);
+    let mut half = connect(addr);
+    half.write_all(b"half-closed").unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut half), b"half-closed");
+    let mut after = connect(addr);
+    round_trip(&mut after, b"still serving\n");
+}

@@ -731,6 +731,95 @@ pub mod contract {
         exited
     }
 
+    /// Starts the server with its stdout on a pipe, reads the `listening on` line and
+    /// returns the process, its address, and the pipe's read end (still open).
+    fn start_reading_first_line(
+        server_exe: &str,
+        args: &[&str],
+    ) -> (Child, SocketAddr, std::process::ChildStdout) {
+        let mut command = Command::new(server_exe);
+        command.args(args);
+        if !args.contains(&"--port") {
+            command.args(["--port", "0"]);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {server_exe}: {err}"));
+        let mut stdout = child.stdout.take().unwrap();
+        // Byte by byte, so that nothing after the first line is taken from the pipe.
+        let (sender, receiver) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while let Ok(1) = stdout.read(&mut byte) {
+                if byte[0] == b'\n' {
+                    break;
+                }
+                line.push(byte[0]);
+            }
+            let _ = sender.send(String::from_utf8_lossy(&line).into_owned());
+            stdout
+        });
+        let first = receiver
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no first line from {server_exe} within {WAIT:?}"));
+        let stdout = reader.join().unwrap();
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("first line is not `listening on ...`: {first:?}"));
+        (child, addr, stdout)
+    }
+
+    /// SIGINT, then the exit status within [`STOP_WAIT`] (the test fails otherwise).
+    fn interrupt_and_wait(mut child: Child, how: &str) -> ExitStatus {
+        kill(Pid::from_raw(child.id() as i32), SIGINT).unwrap();
+        let status = wait_with_timeout(&mut child, STOP_WAIT);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        status.unwrap_or_else(|| panic!("with {how}, the server ignored SIGINT for {STOP_WAIT:?}"))
+    }
+
+    // ANCHOR: closed_stdout
+    /// `server | head -1`: stdout is closed after the `listening on` line. The server
+    /// must go on serving (`serve` talks to it) and stop on SIGINT with status 0:
+    /// a log line it can no longer write is no reason to die.
+    pub fn survives_closed_stdout(server_exe: &str, args: &[&str], serve: impl FnOnce(SocketAddr)) {
+        let (child, addr, stdout) = start_reading_first_line(server_exe, args);
+        drop(stdout);
+        serve(addr);
+        let status = interrupt_and_wait(child, "stdout closed");
+        assert!(
+            status.success(),
+            "with stdout closed, exit status {status:?}"
+        );
+    }
+    // ANCHOR_END: closed_stdout
+
+    /// stdout is a pipe that nobody reads after the first line (a stalled terminal):
+    /// once the pipe is full, every write to it would block. The server must go on
+    /// serving (`serve` should make it log more than a pipe holds, 64 KiB) and stop on
+    /// SIGINT within the contract's time.
+    pub fn survives_stalled_stdout(
+        server_exe: &str,
+        args: &[&str],
+        serve: impl FnOnce(SocketAddr),
+    ) {
+        let (child, addr, stdout) = start_reading_first_line(server_exe, args);
+        serve(addr);
+        let status = interrupt_and_wait(child, "stdout stalled");
+        drop(stdout);
+        assert!(
+            status.success(),
+            "with stdout stalled, exit status {status:?}"
+        );
+    }
+
     /// No server: exit status 1, one `error:` line with the address and the command
     /// that starts the server.
     pub fn client_reports_no_server(client_exe: &str, server_bin: &str, args: &[&str]) {
