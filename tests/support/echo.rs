@@ -13,7 +13,7 @@ use super::*;
 pub fn round_trip(stream: &mut TcpStream, message: &[u8]) {
     stream.write_all(message).unwrap();
     let echo = read_exactly(stream, message.len());
-    assert_eq!(echo, message, "echo differs");
+    assert_same_bytes(&echo, message, "the echo");
 }
 
 /// Waits, up to [`WAIT`], until `check` holds; returns whether it did.
@@ -42,7 +42,11 @@ pub fn many_at_once(server_exe: &str, args: &[&str], count: usize) {
     for (index, stream) in streams.iter_mut().enumerate() {
         let want = format!("message {index} from connection {index}\n");
         let echo = read_exactly(stream, want.len());
-        assert_eq!(String::from_utf8_lossy(&echo), want);
+        assert_same_bytes(
+            &echo,
+            want.as_bytes(),
+            &format!("the echo on connection {index}"),
+        );
     }
 }
 
@@ -69,8 +73,7 @@ pub fn large_payload(server_exe: &str, args: &[&str], bytes: usize) {
     });
     let echo = read_to_eof(&mut stream);
     writing.join().unwrap();
-    assert_eq!(echo.len(), payload.len());
-    assert!(echo == payload, "the echo differs from the payload");
+    assert_same_bytes(&echo, &payload, "the echo of the large payload");
 }
 
 /// A client that sends a flood without reading neither delays another client nor

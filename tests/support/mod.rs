@@ -60,6 +60,59 @@ impl Exited {
     }
 }
 
+/// How many lines of a server's log a failure message shows.
+pub const LOG_TAIL: usize = 40;
+
+/// The last [`LOG_TAIL`] of `lines`, headed with how many came before.
+pub fn tail(lines: &[String], what: &str) -> String {
+    let skip = lines.len().saturating_sub(LOG_TAIL);
+    let mut text = if skip > 0 {
+        format!("last {LOG_TAIL} lines of {what} ({skip} earlier lines not shown):\n")
+    } else {
+        format!("{what}:\n")
+    };
+    for line in &lines[skip..] {
+        text.push_str("  ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// Bytes as a learner reads them: text stays text, everything else is escaped.
+pub fn escaped(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// Compares what came back with what was expected, as escaped text: on a difference
+/// it shows the offset of the first differing byte and a short window of both around
+/// it (never two arrays of decimal numbers, never megabytes).
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let from = first.saturating_sub(20);
+    let window = |bytes: &[u8]| {
+        let to = bytes.len().min(first + 40);
+        let shown = if from < to { &bytes[from..to] } else { &[][..] };
+        let more = if to < bytes.len() { "..." } else { "" };
+        format!("\"{}\"{more}", escaped(shown))
+    };
+    panic!(
+        "{what}: differs at byte {first} (got {} bytes, expected {})\n  \
+         got      (from byte {from}): {}\n  expected (from byte {from}): {}",
+        got.len(),
+        want.len(),
+        window(got),
+        window(want)
+    );
+}
+
 /// Reads a pipe line by line on a thread of its own, sending each line to the channel.
 fn lines_of<R: Read + Send + 'static>(pipe: R) -> Receiver<String> {
     let (sender, receiver) = mpsc::channel();
@@ -196,14 +249,13 @@ impl Server {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "no line with {needle:?} within {WAIT:?}; stdout so far:\n{}\nstderr:\n{}",
-                    self.seen.join("\n"),
-                    self.stderr.lock().unwrap()
+                    "no line with {needle:?} within {WAIT:?}; {}",
+                    self.last_lines()
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!(
-                    "server exited before printing {needle:?}; stdout:\n{}\nstderr:\n{}",
-                    self.seen.join("\n"),
-                    self.stderr.lock().unwrap()
+                    "the server closed its stdout (exited?) before printing a line with \
+                     {needle:?}; {}",
+                    self.last_lines()
                 ),
             }
         }
@@ -226,8 +278,8 @@ impl Server {
         self.signal(signal);
         let status = wait_with_timeout(&mut self.child, STOP_WAIT).unwrap_or_else(|| {
             panic!(
-                "server still running {STOP_WAIT:?} after {signal:?}; stdout:\n{}",
-                self.seen.join("\n")
+                "server still running {STOP_WAIT:?} after {signal:?}; {}",
+                self.last_lines()
             )
         });
         let took = started.elapsed();
@@ -241,6 +293,21 @@ impl Server {
             stderr: self.stderr_text(),
             took,
         }
+    }
+
+    /// The end of the server's log for a failure message: its last [`LOG_TAIL`]
+    /// stdout lines (never the whole log, which may be megabytes) and its stderr.
+    pub fn last_lines(&self) -> String {
+        let stderr = self.stderr_text();
+        format!(
+            "{}\nstderr:\n{}",
+            tail(&self.seen, "stdout"),
+            if stderr.is_empty() {
+                "(empty)"
+            } else {
+                stderr.trim_end()
+            }
+        )
     }
 
     /// What the server printed on stderr so far.
@@ -656,16 +723,97 @@ pub mod transcript {
         });
         if committed != text {
             panic!(
-                "the transcript {} no longer matches what the programs print.\n\
-                 If the change is intended, run `UPDATE_TRANSCRIPTS=1 cargo test` and \
-                 commit the file.\n--- committed ---\n{committed}\n--- now ---\n{text}",
-                file.display()
+                "the transcript {} no longer matches what the programs print:\n{}\n\
+                 If the change is intended, accept it with:\n  \
+                 UPDATE_TRANSCRIPTS=1 cargo test --test {}\nand commit the file.",
+                file.display(),
+                line_diff(&committed, text),
+                test_file()
             );
         }
     }
 
+    /// The name of the running test file (`05_poll` for tests/05_poll.rs).
+    fn test_file() -> String {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let stem = exe
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("NN_topic");
+        // Cargo names the test binary `05_poll-<hash>`.
+        stem.rsplit_once('-')
+            .map_or(stem, |(name, _)| name)
+            .to_string()
+    }
+
+    /// A short line diff: `-` committed, `+` now, with one line of context, at most
+    /// 30 lines shown.
+    pub fn line_diff(old: &str, new: &str) -> String {
+        let old: Vec<&str> = old.lines().collect();
+        let new: Vec<&str> = new.lines().collect();
+        // Longest common subsequence table, from the end (transcripts are short).
+        let mut common = vec![vec![0usize; new.len() + 1]; old.len() + 1];
+        for i in (0..old.len()).rev() {
+            for j in (0..new.len()).rev() {
+                common[i][j] = if old[i] == new[j] {
+                    common[i + 1][j + 1] + 1
+                } else {
+                    common[i + 1][j].max(common[i][j + 1])
+                };
+            }
+        }
+        let mut rows: Vec<(char, &str)> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            if i < old.len() && j < new.len() && old[i] == new[j] {
+                rows.push((' ', old[i]));
+                i += 1;
+                j += 1;
+            } else if i < old.len() && (j == new.len() || common[i + 1][j] >= common[i][j + 1]) {
+                rows.push(('-', old[i]));
+                i += 1;
+            } else {
+                rows.push(('+', new[j]));
+                j += 1;
+            }
+        }
+        let changed: Vec<usize> = (0..rows.len()).filter(|&k| rows[k].0 != ' ').collect();
+        let near = |k: usize| changed.iter().any(|&c| c.abs_diff(k) <= 1);
+        let mut out = String::new();
+        let mut shown = 0;
+        let mut gap = false;
+        for (k, (mark, line)) in rows.iter().enumerate() {
+            if !near(k) {
+                gap = true;
+                continue;
+            }
+            if shown == 30 {
+                out.push_str("  ... (more differences)\n");
+                break;
+            }
+            if gap && !out.is_empty() {
+                out.push_str("  ...\n");
+            }
+            gap = false;
+            out.push_str(&format!("{mark} {line}\n"));
+            shown += 1;
+        }
+        if out.is_empty() {
+            out.push_str(
+                "(the lines are the same; the difference is in line endings or a final newline)\n",
+            );
+        }
+        out
+    }
+
     #[cfg(test)]
     mod tests {
+        #[test]
+        fn line_diff_shows_changed_lines_with_context() {
+            let diff = super::line_diff("a\nb\nc\nd\ne\n", "a\nb\nC\nd\ne\n");
+            assert_eq!(diff, "  b\n- c\n+ C\n  d\n");
+        }
+
         #[test]
         fn normalises_ports_and_times() {
             let n = super::Normaliser::new().port(41234, 21567);
