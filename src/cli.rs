@@ -1,11 +1,15 @@
 //! The command line every lesson program shares.
 //!
-//! Every program takes `--host HOST`, `--port PORT` and `--help`; a lesson adds its own
+//! Every program takes `--host HOST`, `--port PORT` and `--help` (or `-h`); a lesson adds its own
 //! flags with [`Cli::switch`] (on/off) and [`Cli::value`] (takes a value). Anything else
 //! on the command line is a positional argument (the client's messages).
 //!
 //! A wrong flag or value prints a usage message on stderr and exits with status 2;
 //! `--help` prints the usage on stdout and exits with status 0.
+//!
+//! A program whose name ends in `_client` connects: its `--port` is the server's
+//! port, and `--port 0` (any free port, which only makes sense for a server that
+//! binds) is a usage error. A message that starts with `-` goes after `--`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -90,6 +94,11 @@ impl Cli {
         self
     }
 
+    /// A client connects to a server; everything else binds (servers, the runner).
+    fn is_client(&self) -> bool {
+        self.program.ends_with("_client")
+    }
+
     /// The usage text printed by `--help` and after a usage error.
     pub fn usage(&self) -> String {
         let mut text = format!("{}\n\nusage: {} [OPTIONS]", self.about, self.program);
@@ -97,18 +106,23 @@ impl Cli {
             let _ = write!(text, " [{name}...]");
         }
         text.push_str("\n\noptions:\n");
-        let mut rows: Vec<(String, String)> = vec![
+        let (host_help, port_help) = if self.is_client() {
             (
-                "--host HOST".into(),
-                "address to use (default 127.0.0.1)".into(),
-            ),
+                "the server's address (default 127.0.0.1)".to_string(),
+                format!("the server's port (default {})", self.default_port),
+            )
+        } else {
             (
-                "--port PORT".into(),
+                "address to listen on (default 127.0.0.1)".to_string(),
                 format!(
-                    "port to use (default {}; 0 = any free port)",
+                    "port to listen on (default {}; 0 = any free port)",
                     self.default_port
                 ),
-            ),
+            )
+        };
+        let mut rows: Vec<(String, String)> = vec![
+            ("--host HOST".into(), host_help),
+            ("--port PORT".into(), port_help),
         ];
         for flag in &self.flags {
             let left = match flag.metavar {
@@ -117,13 +131,14 @@ impl Cli {
             };
             rows.push((left, flag.help.to_string()));
         }
-        rows.push(("--help".into(), "print this help and exit".into()));
+        rows.push(("-h, --help".into(), "print this help and exit".into()));
         let width = rows.iter().map(|(left, _)| left.len()).max().unwrap_or(0);
         for (left, right) in rows {
             let _ = writeln!(text, "  {left:width$}  {right}");
         }
         if let Some((name, help)) = self.positional {
             let _ = writeln!(text, "\n{name}: {help}");
+            let _ = writeln!(text, "(a {name} that starts with `-` goes after `--`)");
         }
         text
     }
@@ -133,12 +148,13 @@ impl Cli {
     pub fn parse(self) -> Args {
         match self.try_parse(std::env::args().skip(1)) {
             Ok(args) => args,
+            // write! and not print!: a closed stdout (`--help | head -1`) is no panic.
             Err(CliError::Help(text)) => {
-                print!("{text}");
+                let _ = io::stdout().write_all(text.as_bytes());
                 std::process::exit(0);
             }
             Err(CliError::Usage(text)) => {
-                eprint!("{text}");
+                let _ = io::stderr().write_all(text.as_bytes());
                 std::process::exit(USAGE_EXIT);
             }
         }
@@ -161,6 +177,9 @@ impl Cli {
         let mut args = args.into_iter().map(Into::into);
         let mut only_positional = false;
         while let Some(arg) = args.next() {
+            if !only_positional && arg == "-h" {
+                return Err(CliError::Help(self.usage()));
+            }
             if only_positional || !arg.starts_with("--") {
                 if self.positional.is_none() {
                     return Err(self.error(&format!("unexpected argument '{arg}'")));
@@ -204,9 +223,16 @@ impl Cli {
             match name.as_str() {
                 "--host" => parsed.host = value,
                 "--port" => {
-                    parsed.port = value.parse().map_err(|_| {
-                        self.error(&format!("invalid port '{value}': expected 0 to 65535"))
-                    })?
+                    let lowest = if self.is_client() { 1 } else { 0 };
+                    parsed.port = value
+                        .parse()
+                        .ok()
+                        .filter(|port| *port >= lowest)
+                        .ok_or_else(|| {
+                            self.error(&format!(
+                                "invalid port '{value}': expected {lowest} to 65535"
+                            ))
+                        })?
                 }
                 _ => {
                     if let Some(flag) = self.flags.iter().find(|flag| flag.name == name) {
@@ -422,6 +448,28 @@ mod tests {
         assert_eq!(seen, vec![b"one".to_vec(), b"two words".to_vec()]);
         let stop = args.each_message(|_| Err(io::Error::other("stop")));
         assert_eq!(stop.unwrap_err().to_string(), "stop");
+    }
+
+    #[test]
+    fn dash_h_is_help_and_a_client_has_no_port_0() {
+        assert!(matches!(cli().try_parse(["-h"]), Err(CliError::Help(_))));
+        // After `--`, `-h` is a message like any other.
+        let args = cli().try_parse(["--", "-h"]).unwrap();
+        assert_eq!(args.messages, vec!["-h"]);
+        let client = Cli::new("05_poll_client", "A client.", 8009);
+        match client.try_parse(["--help"]) {
+            Err(CliError::Help(text)) => {
+                assert!(text.contains("the server's port (default 8009)"), "{text}");
+                assert!(!text.contains("any free port"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            client.try_parse(["--port", "0"]),
+            Err(CliError::Usage(_))
+        ));
+        let server = Cli::new("05_poll_server", "A server.", 8009);
+        assert_eq!(server.try_parse(["--port", "0"]).unwrap().port, 0);
     }
 
     #[test]
