@@ -9,6 +9,7 @@
 //! - [`listener`]: socket, SO_REUSEADDR, bind, listen, as lessons 01-02 taught them;
 //! - [`output`]: a connection's bounded output buffer (lesson 04 teaches it);
 //! - [`live`]: the live connections of a threaded server, for shutdown (lesson 06);
+//! - [`protocol`]: each lesson's wire protocol as checks any server can be put through;
 //! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
 //! - [`time`]: the `ctime` format of Python's `time.ctime()`;
 //! - here: [`exit_with_error`], one clear `error: ...` line and exit status 1, with a
@@ -21,6 +22,7 @@ pub mod live;
 pub mod log;
 pub mod options;
 pub mod output;
+pub mod protocol;
 pub mod show;
 pub mod signal;
 pub mod time;

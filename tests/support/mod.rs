@@ -17,9 +17,31 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+#[allow(unused_imports)]
 pub use nix::sys::signal::Signal::{SIGINT, SIGTERM};
 
 pub mod echo;
+pub mod protocol;
+
+/// Is an outside tool (curl, python3, strace...) there to test with? Outside CI a
+/// missing tool makes the test say it skipped and why, and pass; under CI (`CI` set)
+/// it fails the test: CI installs every tool, so a missing one is a broken CI.
+pub fn tool_available(tool: &str, version_args: &[&str]) -> bool {
+    let found = Command::new(tool)
+        .args(version_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is missing, and CI must have it (.ci/run installs it)"
+        );
+        eprintln!("skipped: {tool} is not installed; install it to run this test");
+    }
+    found
+}
 
 /// The longest any single wait may take before the test fails. Generous, because
 /// tests must pass on a loaded two-core machine; a passing test never waits this long.

@@ -1,0 +1,130 @@
+//! What the front door knows of each lesson, beside its folder under `lessons/`.
+
+/// One lesson of the workbook.
+pub struct Lesson {
+    pub number: u32,
+    /// The folder name under `lessons/`, e.g. `05_poll`.
+    pub name: &'static str,
+    pub topic: &'static str,
+    /// Transport and default port, as the README's protocol table says.
+    pub transport: &'static str,
+    /// The protocol in a line.
+    pub protocol: &'static str,
+    /// What `run NN` gives the client when the user gives nothing.
+    pub client_args: &'static [&'static str],
+    /// Why `run NN` cannot run this lesson as a pair, if it cannot.
+    pub not_a_pair: Option<&'static str>,
+}
+
+pub static LESSONS: &[Lesson] = &[
+    Lesson {
+        number: 1,
+        name: "01_tcp_basics",
+        topic: "TCP basics: the four server steps, one client at a time",
+        transport: "TCP 21567",
+        protocol: "each chunk comes back as `[<ctime>] <chunk>`",
+        client_args: &["hello", "world"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 2,
+        name: "02_socket_options",
+        topic: "socket options: SO_REUSEADDR, TIME_WAIT, TCP_NODELAY, buffers, half-close",
+        transport: "TCP 12345",
+        protocol: "each chunk echoed + `\\nI get it!\\n`; closes after the client's half-close",
+        client_args: &["hello"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 3,
+        name: "03_udp_time",
+        topic: "UDP time: datagrams, byte order, lost packets and retries",
+        transport: "UDP 12345",
+        protocol: "any datagram gets 4 bytes: the Unix time, u32 big-endian",
+        client_args: &[],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 4,
+        name: "04_select",
+        topic: "select: one thread, many clients, FD_SETSIZE",
+        transport: "TCP 10001",
+        protocol: "echo",
+        client_args: &["--conns", "3", "hello"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 5,
+        name: "05_poll",
+        topic: "poll: one thread, many clients, non-blocking sockets, output buffers",
+        transport: "TCP 8009",
+        protocol: "echo",
+        client_args: &["--conns", "3", "hello"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 6,
+        name: "06_threaded",
+        topic: "threaded: a thread per connection, bounded, joined on Ctrl-C",
+        transport: "TCP 8080",
+        protocol: "echo",
+        client_args: &["--conns", "2", "hello"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 7,
+        name: "07_fixed_threads",
+        topic: "fixed threads: a pool of workers sharing one listening socket",
+        transport: "TCP 8081",
+        protocol: "echo",
+        client_args: &["--conns", "5"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 8,
+        name: "08_event_loop",
+        topic: "event loop: a small reactor on epoll, level- and edge-triggered",
+        transport: "TCP 10008",
+        protocol: "echo",
+        client_args: &["--conns", "3", "hello"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 9,
+        name: "09_framing",
+        topic: "framing: messages on a byte stream, asynchat on the 08 loop",
+        transport: "TCP 10009",
+        protocol: "a header block ending `\\r\\n\\r\\n` gets `<ctime>\\r\\n`, then close",
+        client_args: &["--chunk", "4"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 10,
+        name: "10_socketserver",
+        topic: "socketserver: a Handler trait, sync/threading/forking, TCP and UDP",
+        transport: "TCP 10010 (UDP with --udp)",
+        protocol: "each `\\r\\n` gets `<ctime>\\r\\n`; UDP: `[<ctime>] <datagram>`",
+        client_args: &["hello"],
+        not_a_pair: None,
+    },
+    Lesson {
+        number: 11,
+        name: "11_load_test",
+        topic: "load test: every server model measured under the same loads",
+        transport: "(a runner)",
+        protocol: "none: it measures the other lessons' servers",
+        client_args: &[],
+        not_a_pair: Some(
+            "lesson 11's \"server\" is the load runner, not a server: run it with \
+             `cargo run --release --bin 11_load_test_server` (about ten minutes), or its \
+             client against a running lesson: `cargo run --release --bin 11_load_test_client -- --port 10008`",
+        ),
+    },
+];
+
+/// The lesson with this number, from `05`, `5` or `05_poll`.
+pub fn find(text: &str) -> Option<&'static Lesson> {
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    let number: u32 = digits.parse().ok()?;
+    LESSONS.iter().find(|lesson| lesson.number == number)
+}

@@ -1,0 +1,246 @@
+//! `cargo run -- run NN [CLIENT ARGS]`: a lesson's server and client in one terminal.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::{error, lesson_arg, print_or_exit, usage_error};
+
+/// How long the server may take to print `listening on` (a first build is not counted).
+const START_WAIT: Duration = Duration::from_secs(10);
+/// How long the client may run before it is stopped.
+const CLIENT_WAIT: Duration = Duration::from_secs(60);
+/// The contract says a server exits within a second of SIGINT; allow a little more.
+const STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// A line from one of the two programs.
+enum Event {
+    Line(&'static str, String),
+    Closed(&'static str),
+}
+
+pub fn run(args: &[String]) -> i32 {
+    let lesson = match lesson_arg(args.first()) {
+        Ok(lesson) => lesson,
+        Err(status) => return status,
+    };
+    if let Some(why) = lesson.not_a_pair {
+        return error(why);
+    }
+    let mut server_args: Vec<String> = Vec::new();
+    let mut client_args: Vec<String> = Vec::new();
+    let mut rest = args[1..].iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--server-args" {
+            match rest.next() {
+                Some(value) => server_args.extend(value.split_whitespace().map(str::to_string)),
+                None => return usage_error("--server-args needs a value, e.g. \"--mode forking\""),
+            }
+        } else {
+            client_args.push(arg.clone());
+        }
+    }
+    if client_args.is_empty() {
+        client_args = lesson.client_args.iter().map(|a| a.to_string()).collect();
+    }
+    let server_bin = format!("{}_server", lesson.name);
+    let client_bin = format!("{}_client", lesson.name);
+    if let Err(message) = build(&[&server_bin, &client_bin]) {
+        return error(&message);
+    }
+    let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+    else {
+        return error("cannot tell where the built programs are");
+    };
+
+    let (events, received) = mpsc::channel();
+    let mut server = match Command::new(bin_dir.join(&server_bin))
+        .args(&server_args)
+        .args(["--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => return error(&format!("cannot start {server_bin}: {err}")),
+    };
+    forward(&mut server, "server", &events);
+    let port = match wait_for_port(&received) {
+        Ok(port) => port,
+        Err(message) => {
+            stop(&mut server);
+            drain(&received, Duration::from_millis(200));
+            return error(&message);
+        }
+    };
+    print_or_exit(&format!(
+        "workbook │ {client_bin} {} --port {port}\n",
+        client_args.join(" ")
+    ));
+    let mut client = match Command::new(bin_dir.join(&client_bin))
+        .args(&client_args)
+        .args(["--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            stop(&mut server);
+            return error(&format!("cannot start {client_bin}: {err}"));
+        }
+    };
+    forward(&mut client, "client", &events);
+    drop(events);
+
+    // Show both programs' lines as they come, until the client has ended.
+    let deadline = Instant::now() + CLIENT_WAIT;
+    let mut client_streams_open = 2;
+    while client_streams_open > 0 {
+        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::Line(who, line)) => print_or_exit(&format!("{who} │ {line}\n")),
+            Ok(Event::Closed("client")) => client_streams_open -= 1,
+            Ok(Event::Closed(_)) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                print_or_exit(&format!(
+                    "workbook │ the client ran for {} s: stopping it\n",
+                    CLIENT_WAIT.as_secs()
+                ));
+                let _ = client.kill();
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let client_status = client.wait().ok();
+    print_or_exit(&format!(
+        "workbook │ client {}; stopping the server with SIGINT (Ctrl-C)\n",
+        describe(client_status)
+    ));
+    let server_status = stop(&mut server);
+    drain(&received, Duration::from_millis(500));
+    print_or_exit(&format!("workbook │ server {}\n", describe(server_status)));
+    client_status.and_then(|status| status.code()).unwrap_or(1)
+}
+
+/// `cargo build --bin A --bin B`, so an edited lesson is never run stale.
+fn build(bins: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.arg("build").arg("--quiet");
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    for bin in bins {
+        command.args(["--bin", bin]);
+    }
+    let status = command
+        .current_dir(crate::package_dir())
+        .status()
+        .map_err(|err| format!("cannot run cargo build: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo build of {} failed (see above)",
+            bins.join(" and ")
+        ))
+    }
+}
+
+/// Sends each line of the child's stdout and stderr, then `Closed`, to `events`.
+fn forward(child: &mut Child, who: &'static str, events: &Sender<Event>) {
+    fn pump(pipe: impl Read + Send + 'static, who: &'static str, events: Sender<Event>) {
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if events.send(Event::Line(who, line)).is_err() {
+                    return;
+                }
+            }
+            let _ = events.send(Event::Closed(who));
+        });
+    }
+    if let Some(stdout) = child.stdout.take() {
+        pump(stdout, who, events.clone());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        pump(stderr, who, events.clone());
+    }
+}
+
+/// Shows the server's lines until `listening on IP:PORT`; returns the port.
+fn wait_for_port(received: &Receiver<Event>) -> Result<u16, String> {
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::Line(who, line)) => {
+                print_or_exit(&format!("{who} │ {line}\n"));
+                let port = line
+                    .strip_prefix(workbook::log::LISTENING_ON)
+                    .and_then(|addr| addr.trim().rsplit(':').next()?.parse().ok());
+                if let Some(port) = port {
+                    return Ok(port);
+                }
+            }
+            Ok(Event::Closed(_)) => {
+                return Err("the server ended before it printed `listening on`".into());
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the server printed no `listening on` line within {} s",
+                    START_WAIT.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// Ctrl-C for the server, then its exit status (killed if it does not stop in time).
+fn stop(server: &mut Child) -> Option<ExitStatus> {
+    let _ = kill(Pid::from_raw(server.id() as i32), Signal::SIGINT);
+    let deadline = Instant::now() + STOP_WAIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    None
+}
+
+/// Shows the lines still coming, for up to `limit`.
+fn drain(received: &Receiver<Event>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while let Ok(event) = received.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if let Event::Line(who, line) = event {
+            print_or_exit(&format!("{who} │ {line}\n"));
+        }
+    }
+}
+
+fn describe(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(status) => match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => format!("ended by a signal ({status})"),
+        },
+        None => format!(
+            "did not stop within {} s and was killed",
+            STOP_WAIT.as_secs()
+        ),
+    }
+}

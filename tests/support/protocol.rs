@@ -1,0 +1,33 @@
+//! The protocol tests: a lesson's wire protocol, checked by the same code that
+//! `cargo run -- check NN` runs against any server (`workbook::protocol`).
+
+use workbook::protocol::{self, Target};
+
+use super::*;
+
+/// Starts `server_exe` with `args` and runs every protocol check of `lesson` against
+/// it; fails naming each check that failed, with what was sent and what came back.
+pub fn all_checks_pass(lesson: u32, server_exe: &str, args: &[&str]) {
+    let mut server = Server::start(server_exe, args);
+    let checks = protocol::checks(lesson).expect("the lesson has protocol checks");
+    let mut target = Target::new(server.addr);
+    target.timeout = WAIT;
+    let failed: Vec<String> = protocol::run_all(checks, &target)
+        .into_iter()
+        .filter_map(|(check, result)| {
+            result
+                .err()
+                .map(|why| format!("protocol check {} ({}):\n  {why}", check.name, check.about))
+        })
+        .collect();
+    if !failed.is_empty() {
+        let _ = server.drain();
+        panic!(
+            "{} of {} protocol checks of lesson {lesson:02} failed:\n{}\n{}",
+            failed.len(),
+            checks.len(),
+            failed.join("\n"),
+            server.last_lines()
+        );
+    }
+}
