@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 
+use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
@@ -328,15 +329,16 @@ pub fn differences_table(
 /// the causes a learner meets: a capability the process lacks (`EPERM`), an interface
 /// that does not exist (`ENODEV`).
 pub fn set_failed(option: &str, value: &str, err: &io::Error) -> String {
-    let hint = match (option, err.raw_os_error()) {
-        ("SO_BINDTODEVICE", Some(libc::EPERM)) => {
+    let errno = err.raw_os_error().map(Errno::from_raw);
+    let hint = match (option, errno) {
+        ("SO_BINDTODEVICE", Some(Errno::EPERM)) => {
             "; binding a socket to a device needs the CAP_NET_RAW capability \
              (run as root, or grant it with `sudo setcap cap_net_raw+ep` on the program); \
              Linux 5.7 and later allow it without privileges unless the socket is \
              already bound to a device"
         }
-        (_, Some(libc::EPERM)) => "; the process lacks the privilege this option needs",
-        (_, Some(libc::ENODEV)) => {
+        (_, Some(Errno::EPERM)) => "; the process lacks the privilege this option needs",
+        (_, Some(Errno::ENODEV)) => {
             "; there is no network interface by that name: `ip link` lists them"
         }
         _ => "",
@@ -501,17 +503,17 @@ mod tests {
 
     #[test]
     fn set_failed_hints() {
-        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let eperm = io::Error::from_raw_os_error(Errno::EPERM as i32);
         let text = set_failed("SO_BINDTODEVICE", "eth0", &eperm);
         assert!(
             text.starts_with("cannot set SO_BINDTODEVICE to eth0: "),
             "{text}"
         );
         assert!(text.contains("CAP_NET_RAW"), "{text}");
-        let enodev = io::Error::from_raw_os_error(libc::ENODEV);
+        let enodev = io::Error::from_raw_os_error(Errno::ENODEV as i32);
         let text = set_failed("SO_BINDTODEVICE", "nosuchif0", &enodev);
         assert!(text.contains("ip link"), "{text}");
-        let einval = io::Error::from_raw_os_error(libc::EINVAL);
+        let einval = io::Error::from_raw_os_error(Errno::EINVAL as i32);
         assert!(!set_failed("SO_RCVBUF", "1", &einval).contains("; "));
     }
 

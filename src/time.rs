@@ -28,11 +28,11 @@ pub fn ctime_now() -> String {
 /// Unix seconds as local time in ctime form (the time zone comes from `TZ` or
 /// `/etc/localtime`, as for every C program).
 pub fn ctime_of_unix_seconds(seconds: i64) -> String {
-    let time = seconds as libc::time_t;
+    let time = seconds as nix::libc::time_t;
     // SAFETY: localtime_r only writes into the `tm` we own and reads `time`;
     // an all-zero `tm` is a valid value of the plain C struct.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let converted = unsafe { libc::localtime_r(&time, &mut tm) };
+    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+    let converted = unsafe { nix::libc::localtime_r(&time, &mut tm) };
     if converted.is_null() {
         return format!("@{seconds}");
     }
