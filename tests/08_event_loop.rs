@@ -139,3 +139,10 @@ fn contract_client() {
     contract::rejects_bad_flags(CLIENT);
     contract::client_reports_no_server(CLIENT, "08_event_loop_server", &[]);
 }
+
+#[test]
+fn a_slow_reader_does_not_grow_the_memory() {
+    for mode in MODES {
+        echo::slow_reader_rss_bounded(SERVER, &with(mode, &["--quiet"]));
+    }
+}

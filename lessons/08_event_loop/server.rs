@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use reactor::{Context, Handler, Reactor};
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
+use workbook::output::OutputBuffer;
 use workbook::{bind_failed, exit_with_error, show, signal};
 
 const DEFAULT_PORT: u16 = 10008;
@@ -185,9 +186,8 @@ impl Handler for Acceptor {
 struct Connection {
     stream: TcpStream,
     peers: String,
-    /// Echo not yet written: `output[sent..]`.
-    output: Vec<u8>,
-    sent: usize,
+    /// Echo not written yet, at most OUTPUT_CAP bytes (and about that much memory).
+    output: OutputBuffer,
     /// The client half-closed: finish the echo, then close.
     read_closed: bool,
     /// False once a read said WouldBlock, until epoll reports the socket readable.
@@ -198,7 +198,6 @@ struct Connection {
     error: Option<io::Error>,
     quiet: bool,
 }
-
 // ANCHOR_END: connection
 
 impl Connection {
@@ -211,18 +210,13 @@ impl Connection {
         Connection {
             stream,
             peers,
-            read_buffer,
-            output: Vec::new(),
-            sent: 0,
+            output: OutputBuffer::new(OUTPUT_CAP),
             read_closed: false,
             may_read: true,
+            read_buffer,
             error: None,
             quiet,
         }
-    }
-
-    fn pending(&self) -> usize {
-        self.output.len() - self.sent
     }
 
     // ANCHOR: pump
@@ -234,17 +228,15 @@ impl Connection {
         loop {
             let mut got_data = false;
             if self.may_read && self.readable() {
-                let room = (OUTPUT_CAP - self.pending()).min(buffer.len());
+                // No more than the output has room for: its cap is what stops us.
+                let room = self.output.room().min(buffer.len());
                 match self.stream.read(&mut buffer[..room]) {
                     Ok(0) => self.read_closed = true,
                     Ok(n) => {
                         if !self.quiet {
                             let data = show::bytes(&buffer[..n]);
-                            println!(
-                                "received {} from {}: {data}",
-                                show::count(n, "byte"),
-                                self.peers
-                            );
+                            let size = show::count(n, "byte");
+                            println!("received {size} from {}: {data}", self.peers);
                         }
                         self.echo(&buffer[..n])?;
                         got_data = true;
@@ -265,7 +257,7 @@ impl Connection {
                 break;
             }
         }
-        if self.read_closed && self.pending() == 0 {
+        if self.read_closed && self.output.is_empty() {
             event_loop.close();
         }
         Ok(())
@@ -277,37 +269,35 @@ impl Connection {
     /// queued in `output` for EPOLLOUT.
     fn echo(&mut self, received: &[u8]) -> io::Result<()> {
         let mut sent_now = 0;
-        if self.pending() == 0 {
-            loop {
+        if self.output.is_empty() {
+            while sent_now < received.len() {
                 match self.stream.write(&received[sent_now..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => sent_now += n,
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     Err(err) => return Err(err),
                 }
-                if sent_now == received.len() {
-                    break;
-                }
             }
         }
-        self.output.extend_from_slice(&received[sent_now..]);
+        if sent_now < received.len() {
+            self.output.push(&received[sent_now..]);
+        }
         Ok(())
     }
     // ANCHOR_END: pump
 
     /// Writes until the output is empty or the kernel's buffer is full (WouldBlock).
+    /// The output drops what was sent as it goes (src/output.rs).
     fn flush(&mut self) -> io::Result<()> {
-        while self.pending() > 0 {
-            match self.stream.write(&self.output[self.sent..]) {
-                Ok(n) => self.sent += n,
+        while !self.output.is_empty() {
+            match self.output.write_to(&self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
-        }
-        if self.pending() == 0 {
-            self.output.clear();
-            self.sent = 0;
         }
         Ok(())
     }
@@ -319,10 +309,10 @@ impl Handler for Connection {
         self.stream.as_fd()
     }
     fn readable(&self) -> bool {
-        !self.read_closed && self.pending() < OUTPUT_CAP
+        !self.read_closed && !self.output.is_full()
     }
     fn writable(&self) -> bool {
-        self.pending() > 0
+        !self.output.is_empty()
     }
     fn handle_read(&mut self, event_loop: &mut Context) -> io::Result<()> {
         // epoll says there is something to read (or EOF, or an error).
