@@ -146,3 +146,25 @@ fn a_slow_reader_does_not_grow_the_memory() {
         echo::slow_reader_rss_bounded(SERVER, &with(mode, &["--quiet"]));
     }
 }
+
+/// More log than a pipe holds (64 KiB): one round of `echo::busy_with_logging` makes
+/// this server log about 50 KB, so three rounds.
+fn busy_with_logging(addr: std::net::SocketAddr) {
+    for _ in 0..3 {
+        echo::busy_with_logging(addr);
+    }
+}
+
+#[test]
+fn survives_a_closed_stdout() {
+    for mode in MODES {
+        contract::survives_closed_stdout(SERVER, mode, busy_with_logging);
+    }
+}
+
+#[test]
+fn survives_a_stalled_stdout() {
+    for mode in MODES {
+        contract::survives_stalled_stdout(SERVER, mode, busy_with_logging);
+    }
+}

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use workbook::log;
 
 /// A handler's number in the loop; epoll hands it back with each event.
 type Token = u64;
@@ -280,7 +281,7 @@ impl Reactor {
         for handler in context.added {
             if let Err(err) = self.add(handler) {
                 // Only when epoll itself fails (ENOMEM, ENOSPC): that socket is dropped.
-                println!("error: cannot watch a new socket: {err}");
+                log!("{} cannot watch a new socket: {err}", log::ERROR);
             }
         }
     }

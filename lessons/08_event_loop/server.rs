@@ -18,7 +18,7 @@ use reactor::{Context, Handler, Reactor};
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
 use workbook::output::OutputBuffer;
-use workbook::{bind_failed, exit_with_error, show, signal};
+use workbook::{bind_failed, exit_with_error, log, show, signal};
 
 const DEFAULT_PORT: u16 = 10008;
 /// The most one read(2) takes.
@@ -63,14 +63,14 @@ fn main() {
     if let Err(err) = reactor.add(Box::new(acceptor)) {
         exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
-    println!("listening on {bound}");
+    log::listening(bound);
     if !quiet {
         let mode = if edge {
             "edge-triggered"
         } else {
             "level-triggered"
         };
-        println!("event loop: epoll, {mode}");
+        log!("event loop: epoll, {mode}");
     }
     let stopped = reactor.run(&wakeup);
     // Everything still in the loop is the acceptor and the open connections;
@@ -82,11 +82,12 @@ fn main() {
         Ok(()) => "signal".to_string(),
         Err(err) => format!("epoll_wait failed: {err}"),
     };
-    println!(
-        "shutting down ({reason}): served {}, closed {} still open",
+    log::last_line(format!(
+        "{} ({reason}): served {}, closed {} still open",
+        log::SHUTTING_DOWN,
         show::count(served.get(), "client"),
         show::count(open, "connection")
-    );
+    ));
 }
 
 /// socket, SO_REUSEADDR, bind, listen (lesson 01), non-blocking (lesson 05).
@@ -139,12 +140,12 @@ impl Handler for Acceptor {
                     let peers = show::peers(&stream);
                     if let Err(err) = stream.set_nonblocking(true) {
                         // That one connection is dropped; the listener stays.
-                        println!("error: {peers}: cannot make it non-blocking: {err}");
+                        log!("{} {peers}: cannot make it non-blocking: {err}", log::ERROR);
                         continue;
                     }
                     self.served.set(self.served.get() + 1);
                     if !self.quiet {
-                        println!("connected {peers}");
+                        log!("{} {peers}", log::CONNECTED);
                     }
                     let read_buffer = Rc::clone(&self.read_buffer);
                     event_loop.add(Box::new(Connection::new(
@@ -157,8 +158,9 @@ impl Handler for Acceptor {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    println!(
-                        "error: accept: {err}; pausing accept for {} ms",
+                    log!(
+                        "{} accept: {err}; pausing accept for {} ms",
+                        log::ERROR,
                         ACCEPT_PAUSE.as_millis()
                     );
                     // readable() is false now, so the loop stops watching the listener
@@ -168,7 +170,7 @@ impl Handler for Acceptor {
                     return Ok(());
                 }
                 // ECONNABORTED and the like: that client is gone, try the next.
-                Err(err) => println!("error: accept: {err}"),
+                Err(err) => log!("{} accept: {err}", log::ERROR),
             }
         }
     }
@@ -236,7 +238,7 @@ impl Connection {
                         if !self.quiet {
                             let data = show::bytes(&buffer[..n]);
                             let size = show::count(n, "byte");
-                            println!("received {size} from {}: {data}", self.peers);
+                            log!("{} {size} from {}: {data}", log::RECEIVED, self.peers);
                         }
                         self.echo(&buffer[..n])?;
                         got_data = true;
@@ -328,8 +330,8 @@ impl Handler for Connection {
     }
     fn handle_close(&mut self) {
         match &self.error {
-            Some(error) => println!("disconnected {}: {error}", self.peers),
-            None if !self.quiet => println!("disconnected {}", self.peers),
+            Some(error) => log!("{} {}: {error}", log::DISCONNECTED, self.peers),
+            None if !self.quiet => log!("{} {}", log::DISCONNECTED, self.peers),
             None => {}
         }
     }

@@ -19,7 +19,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use workbook::show;
+use workbook::{log, show};
 
 use crate::reactor::{Context, Handler};
 
@@ -286,7 +286,7 @@ impl<P: Protocol> Framed<P> {
                         if !self.quiet {
                             let data = show::bytes(&buffer[..n]);
                             let size = show::count(n, "byte");
-                            println!("received {size} from {}: {data}", self.chat.peers);
+                            log!("{} {size} from {}: {data}", log::RECEIVED, self.chat.peers);
                         }
                         self.ignored += if self.chat.open() {
                             self.input
@@ -397,14 +397,14 @@ impl<P: Protocol> Handler for Framed<P> {
     fn handle_close(&mut self) {
         if self.ignored > 0 && !self.quiet {
             let ignored = show::count(self.ignored, "byte");
-            println!(
+            log!(
                 "ignored {ignored} from {} after close_when_done",
                 self.chat.peers
             );
         }
         match &self.error {
-            Some(error) => println!("disconnected {}: {error}", self.chat.peers),
-            None if !self.quiet => println!("disconnected {}", self.chat.peers),
+            Some(error) => log!("{} {}: {error}", log::DISCONNECTED, self.chat.peers),
+            None if !self.quiet => log!("{} {}", log::DISCONNECTED, self.chat.peers),
             None => {}
         }
     }

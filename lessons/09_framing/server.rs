@@ -31,7 +31,7 @@ use framing::{Channel, Framed, Protocol, Terminator};
 use reactor::{Context, Handler, Reactor};
 use socket2::{Domain, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal, time};
+use workbook::{bind_failed, exit_with_error, log, show, signal, time};
 
 const DEFAULT_PORT: u16 = 10009;
 /// A request ends with an empty line: the end of one line and then of an empty one.
@@ -83,14 +83,14 @@ fn main() {
     if let Err(err) = reactor.add(Box::new(acceptor)) {
         exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
-    println!("listening on {bound}");
+    log::listening(bound);
     if !quiet {
         let mode = if edge {
             "edge-triggered"
         } else {
             "level-triggered"
         };
-        println!(
+        log!(
             "event loop: epoll, {mode}; a request ends with {}, at most {MAX_HEADER} bytes",
             show::bytes(TERMINATOR)
         );
@@ -103,12 +103,13 @@ fn main() {
         Ok(()) => "signal".to_string(),
         Err(err) => format!("epoll_wait failed: {err}"),
     };
-    println!(
-        "shutting down ({reason}): served {}, answered {}, closed {} still open",
+    log::last_line(format!(
+        "{} ({reason}): served {}, answered {}, closed {} still open",
+        log::SHUTTING_DOWN,
         show::count(stats.served.get(), "client"),
         show::count(stats.replies.get(), "request"),
         show::count(open, "connection")
-    );
+    ));
 }
 
 /// socket, SO_REUSEADDR, bind, listen (lesson 01), non-blocking (lesson 05).
@@ -154,8 +155,9 @@ impl Protocol for TimeTeller {
         // is ours to keep, so the limit is ours to enforce. Without it, a client
         // that never sends the empty line makes this Vec grow until memory runs out.
         if self.header.len() + data.len() > MAX_HEADER - TERMINATOR.len() {
-            println!(
-                "error: {}: header block larger than {MAX_HEADER} bytes, closing",
+            log!(
+                "{} {}: header block larger than {MAX_HEADER} bytes, closing",
+                log::ERROR,
                 chat.peers()
             );
             chat.close();
@@ -171,13 +173,13 @@ impl Protocol for TimeTeller {
                 Some(end) => &self.header[..end],
                 None => &self.header[..],
             };
-            println!(
+            log!(
                 "request from {}: {} header bytes, first line {}",
                 chat.peers(),
                 self.header.len() + TERMINATOR.len(),
                 show::bytes(first_line)
             );
-            println!(
+            log!(
                 "replied to {}: {}",
                 chat.peers(),
                 show::bytes(reply.as_bytes())
@@ -192,7 +194,7 @@ impl Protocol for TimeTeller {
 
     fn end_of_input(&mut self, chat: &mut Channel) {
         if !self.header.is_empty() && !self.quiet {
-            println!(
+            log!(
                 "incomplete request from {}: {} and no empty line before the end of input; no reply",
                 chat.peers(),
                 show::count(self.header.len(), "byte")
@@ -230,12 +232,12 @@ impl Handler for Acceptor {
                     let peers = show::peers(&stream);
                     if let Err(err) = stream.set_nonblocking(true) {
                         // That connection is dropped; the listener carries on.
-                        println!("error: {peers}: cannot make it non-blocking: {err}");
+                        log!("{} {peers}: cannot make it non-blocking: {err}", log::ERROR);
                         continue;
                     }
                     self.stats.served.set(self.stats.served.get() + 1);
                     if !self.quiet {
-                        println!("connected {peers}");
+                        log!("{} {peers}", log::CONNECTED);
                     }
                     let protocol = TimeTeller {
                         header: Vec::new(),
@@ -248,15 +250,16 @@ impl Handler for Acceptor {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    println!(
-                        "error: accept: {err}; pausing accept for {} ms",
+                    log!(
+                        "{} accept: {err}; pausing accept for {} ms",
+                        log::ERROR,
                         ACCEPT_PAUSE.as_millis()
                     );
                     self.paused = true;
                     event_loop.wake_at(Instant::now() + ACCEPT_PAUSE);
                     return Ok(());
                 }
-                Err(err) => println!("error: accept: {err}"),
+                Err(err) => log!("{} accept: {err}", log::ERROR),
             }
         }
     }
