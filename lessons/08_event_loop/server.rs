@@ -1,5 +1,5 @@
 //! Lesson 08, the server: lesson 05's echo server rebuilt on a small event loop over
-//! epoll(7): one acceptor handler and one handler per connection (see reactor.rs).
+//! epoll(7): the reactor's acceptor and one handler per connection (see reactor.rs).
 //!
 //!   terminal 1: cargo run --bin 08_event_loop_server            (level-triggered)
 //!               cargo run --bin 08_event_loop_server -- --edge  (edge-triggered)
@@ -9,24 +9,21 @@ mod reactor;
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use reactor::{Context, Handler, Reactor};
-use socket2::{Domain, Protocol, Socket, Type};
+use reactor::{Acceptor, Context, Handler, Reactor};
 use workbook::cli::Cli;
+use workbook::listener::{self, Accept};
 use workbook::output::OutputBuffer;
-use workbook::{bind_failed, exit_with_error, log, show, signal};
+use workbook::{exit_with_error, log, show, signal};
 
 const DEFAULT_PORT: u16 = 10008;
 /// The most one read(2) takes.
 const READ_SIZE: usize = 64 * 1024;
 /// Echo waiting to go out beyond which a connection is not read (as in lesson 05).
 const OUTPUT_CAP: usize = 1024 * 1024;
-/// How long accepting pauses after EMFILE/ENFILE.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
 fn main() {
     let args = Cli::new(
@@ -46,20 +43,28 @@ fn main() {
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
 
-    let listener = open_listener(addr);
+    // socket, SO_REUSEADDR, bind, listen (lessons 01-02), non-blocking (lesson 04).
+    let listener = listener::open(addr, 1024, Accept::NonBlocking);
     let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let mut reactor = Reactor::new(edge)
         .unwrap_or_else(|err| exit_with_error(&format!("cannot create an epoll instance: {err}")));
-    // ANCHOR: main
-    let served = Rc::new(Cell::new(0));
     let bound = listener.local_addr().unwrap_or(addr);
-    let acceptor = Acceptor {
-        listener,
-        paused: false,
-        served: Rc::clone(&served),
-        read_buffer: Rc::new(RefCell::new(vec![0; READ_SIZE])),
-        quiet,
-    };
+    // ANCHOR: main
+    // ANCHOR: new_connection
+    let served = Rc::new(Cell::new(0));
+    let counted = Rc::clone(&served);
+    // One read buffer for every connection: the loop runs one handler at a time.
+    let read_buffer = Rc::new(RefCell::new(vec![0; READ_SIZE]));
+    // The reactor's acceptor; for each connection it accepts, this makes the handler.
+    let acceptor = Acceptor::new(listener, move |stream, peers| {
+        counted.set(counted.get() + 1);
+        if !quiet {
+            log!("{} {peers}", log::CONNECTED);
+        }
+        let read_buffer = Rc::clone(&read_buffer);
+        Box::new(Connection::new(stream, peers, read_buffer, quiet))
+    });
+    // ANCHOR_END: new_connection
     if let Err(err) = reactor.add(Box::new(acceptor)) {
         exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
@@ -89,99 +94,6 @@ fn main() {
         show::count(open, "connection")
     ));
 }
-
-/// socket, SO_REUSEADDR, bind, listen (lesson 01), non-blocking (lesson 05).
-fn open_listener(addr: SocketAddr) -> TcpListener {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
-    if let Err(err) = socket.set_reuse_address(true) {
-        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
-    }
-    if let Err(err) = socket.bind(&addr.into()) {
-        exit_with_error(&bind_failed(addr, &err));
-    }
-    if let Err(err) = socket.listen(1024) {
-        exit_with_error(&format!("cannot listen on {addr}: {err}"));
-    }
-    if let Err(err) = socket.set_nonblocking(true) {
-        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
-    }
-    TcpListener::from(socket)
-}
-
-// ANCHOR: acceptor
-/// The listening socket's handler: every readable event is connections to accept.
-struct Acceptor {
-    listener: TcpListener,
-    /// Out of descriptors: not watching the listener until a timer says try again.
-    paused: bool,
-    served: Rc<Cell<usize>>,
-    /// One read buffer for every connection: the loop runs one handler at a time.
-    read_buffer: Rc<RefCell<Vec<u8>>>,
-    quiet: bool,
-}
-
-impl Handler for Acceptor {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
-    }
-    fn accepting(&self) -> bool {
-        true
-    }
-    fn readable(&self) -> bool {
-        !self.paused
-    }
-    fn handle_accept(&mut self, event_loop: &mut Context) -> io::Result<()> {
-        // Until WouldBlock: one event may stand for many connections, and in
-        // edge-triggered mode no new event comes for those already queued.
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let peers = show::peers(&stream);
-                    if let Err(err) = stream.set_nonblocking(true) {
-                        // That one connection is dropped; the listener stays.
-                        log!("{} {peers}: cannot make it non-blocking: {err}", log::ERROR);
-                        continue;
-                    }
-                    self.served.set(self.served.get() + 1);
-                    if !self.quiet {
-                        log!("{} {peers}", log::CONNECTED);
-                    }
-                    let read_buffer = Rc::clone(&self.read_buffer);
-                    event_loop.add(Box::new(Connection::new(
-                        stream,
-                        peers,
-                        read_buffer,
-                        self.quiet,
-                    )));
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    log!(
-                        "{} accept: {err}; pausing accept for {} ms",
-                        log::ERROR,
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    // readable() is false now, so the loop stops watching the listener
-                    // (one epoll_ctl) until the timer below.
-                    self.paused = true;
-                    event_loop.wake_at(Instant::now() + ACCEPT_PAUSE);
-                    return Ok(());
-                }
-                // ECONNABORTED and the like: that client is gone, try the next.
-                Err(err) => log!("{} accept: {err}", log::ERROR),
-            }
-        }
-    }
-    fn handle_timeout(&mut self, _loop: &mut Context) -> io::Result<()> {
-        // Watch the listener again. In edge-triggered mode, re-registering reports the
-        // connections that queued up meanwhile: nothing is lost.
-        self.paused = false;
-        Ok(())
-    }
-}
-// ANCHOR_END: acceptor
 
 // ANCHOR: connection
 /// One client's handler: what it sent, echoed back as the socket allows.
