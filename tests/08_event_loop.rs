@@ -40,16 +40,22 @@ fn client_transcript_in_both_modes() {
         } else {
             "$ cargo run --bin 08_event_loop_server -- --edge".to_string()
         };
+        // Terminal 1 starts the server (its first two lines), terminal 2 runs the
+        // client, then terminal 1 shows the rest of the log and Ctrl-C.
+        let log = exited
+            .stdout
+            .replace("\nshutting down", "\n^Cshutting down");
+        let mut lines = log.splitn(3, '\n');
+        let started = [lines.next(), lines.next()].map(Option::unwrap_or_default);
+        let rest = lines.next().unwrap_or_default();
         let normal = Normaliser::new().port(exited.listening_port(), DEFAULT_PORT);
         transcript::check(
             name,
             &normal.apply(&format!(
-                "# terminal 2\n$ cargo run --bin 08_event_loop_client -- --conns 2 hello\n{}\n\
-                 # terminal 1\n{command}\n{}",
-                client.stdout,
-                exited
-                    .stdout
-                    .replace("\nshutting down", "\n^Cshutting down")
+                "# terminal 1\n{command}\n{}\n{}\n\n\
+                 # terminal 2\n$ cargo run --bin 08_event_loop_client -- --conns 2 hello\n{}\n\
+                 # terminal 1\n{rest}",
+                started[0], started[1], client.stdout,
             )),
         );
     }
