@@ -301,7 +301,7 @@ impl Reactor {
     }
 }
 
-/// How long accepting pauses after EMFILE/ENFILE.
+/// How long accepting pauses after EMFILE/ENFILE (or another error that would repeat).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
 // ANCHOR: acceptor
@@ -359,7 +359,11 @@ where
                 Err(err) => match Errno::from_raw(err.raw_os_error().unwrap_or(0)) {
                     Errno::EAGAIN => return Ok(()),
                     Errno::EINTR => continue,
-                    Errno::EMFILE | Errno::ENFILE => {
+                    // That client reset its connection before we took it: try the next.
+                    Errno::ECONNABORTED => log!("{} accept: {err}", log::ERROR),
+                    // EMFILE/ENFILE (out of descriptors), ENOBUFS/ENOMEM, or anything
+                    // else the next accept would meet again: pause, do not spin.
+                    _ => {
                         log!(
                             "{} accept: {err}; pausing accept for {} ms",
                             log::ERROR,
@@ -371,8 +375,6 @@ where
                         event_loop.wake_at(Instant::now() + ACCEPT_PAUSE);
                         return Ok(());
                     }
-                    // ECONNABORTED and the like: that client is gone, try the next.
-                    _ => log!("{} accept: {err}", log::ERROR),
                 },
             }
         }
