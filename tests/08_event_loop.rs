@@ -40,16 +40,22 @@ fn client_transcript_in_both_modes() {
         } else {
             "$ cargo run --bin 08_event_loop_server -- --edge".to_string()
         };
+        // Terminal 1 starts the server (its first two lines), terminal 2 runs the
+        // client, then terminal 1 shows the rest of the log and Ctrl-C.
+        let log = exited
+            .stdout
+            .replace("\nshutting down", "\n^Cshutting down");
+        let mut lines = log.splitn(3, '\n');
+        let started = [lines.next(), lines.next()].map(Option::unwrap_or_default);
+        let rest = lines.next().unwrap_or_default();
         let normal = Normaliser::new().port(exited.listening_port(), DEFAULT_PORT);
         transcript::check(
             name,
             &normal.apply(&format!(
-                "# terminal 2\n$ cargo run --bin 08_event_loop_client -- --conns 2 hello\n{}\n\
-                 # terminal 1\n{command}\n{}",
-                client.stdout,
-                exited
-                    .stdout
-                    .replace("\nshutting down", "\n^Cshutting down")
+                "# terminal 1\n{command}\n{}\n{}\n\n\
+                 # terminal 2\n$ cargo run --bin 08_event_loop_client -- --conns 2 hello\n{}\n\
+                 # terminal 1\n{rest}",
+                started[0], started[1], client.stdout,
             )),
         );
     }
@@ -138,4 +144,33 @@ fn contract_server() {
 fn contract_client() {
     contract::rejects_bad_flags(CLIENT);
     contract::client_reports_no_server(CLIENT, "08_event_loop_server", &[]);
+}
+
+#[test]
+fn a_slow_reader_does_not_grow_the_memory() {
+    for mode in MODES {
+        echo::slow_reader_rss_bounded(SERVER, &with(mode, &["--quiet"]));
+    }
+}
+
+/// More log than a pipe holds (64 KiB): one round of `echo::busy_with_logging` makes
+/// this server log about 50 KB, so three rounds.
+fn busy_with_logging(addr: std::net::SocketAddr) {
+    for _ in 0..3 {
+        echo::busy_with_logging(addr);
+    }
+}
+
+#[test]
+fn survives_a_closed_stdout() {
+    for mode in MODES {
+        contract::survives_closed_stdout(SERVER, mode, busy_with_logging);
+    }
+}
+
+#[test]
+fn survives_a_stalled_stdout() {
+    for mode in MODES {
+        contract::survives_stalled_stdout(SERVER, mode, busy_with_logging);
+    }
 }

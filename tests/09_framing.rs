@@ -509,3 +509,27 @@ fn contract_client() {
     }
     contract::client_reports_no_server(CLIENT, "09_framing_server", &[]);
 }
+
+/// Enough requests for the server to log more than a pipe holds (64 KiB): about 450
+/// bytes of log each (connected, received, request, replied, disconnected). Every
+/// reply is checked, so this also proves the server still serves.
+fn busy_with_logging(addr: SocketAddr) {
+    for index in 0..400 {
+        let request = format!("GET /{index} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        assert_time_reply(&ask(addr, request.as_bytes()));
+    }
+}
+
+#[test]
+fn survives_a_closed_stdout() {
+    for mode in MODES {
+        contract::survives_closed_stdout(SERVER, mode, busy_with_logging);
+    }
+}
+
+#[test]
+fn survives_a_stalled_stdout() {
+    for mode in MODES {
+        contract::survives_stalled_stdout(SERVER, mode, busy_with_logging);
+    }
+}

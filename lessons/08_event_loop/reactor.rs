@@ -7,17 +7,22 @@
 //! (`handle_close`). The loop re-registers a socket with epoll only when its wants
 //! change, not once per event.
 //!
+//! The one handler every server on it needs is here too: the [`Acceptor`], which
+//! accepts connections and hands each to a function that makes its handler.
+//!
 //! Lesson 08's echo server uses it, and so does lesson 09 (`#[path]` includes this
 //! file there: one reactor, two lessons).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use workbook::{log, show};
 
 /// A handler's number in the loop; epoll hands it back with each event.
 type Token = u64;
@@ -280,7 +285,7 @@ impl Reactor {
         for handler in context.added {
             if let Err(err) = self.add(handler) {
                 // Only when epoll itself fails (ENOMEM, ENOSPC): that socket is dropped.
-                println!("error: cannot watch a new socket: {err}");
+                log!("{} cannot watch a new socket: {err}", log::ERROR);
             }
         }
     }
@@ -295,3 +300,90 @@ impl Reactor {
         }
     }
 }
+
+/// How long accepting pauses after EMFILE/ENFILE (or another error that would repeat).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+
+// ANCHOR: acceptor
+/// The listening socket's handler: every readable event is connections to accept.
+/// Each one, made non-blocking, goes to `new_connection` with its peers (both
+/// addresses, for the log), which returns the connection's handler.
+pub struct Acceptor<F> {
+    listener: TcpListener,
+    /// Out of descriptors: not watching the listener until a timer says try again.
+    paused: bool,
+    new_connection: F,
+}
+
+impl<F> Acceptor<F>
+where
+    F: FnMut(TcpStream, String) -> Box<dyn Handler>,
+{
+    /// `listener` must be non-blocking (`listener::open` with `Accept::NonBlocking`).
+    pub fn new(listener: TcpListener, new_connection: F) -> Acceptor<F> {
+        Acceptor {
+            listener,
+            paused: false,
+            new_connection,
+        }
+    }
+}
+
+impl<F> Handler for Acceptor<F>
+where
+    F: FnMut(TcpStream, String) -> Box<dyn Handler>,
+{
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+    fn accepting(&self) -> bool {
+        true
+    }
+    fn readable(&self) -> bool {
+        !self.paused
+    }
+    fn handle_accept(&mut self, event_loop: &mut Context) -> io::Result<()> {
+        // Until WouldBlock: one event may stand for many connections, and in
+        // edge-triggered mode no new event comes for those already queued.
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let peers = show::peers(&stream);
+                    if let Err(err) = stream.set_nonblocking(true) {
+                        // That one connection is dropped; the listener stays.
+                        log!("{} {peers}: cannot make it non-blocking: {err}", log::ERROR);
+                        continue;
+                    }
+                    event_loop.add((self.new_connection)(stream, peers));
+                }
+                Err(err) => match Errno::from_raw(err.raw_os_error().unwrap_or(0)) {
+                    Errno::EAGAIN => return Ok(()),
+                    Errno::EINTR => continue,
+                    // That client reset its connection before we took it: try the next.
+                    Errno::ECONNABORTED => log!("{} accept: {err}", log::ERROR),
+                    // EMFILE/ENFILE (out of descriptors), ENOBUFS/ENOMEM, or anything
+                    // else the next accept would meet again: pause, do not spin.
+                    _ => {
+                        log!(
+                            "{} accept: {err}; pausing accept for {} ms",
+                            log::ERROR,
+                            ACCEPT_PAUSE.as_millis()
+                        );
+                        // readable() is false now, so the loop stops watching the
+                        // listener (one epoll_ctl) until the timer below.
+                        self.paused = true;
+                        event_loop.wake_at(Instant::now() + ACCEPT_PAUSE);
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+    fn handle_timeout(&mut self, _loop: &mut Context) -> io::Result<()> {
+        // Watch the listener again. In edge-triggered mode, re-registering reports the
+        // connections that queued up meanwhile: nothing is lost.
+        self.paused = false;
+        Ok(())
+    }
+}
+// ANCHOR_END: acceptor

@@ -1,5 +1,5 @@
 //! Lesson 08, the server: lesson 05's echo server rebuilt on a small event loop over
-//! epoll(7): one acceptor handler and one handler per connection (see reactor.rs).
+//! epoll(7): the reactor's acceptor and one handler per connection (see reactor.rs).
 //!
 //!   terminal 1: cargo run --bin 08_event_loop_server            (level-triggered)
 //!               cargo run --bin 08_event_loop_server -- --edge  (edge-triggered)
@@ -9,23 +9,21 @@ mod reactor;
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use reactor::{Context, Handler, Reactor};
-use socket2::{Domain, Protocol, Socket, Type};
+use reactor::{Acceptor, Context, Handler, Reactor};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal};
+use workbook::listener::{self, Accept};
+use workbook::output::OutputBuffer;
+use workbook::{exit_with_error, log, show, signal};
 
 const DEFAULT_PORT: u16 = 10008;
 /// The most one read(2) takes.
 const READ_SIZE: usize = 64 * 1024;
 /// Echo waiting to go out beyond which a connection is not read (as in lesson 05).
 const OUTPUT_CAP: usize = 1024 * 1024;
-/// How long accepting pauses after EMFILE/ENFILE.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
 fn main() {
     let args = Cli::new(
@@ -45,31 +43,39 @@ fn main() {
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
 
-    let listener = open_listener(addr);
+    // socket, SO_REUSEADDR, bind, listen (lessons 01-02), non-blocking (lesson 04).
+    let listener = listener::open(addr, 1024, Accept::NonBlocking);
     let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let mut reactor = Reactor::new(edge)
         .unwrap_or_else(|err| exit_with_error(&format!("cannot create an epoll instance: {err}")));
-    // ANCHOR: main
-    let served = Rc::new(Cell::new(0));
     let bound = listener.local_addr().unwrap_or(addr);
-    let acceptor = Acceptor {
-        listener,
-        paused: false,
-        served: Rc::clone(&served),
-        read_buffer: Rc::new(RefCell::new(vec![0; READ_SIZE])),
-        quiet,
-    };
+    // ANCHOR: main
+    // ANCHOR: new_connection
+    let served = Rc::new(Cell::new(0));
+    let counted = Rc::clone(&served);
+    // One read buffer for every connection: the loop runs one handler at a time.
+    let read_buffer = Rc::new(RefCell::new(vec![0; READ_SIZE]));
+    // The reactor's acceptor; for each connection it accepts, this makes the handler.
+    let acceptor = Acceptor::new(listener, move |stream, peers| {
+        counted.set(counted.get() + 1);
+        if !quiet {
+            log!("{} {peers}", log::CONNECTED);
+        }
+        let read_buffer = Rc::clone(&read_buffer);
+        Box::new(Connection::new(stream, peers, read_buffer, quiet))
+    });
+    // ANCHOR_END: new_connection
     if let Err(err) = reactor.add(Box::new(acceptor)) {
         exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
-    println!("listening on {bound}");
+    log::listening(bound);
     if !quiet {
         let mode = if edge {
             "edge-triggered"
         } else {
             "level-triggered"
         };
-        println!("event loop: epoll, {mode}");
+        log!("event loop: epoll, {mode}");
     }
     let stopped = reactor.run(&wakeup);
     // Everything still in the loop is the acceptor and the open connections;
@@ -81,113 +87,21 @@ fn main() {
         Ok(()) => "signal".to_string(),
         Err(err) => format!("epoll_wait failed: {err}"),
     };
-    println!(
-        "shutting down ({reason}): served {}, closed {} still open",
+    log::last_line(format!(
+        "{} ({reason}): served {}, closed {} still open",
+        log::SHUTTING_DOWN,
         show::count(served.get(), "client"),
         show::count(open, "connection")
-    );
+    ));
 }
-
-/// socket, SO_REUSEADDR, bind, listen (lesson 01), non-blocking (lesson 05).
-fn open_listener(addr: SocketAddr) -> TcpListener {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
-    if let Err(err) = socket.set_reuse_address(true) {
-        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
-    }
-    if let Err(err) = socket.bind(&addr.into()) {
-        exit_with_error(&bind_failed(addr, &err));
-    }
-    if let Err(err) = socket.listen(1024) {
-        exit_with_error(&format!("cannot listen on {addr}: {err}"));
-    }
-    if let Err(err) = socket.set_nonblocking(true) {
-        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
-    }
-    TcpListener::from(socket)
-}
-
-// ANCHOR: acceptor
-/// The listening socket's handler: every readable event is connections to accept.
-struct Acceptor {
-    listener: TcpListener,
-    /// Out of descriptors: not watching the listener until a timer says try again.
-    paused: bool,
-    served: Rc<Cell<usize>>,
-    /// One read buffer for every connection: the loop runs one handler at a time.
-    read_buffer: Rc<RefCell<Vec<u8>>>,
-    quiet: bool,
-}
-
-impl Handler for Acceptor {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
-    }
-    fn accepting(&self) -> bool {
-        true
-    }
-    fn readable(&self) -> bool {
-        !self.paused
-    }
-    fn handle_accept(&mut self, event_loop: &mut Context) -> io::Result<()> {
-        // Until WouldBlock: one event may stand for many connections, and in
-        // edge-triggered mode no new event comes for those already queued.
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let peers = show::peers(&stream);
-                    if let Err(err) = stream.set_nonblocking(true) {
-                        // That one connection is dropped; the listener stays.
-                        println!("error: {peers}: cannot make it non-blocking: {err}");
-                        continue;
-                    }
-                    self.served.set(self.served.get() + 1);
-                    if !self.quiet {
-                        println!("connected {peers}");
-                    }
-                    let read_buffer = Rc::clone(&self.read_buffer);
-                    event_loop.add(Box::new(Connection::new(
-                        stream,
-                        peers,
-                        read_buffer,
-                        self.quiet,
-                    )));
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    println!(
-                        "error: accept: {err}; pausing accept for {} ms",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    // readable() is false now, so the loop stops watching the listener
-                    // (one epoll_ctl) until the timer below.
-                    self.paused = true;
-                    event_loop.wake_at(Instant::now() + ACCEPT_PAUSE);
-                    return Ok(());
-                }
-                // ECONNABORTED and the like: that client is gone, try the next.
-                Err(err) => println!("error: accept: {err}"),
-            }
-        }
-    }
-    fn handle_timeout(&mut self, _loop: &mut Context) -> io::Result<()> {
-        // Watch the listener again. In edge-triggered mode, re-registering reports the
-        // connections that queued up meanwhile: nothing is lost.
-        self.paused = false;
-        Ok(())
-    }
-}
-// ANCHOR_END: acceptor
 
 // ANCHOR: connection
 /// One client's handler: what it sent, echoed back as the socket allows.
 struct Connection {
     stream: TcpStream,
     peers: String,
-    /// Echo not yet written: `output[sent..]`.
-    output: Vec<u8>,
-    sent: usize,
+    /// Echo not written yet, at most OUTPUT_CAP bytes (and about that much memory).
+    output: OutputBuffer,
     /// The client half-closed: finish the echo, then close.
     read_closed: bool,
     /// False once a read said WouldBlock, until epoll reports the socket readable.
@@ -198,7 +112,6 @@ struct Connection {
     error: Option<io::Error>,
     quiet: bool,
 }
-
 // ANCHOR_END: connection
 
 impl Connection {
@@ -211,18 +124,13 @@ impl Connection {
         Connection {
             stream,
             peers,
-            read_buffer,
-            output: Vec::new(),
-            sent: 0,
+            output: OutputBuffer::new(OUTPUT_CAP),
             read_closed: false,
             may_read: true,
+            read_buffer,
             error: None,
             quiet,
         }
-    }
-
-    fn pending(&self) -> usize {
-        self.output.len() - self.sent
     }
 
     // ANCHOR: pump
@@ -234,17 +142,15 @@ impl Connection {
         loop {
             let mut got_data = false;
             if self.may_read && self.readable() {
-                let room = (OUTPUT_CAP - self.pending()).min(buffer.len());
+                // No more than the output has room for: its cap is what stops us.
+                let room = self.output.room().min(buffer.len());
                 match self.stream.read(&mut buffer[..room]) {
                     Ok(0) => self.read_closed = true,
                     Ok(n) => {
                         if !self.quiet {
                             let data = show::bytes(&buffer[..n]);
-                            println!(
-                                "received {} from {}: {data}",
-                                show::count(n, "byte"),
-                                self.peers
-                            );
+                            let size = show::count(n, "byte");
+                            log!("{} {size} from {}: {data}", log::RECEIVED, self.peers);
                         }
                         self.echo(&buffer[..n])?;
                         got_data = true;
@@ -265,7 +171,7 @@ impl Connection {
                 break;
             }
         }
-        if self.read_closed && self.pending() == 0 {
+        if self.read_closed && self.output.is_empty() {
             event_loop.close();
         }
         Ok(())
@@ -277,37 +183,35 @@ impl Connection {
     /// queued in `output` for EPOLLOUT.
     fn echo(&mut self, received: &[u8]) -> io::Result<()> {
         let mut sent_now = 0;
-        if self.pending() == 0 {
-            loop {
+        if self.output.is_empty() {
+            while sent_now < received.len() {
                 match self.stream.write(&received[sent_now..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => sent_now += n,
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     Err(err) => return Err(err),
                 }
-                if sent_now == received.len() {
-                    break;
-                }
             }
         }
-        self.output.extend_from_slice(&received[sent_now..]);
+        if sent_now < received.len() {
+            self.output.push(&received[sent_now..]);
+        }
         Ok(())
     }
     // ANCHOR_END: pump
 
     /// Writes until the output is empty or the kernel's buffer is full (WouldBlock).
+    /// The output drops what was sent as it goes (src/output.rs).
     fn flush(&mut self) -> io::Result<()> {
-        while self.pending() > 0 {
-            match self.stream.write(&self.output[self.sent..]) {
-                Ok(n) => self.sent += n,
+        while !self.output.is_empty() {
+            match self.output.write_to(&self.stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
-        }
-        if self.pending() == 0 {
-            self.output.clear();
-            self.sent = 0;
         }
         Ok(())
     }
@@ -319,10 +223,10 @@ impl Handler for Connection {
         self.stream.as_fd()
     }
     fn readable(&self) -> bool {
-        !self.read_closed && self.pending() < OUTPUT_CAP
+        !self.read_closed && !self.output.is_full()
     }
     fn writable(&self) -> bool {
-        self.pending() > 0
+        !self.output.is_empty()
     }
     fn handle_read(&mut self, event_loop: &mut Context) -> io::Result<()> {
         // epoll says there is something to read (or EOF, or an error).
@@ -338,8 +242,8 @@ impl Handler for Connection {
     }
     fn handle_close(&mut self) {
         match &self.error {
-            Some(error) => println!("disconnected {}: {error}", self.peers),
-            None if !self.quiet => println!("disconnected {}", self.peers),
+            Some(error) => log!("{} {}: {error}", log::DISCONNECTED, self.peers),
+            None if !self.quiet => log!("{} {}", log::DISCONNECTED, self.peers),
             None => {}
         }
     }

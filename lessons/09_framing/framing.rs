@@ -5,28 +5,28 @@
 //! frames where the [`Terminator`] says, and calls its [`Protocol`] back with each
 //! frame's bytes (`collect_incoming_data`, in pieces as they arrive) and at each
 //! frame's end (`found_terminator`). The protocol answers through a [`Channel`]:
-//! `push` queues bytes in the output FIFO, `close_when_done` closes the connection once
-//! they are sent, `set_terminator` says where the next frame ends.
+//! `push` queues bytes in the output (first in, first out), `close_when_done` closes
+//! the connection once they are sent, `set_terminator` says where the next frame ends.
 //!
 //! The search for a terminator keeps only the end of a read that may be the start of
 //! a terminator (at most its length minus one byte), so a terminator split across two
 //! reads is found, and every byte is looked at a bounded number of times: O(n) work
 //! for n bytes, however they are split into reads.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use workbook::show;
+use workbook::output::OutputBuffer;
+use workbook::{log, show};
 
 use crate::reactor::{Context, Handler};
 
 /// The most one read(2) takes (asynchat's `ac_in_buffer_size`, which is 64 KiB).
 /// Smaller here: the buffer lives on the stack and Rust zeroes it for every `pump`,
-/// and zeroing 64 KiB per read was most of what lessons 04, 05 and 08 did before
-/// lesson 11 profiled them. Header blocks are small; a large one takes more reads.
+/// and zeroing 64 KiB costs more than reading a small request. Header blocks are
+/// small; a large one takes more reads.
 const READ_SIZE: usize = 4096;
 /// Output waiting to go out beyond which the connection is not read (lessons 05, 08).
 const OUTPUT_CAP: usize = 1024 * 1024;
@@ -71,16 +71,13 @@ pub trait Protocol {
 // ANCHOR_END: protocol
 
 // ANCHOR: channel
-/// The protocol's handle on its connection: the terminator, the output FIFO, closing.
+/// The protocol's handle on its connection: the terminator, the output, closing.
 pub struct Channel {
     peers: String,
     terminator: Terminator,
-    /// Chunks waiting to be written, oldest first (asynchat's `producer_fifo`).
-    output: VecDeque<Vec<u8>>,
-    /// How much of `output.front()` is written already.
-    written: usize,
-    /// Bytes in `output` not yet written.
-    queued: usize,
+    /// Bytes pushed and not written yet, in order: the bounded output buffer of
+    /// lessons 04 to 08 (asynchat keeps a `producer_fifo` of chunks instead).
+    output: OutputBuffer,
     /// `close_when_done` was called: no more input is delivered.
     closing: bool,
     /// `close` was called: the connection closes now, queued output is dropped.
@@ -92,9 +89,7 @@ impl Channel {
         Channel {
             peers,
             terminator: Terminator::None,
-            output: VecDeque::new(),
-            written: 0,
-            queued: 0,
+            output: OutputBuffer::new(OUTPUT_CAP),
             closing: false,
             aborted: false,
         }
@@ -109,10 +104,9 @@ impl Channel {
     }
     /// Queues bytes to send, after everything pushed before. Ignored after
     /// `close_when_done` (asynchat never sends what comes after its end marker).
-    pub fn push(&mut self, data: Vec<u8>) {
-        if !self.closing && !self.aborted && !data.is_empty() {
-            self.queued += data.len();
-            self.output.push_back(data);
+    pub fn push(&mut self, data: &[u8]) {
+        if !self.closing && !self.aborted {
+            self.output.push(data);
         }
     }
     /// Closes the connection once everything pushed so far is sent; delivers no more
@@ -286,7 +280,7 @@ impl<P: Protocol> Framed<P> {
                         if !self.quiet {
                             let data = show::bytes(&buffer[..n]);
                             let size = show::count(n, "byte");
-                            println!("received {size} from {}: {data}", self.chat.peers);
+                            log!("{} {size} from {}: {data}", log::RECEIVED, self.chat.peers);
                         }
                         self.ignored += if self.chat.open() {
                             self.input
@@ -308,7 +302,7 @@ impl<P: Protocol> Framed<P> {
                 break;
             }
         }
-        let sent_all = self.chat.queued == 0;
+        let sent_all = self.chat.output.is_empty();
         let done = self.chat.aborted
             || (self.chat.closing && sent_all && self.input_closed)
             || self.ignored > LINGER_BYTES;
@@ -320,24 +314,17 @@ impl<P: Protocol> Framed<P> {
     // ANCHOR_END: pump
 
     // ANCHOR: flush
-    /// Writes from the output FIFO until it is empty or the kernel's buffer is full.
+    /// Writes the output until it is empty or the kernel's buffer is full.
     /// When it is empty after close_when_done, shuts our side down (the client reads
     /// EOF after the last byte) and lingers: see `readable`.
     fn flush(&mut self, event_loop: &mut Context) -> io::Result<()> {
         if self.chat.aborted {
             return Ok(());
         }
-        while let Some(front) = self.chat.output.front() {
-            match self.stream.write(&front[self.chat.written..]) {
+        while !self.chat.output.is_empty() {
+            match self.chat.output.write_to(&self.stream) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.chat.written += n;
-                    self.chat.queued -= n;
-                    if self.chat.written == front.len() {
-                        self.chat.output.pop_front();
-                        self.chat.written = 0;
-                    }
-                }
+                Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
@@ -371,11 +358,11 @@ impl<P: Protocol> Handler for Framed<P> {
         } else {
             // Backpressure, as in lesson 08: a client that does not read its
             // replies is not read either.
-            self.chat.queued < OUTPUT_CAP
+            !self.chat.output.is_full()
         }
     }
     fn writable(&self) -> bool {
-        self.chat.queued > 0 && !self.chat.aborted
+        !self.chat.output.is_empty() && !self.chat.aborted
     }
     fn handle_read(&mut self, event_loop: &mut Context) -> io::Result<()> {
         self.may_read = true;
@@ -397,14 +384,14 @@ impl<P: Protocol> Handler for Framed<P> {
     fn handle_close(&mut self) {
         if self.ignored > 0 && !self.quiet {
             let ignored = show::count(self.ignored, "byte");
-            println!(
+            log!(
                 "ignored {ignored} from {} after close_when_done",
                 self.chat.peers
             );
         }
         match &self.error {
-            Some(error) => println!("disconnected {}: {error}", self.chat.peers),
-            None if !self.quiet => println!("disconnected {}", self.chat.peers),
+            Some(error) => log!("{} {}: {error}", log::DISCONNECTED, self.chat.peers),
+            None if !self.quiet => log!("{} {}", log::DISCONNECTED, self.chat.peers),
             None => {}
         }
     }
@@ -612,9 +599,9 @@ pub mod tests {
                 self.0.extend_from_slice(data);
             }
             fn found_terminator(&mut self, chat: &mut Channel) {
-                chat.push(b"reply".to_vec());
+                chat.push(b"reply");
                 chat.close_when_done();
-                chat.push(b"never sent".to_vec());
+                chat.push(b"never sent");
             }
         }
         let mut chat = Channel::new("test".into());
@@ -623,8 +610,7 @@ pub mod tests {
         let ignored = Input::default().feed(b"one\r\n\r\ntwo\r\n\r\n", &mut first, &mut chat);
         assert_eq!(first.0, b"one");
         assert_eq!(ignored, 7, "the second request is not delivered");
-        assert_eq!(chat.output, VecDeque::from([b"reply".to_vec()]));
-        assert_eq!(chat.queued, 5);
+        assert_eq!(chat.output.pending(), b"reply".len());
     }
 
     #[test]

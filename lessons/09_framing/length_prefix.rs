@@ -71,8 +71,9 @@ impl Protocol for LengthPrefixed {
         let length = u32::from_be_bytes(prefix) as usize;
         if length > self.max_payload {
             // The length is known before the payload: refuse without reading it.
-            println!(
-                "error: {}: frame of {length} bytes, more than {}, closing",
+            workbook::log!(
+                "{} {}: frame of {length} bytes, more than {}, closing",
+                workbook::log::ERROR,
                 chat.peers(),
                 self.max_payload
             );

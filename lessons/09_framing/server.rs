@@ -21,25 +21,19 @@ mod length_prefix;
 // ANCHOR_END: modules
 
 use std::cell::Cell;
-use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use framing::{Channel, Framed, Protocol, Terminator};
-use reactor::{Context, Handler, Reactor};
-use socket2::{Domain, Socket, Type};
+use reactor::{Acceptor, Reactor};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal, time};
+use workbook::listener::{self, Accept};
+use workbook::{exit_with_error, log, show, signal, time};
 
 const DEFAULT_PORT: u16 = 10009;
 /// A request ends with an empty line: the end of one line and then of an empty one.
 const TERMINATOR: &[u8] = b"\r\n\r\n";
 /// The largest header block accepted, its terminator included.
 const MAX_HEADER: usize = 64 * 1024;
-/// How long accepting pauses after EMFILE/ENFILE.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
 /// What the shutdown line reports.
 #[derive(Default)]
@@ -68,29 +62,41 @@ fn main() {
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
 
-    let listener = open_listener(addr);
+    // socket, SO_REUSEADDR, bind, listen (lessons 01-02), non-blocking (lesson 04).
+    let listener = listener::open(addr, 1024, Accept::NonBlocking);
     let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let mut reactor = Reactor::new(edge)
         .unwrap_or_else(|err| exit_with_error(&format!("cannot create an epoll instance: {err}")));
-    let stats = Rc::new(Stats::default());
     let bound = listener.local_addr().unwrap_or(addr);
-    let acceptor = Acceptor {
-        listener,
-        paused: false,
-        stats: Rc::clone(&stats),
-        quiet,
-    };
+    // ANCHOR: acceptor
+    let stats = Rc::new(Stats::default());
+    let counted = Rc::clone(&stats);
+    // Lesson 08's acceptor: each connection it accepts gets a `Framed` handler with
+    // its own `TimeTeller`.
+    let acceptor = Acceptor::new(listener, move |stream, peers| {
+        counted.served.set(counted.served.get() + 1);
+        if !quiet {
+            log!("{} {peers}", log::CONNECTED);
+        }
+        let protocol = TimeTeller {
+            header: Vec::new(),
+            stats: Rc::clone(&counted),
+            quiet,
+        };
+        Box::new(Framed::new(stream, peers, protocol, quiet))
+    });
+    // ANCHOR_END: acceptor
     if let Err(err) = reactor.add(Box::new(acceptor)) {
         exit_with_error(&format!("cannot watch the listening socket: {err}"));
     }
-    println!("listening on {bound}");
+    log::listening(bound);
     if !quiet {
         let mode = if edge {
             "edge-triggered"
         } else {
             "level-triggered"
         };
-        println!(
+        log!(
             "event loop: epoll, {mode}; a request ends with {}, at most {MAX_HEADER} bytes",
             show::bytes(TERMINATOR)
         );
@@ -103,35 +109,13 @@ fn main() {
         Ok(()) => "signal".to_string(),
         Err(err) => format!("epoll_wait failed: {err}"),
     };
-    println!(
-        "shutting down ({reason}): served {}, answered {}, closed {} still open",
+    log::last_line(format!(
+        "{} ({reason}): served {}, answered {}, closed {} still open",
+        log::SHUTTING_DOWN,
         show::count(stats.served.get(), "client"),
         show::count(stats.replies.get(), "request"),
         show::count(open, "connection")
-    );
-}
-
-/// socket, SO_REUSEADDR, bind, listen (lesson 01), non-blocking (lesson 05).
-fn open_listener(addr: SocketAddr) -> TcpListener {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
-    if let Err(err) = socket.set_reuse_address(true) {
-        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
-    }
-    if let Err(err) = socket.bind(&addr.into()) {
-        exit_with_error(&bind_failed(addr, &err));
-    }
-    if let Err(err) = socket.listen(1024) {
-        exit_with_error(&format!("cannot listen on {addr}: {err}"));
-    }
-    if let Err(err) = socket.set_nonblocking(true) {
-        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
-    }
-    TcpListener::from(socket)
+    ));
 }
 
 // ANCHOR: time_teller
@@ -154,8 +138,9 @@ impl Protocol for TimeTeller {
         // is ours to keep, so the limit is ours to enforce. Without it, a client
         // that never sends the empty line makes this Vec grow until memory runs out.
         if self.header.len() + data.len() > MAX_HEADER - TERMINATOR.len() {
-            println!(
-                "error: {}: header block larger than {MAX_HEADER} bytes, closing",
+            log!(
+                "{} {}: header block larger than {MAX_HEADER} bytes, closing",
+                log::ERROR,
                 chat.peers()
             );
             chat.close();
@@ -171,19 +156,19 @@ impl Protocol for TimeTeller {
                 Some(end) => &self.header[..end],
                 None => &self.header[..],
             };
-            println!(
+            log!(
                 "request from {}: {} header bytes, first line {}",
                 chat.peers(),
                 self.header.len() + TERMINATOR.len(),
                 show::bytes(first_line)
             );
-            println!(
+            log!(
                 "replied to {}: {}",
                 chat.peers(),
                 show::bytes(reply.as_bytes())
             );
         }
-        chat.push(reply.into_bytes());
+        chat.push(reply.as_bytes());
         // One request per connection, as in HTTP/1.0: whatever comes after this
         // block is not read as a request.
         chat.close_when_done();
@@ -192,7 +177,7 @@ impl Protocol for TimeTeller {
 
     fn end_of_input(&mut self, chat: &mut Channel) {
         if !self.header.is_empty() && !self.quiet {
-            println!(
+            log!(
                 "incomplete request from {}: {} and no empty line before the end of input; no reply",
                 chat.peers(),
                 show::count(self.header.len(), "byte")
@@ -201,68 +186,3 @@ impl Protocol for TimeTeller {
     }
 }
 // ANCHOR_END: time_teller
-
-// ANCHOR: acceptor
-/// The listening socket's handler (lesson 08's acceptor): each connection gets a
-/// `Framed` handler with its own `TimeTeller`.
-struct Acceptor {
-    listener: TcpListener,
-    /// Out of descriptors: not watching the listener until a timer says try again.
-    paused: bool,
-    stats: Rc<Stats>,
-    quiet: bool,
-}
-
-impl Handler for Acceptor {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.listener.as_fd()
-    }
-    fn accepting(&self) -> bool {
-        true
-    }
-    fn readable(&self) -> bool {
-        !self.paused
-    }
-    fn handle_accept(&mut self, event_loop: &mut Context) -> io::Result<()> {
-        loop {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let peers = show::peers(&stream);
-                    if let Err(err) = stream.set_nonblocking(true) {
-                        // That connection is dropped; the listener carries on.
-                        println!("error: {peers}: cannot make it non-blocking: {err}");
-                        continue;
-                    }
-                    self.stats.served.set(self.stats.served.get() + 1);
-                    if !self.quiet {
-                        println!("connected {peers}");
-                    }
-                    let protocol = TimeTeller {
-                        header: Vec::new(),
-                        stats: Rc::clone(&self.stats),
-                        quiet: self.quiet,
-                    };
-                    let handler = Framed::new(stream, peers, protocol, self.quiet);
-                    event_loop.add(Box::new(handler));
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    println!(
-                        "error: accept: {err}; pausing accept for {} ms",
-                        ACCEPT_PAUSE.as_millis()
-                    );
-                    self.paused = true;
-                    event_loop.wake_at(Instant::now() + ACCEPT_PAUSE);
-                    return Ok(());
-                }
-                Err(err) => println!("error: accept: {err}"),
-            }
-        }
-    }
-    fn handle_timeout(&mut self, _loop: &mut Context) -> io::Result<()> {
-        self.paused = false;
-        Ok(())
-    }
-}
-// ANCHOR_END: acceptor

@@ -228,3 +228,99 @@ pub fn busy_with_logging(addr: SocketAddr) {
     let mut after = connect(addr);
     round_trip(&mut after, b"still serving\n");
 }
+
+/// A client that sends 32 MiB without pause but reads slowly (a few seconds): the
+/// server's output buffer for it is never empty, so it is never simply cleared. Its
+/// memory must still stay bounded (by the output cap, not by the bytes echoed): the
+/// server's VmRSS may grow by at most 8 MiB. Every byte comes
+/// back, in order. (The defect it caught: lesson 08 appended the echo to a `Vec` that
+/// it emptied only once everything was sent, so the `Vec` held every byte ever
+/// echoed to that client.)
+pub fn slow_reader_rss_bounded(server_exe: &str, args: &[&str]) {
+    use socket2::{Domain, Socket, Type};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// What the client sends, and the longest it sends (if the machine is slow).
+    const TOTAL: usize = 32 << 20;
+    const SENDING: Duration = Duration::from_secs(8);
+    const CHUNK: usize = 64 * 1024;
+    const READ: usize = 16 * 1024;
+    const READ_EVERY: Duration = Duration::from_micros(500);
+    /// How much the server's VmRSS may grow: its output cap for one client (1 MiB in
+    /// lessons 04 to 09) several times over, and well below the bytes echoed.
+    const MOST_GROWTH_KIB: u64 = 8 * 1024;
+
+    let server = Server::start(server_exe, args);
+    let rss_start = server.rss_kib();
+    // SO_RCVBUF before connect(2): the window offered to the server is set in the
+    // handshake, so a small receive buffer makes this client slow to take the echo.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect_timeout(&server.addr.into(), WAIT)
+        .unwrap_or_else(|err| panic!("cannot connect to {}: {err}", server.addr));
+    let mut reader: TcpStream = socket.into();
+    reader.set_read_timeout(Some(WAIT)).unwrap();
+    reader.set_write_timeout(Some(WAIT)).unwrap();
+    let mut writer = reader.try_clone().unwrap();
+    let sending = Arc::new(AtomicBool::new(true));
+    let still_sending = Arc::clone(&sending);
+    // Bytes are numbered (i % 251) so that the echo can be checked in order.
+    let writing = thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0usize;
+        let mut chunk = vec![0u8; CHUNK];
+        while sent < TOTAL && started.elapsed() < SENDING {
+            for (i, byte) in chunk.iter_mut().enumerate() {
+                *byte = ((sent + i) % 251) as u8;
+            }
+            writer.write_all(&chunk).unwrap();
+            sent += CHUNK;
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+        still_sending.store(false, Ordering::SeqCst);
+        sent
+    });
+    let reading = thread::spawn(move || {
+        let mut received = 0usize;
+        let mut buffer = vec![0u8; READ];
+        loop {
+            let n = reader
+                .read(&mut buffer)
+                .unwrap_or_else(|err| panic!("read failed after {received} bytes: {err}"));
+            if n == 0 {
+                return received;
+            }
+            for (i, byte) in buffer[..n].iter().enumerate() {
+                assert_eq!(*byte, ((received + i) % 251) as u8, "byte {}", received + i);
+            }
+            received += n;
+            // Slow while the writer sends; then fast, to the server's EOF.
+            if sending.load(Ordering::SeqCst) {
+                thread::sleep(READ_EVERY);
+            }
+        }
+    });
+    // Sampling a value in /proc while the client runs: there is no event to wait for.
+    let mut rss_most = rss_start;
+    while !reading.is_finished() {
+        rss_most = rss_most.max(server.rss_kib());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let sent = writing.join().unwrap();
+    let received = reading.join().unwrap();
+    assert_eq!(received, sent, "the echo is not what was sent");
+    let grown = rss_most.saturating_sub(rss_start);
+    eprintln!(
+        "slow reader ({args:?}): {} MiB echoed; server VmRSS {rss_start} KiB at the start, \
+         at most {rss_most} KiB (+{grown} KiB)",
+        sent >> 20
+    );
+    assert!(
+        grown <= MOST_GROWTH_KIB,
+        "the server's memory grew by {grown} KiB (from {rss_start} to {rss_most} KiB) \
+         while it echoed {} MiB to a slow reader; the bound is {MOST_GROWTH_KIB} KiB",
+        sent >> 20
+    );
+}
