@@ -208,13 +208,14 @@ pub fn crowd_past_fd_limit(server: &mut Server) {
     );
 }
 
-/// Enough traffic of every kind for a server to log more than a pipe holds (64 KiB):
+/// Enough traffic of every kind for a server to log well over what a pipe holds
+/// (64 KiB; about 150 KB of log lines):
 /// many round trips on several connections, a reset, a half-close. Every echo is
 /// checked, so this also proves the server still serves.
 pub fn busy_with_logging(addr: SocketAddr) {
     let message = [b'x'; 60];
     let mut streams: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
-    for round in 0..400 {
+    for round in 0..1200 {
         let stream = &mut streams[round % 4];
         round_trip(stream, &message);
     }
