@@ -211,7 +211,9 @@ pub fn crowd_past_fd_limit(server: &mut Server) {
 pub fn busy_with_logging(addr: SocketAddr) {
     let message = [b'x'; 60];
     let mut streams: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
-    for round in 0..400 {
+    // About 125 bytes of log per round trip: 1,200 of them log about 150 KB, more
+    // than twice what a pipe holds.
+    for round in 0..1200 {
         let stream = &mut streams[round % 4];
         round_trip(stream, &message);
     }
@@ -224,4 +226,101 @@ pub fn busy_with_logging(addr: SocketAddr) {
     assert_eq!(read_to_eof(&mut half), b"half-closed");
     let mut after = connect(addr);
     round_trip(&mut after, b"still serving\n");
+}
+
+/// A client that reads slowly but never stops, while it writes without pause: the
+/// server's output buffer for it is never empty, so it is never simply cleared, and
+/// a buffer that kept what it had sent would grow with every byte echoed. The client's
+/// receive buffer is small (`SO_RCVBUF` 4096), so the echo backs up in the server.
+/// The server's memory (VmRSS) must stay within 8 MiB of what it was at the start,
+/// however much passes through; every byte of the echo is checked, in order.
+///
+/// Measured on a 2-core machine: about 25 MiB pass through in the 3 s; a server with
+/// a bounded 1 MiB output buffer grows by about 2 MiB, one whose buffer keeps what it
+/// has sent grows by 12 to 23 MiB.
+pub fn slow_reader_memory_stays_bounded(server_exe: &str, args: &[&str]) {
+    /// How long the client writes.
+    const WRITING: Duration = Duration::from_secs(3);
+    /// What one write sends, and what one read may take.
+    const WRITE_SIZE: usize = 64 * 1024;
+    const READ_SIZE: usize = 16 * 1024;
+    /// The pause between two reads: this is what makes the reader slow.
+    const READ_PAUSE: Duration = Duration::from_micros(500);
+    /// The most the server may grow: well above a bounded buffer (a cap of about
+    /// 1 MiB, which a `Vec` may hold twice over), well below what passes through.
+    const BOUND_KIB: u64 = 8 * 1024;
+    /// The byte at offset `at` of the stream: a pattern that shows loss or reordering.
+    fn byte_at(at: u64) -> u8 {
+        (at % 251) as u8
+    }
+
+    let server = Server::start(server_exe, args);
+    let start_kib = server.rss_kib();
+    // SO_RCVBUF before connect(2): the window offered in the handshake is small too.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(server.addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect_timeout(&server.addr.into(), WAIT)
+        .unwrap_or_else(|err| panic!("cannot connect to {}: {err}", server.addr));
+    let mut reader = TcpStream::from(socket);
+    reader.set_read_timeout(Some(WAIT)).unwrap();
+    reader.set_write_timeout(Some(WAIT)).unwrap();
+    let mut writer = reader.try_clone().unwrap();
+
+    let writing = thread::spawn(move || {
+        let deadline = Instant::now() + WRITING;
+        let mut chunk = vec![0u8; WRITE_SIZE];
+        let mut written: u64 = 0;
+        while Instant::now() < deadline {
+            for (offset, byte) in (written..).zip(chunk.iter_mut()) {
+                *byte = byte_at(offset);
+            }
+            writer.write_all(&chunk).unwrap();
+            written += WRITE_SIZE as u64;
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+        written
+    });
+    let reading = thread::spawn(move || {
+        let mut buffer = vec![0u8; READ_SIZE];
+        let mut received: u64 = 0;
+        loop {
+            let n = reader.read(&mut buffer).unwrap();
+            if n == 0 {
+                return received;
+            }
+            for (offset, &byte) in (received..).zip(&buffer[..n]) {
+                assert_eq!(byte, byte_at(offset), "echo differs at offset {offset}");
+            }
+            received += n as u64;
+            // Pacing the reader is the point of the test, not a wait for readiness.
+            thread::sleep(READ_PAUSE);
+        }
+    });
+
+    let mut peak_kib = start_kib;
+    while !reading.is_finished() {
+        peak_kib = peak_kib.max(server.rss_kib());
+        // Sampling a value in /proc: there is no event to wait for.
+        thread::sleep(Duration::from_millis(20));
+    }
+    let received = reading
+        .join()
+        .unwrap_or_else(|_| panic!("the slow reader failed (see its panic above)"));
+    let written = writing
+        .join()
+        .unwrap_or_else(|_| panic!("the writer failed (see its panic above)"));
+    assert_eq!(received, written, "the echo is not all there");
+    let grown = peak_kib.saturating_sub(start_kib);
+    assert!(
+        grown < BOUND_KIB,
+        "the server grew by {grown} KiB (bound {BOUND_KIB} KiB) while {} KiB passed \
+         through to a slow reader",
+        received / 1024
+    );
 }
