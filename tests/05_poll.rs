@@ -142,6 +142,30 @@ fn survives_a_low_descriptor_limit() {
     echo::survives_fd_limit(SERVER, &["--quiet"]);
 }
 
+/// `server | head -1`: the log can no longer be written, and the server serves on
+/// and stops on SIGINT with status 0.
+#[test]
+fn survives_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+/// The same with `--quiet`, where a client's reset is the one line logged.
+#[test]
+fn survives_closed_stdout_quiet_with_a_reset() {
+    contract::survives_closed_stdout(SERVER, &["--quiet"], echo::busy_with_logging);
+}
+
+/// stdout is a pipe nobody reads: the log backs up, the server does not.
+#[test]
+fn survives_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+#[test]
+fn slow_reader_memory_stays_bounded() {
+    echo::slow_reader_memory_stays_bounded(SERVER, &["--quiet"]);
+}
+
 #[test]
 fn contract_server() {
     contract::server_reports_port_in_use(SERVER, &[]);

@@ -1,0 +1,207 @@
+//! One client of the single-thread echo servers (lessons 04 and 05): its non-blocking
+//! socket, the echo not yet sent, and what to do when the kernel says the socket is
+//! ready. Lesson 04 teaches it; lesson 05 uses it unchanged and differs only in how
+//! it waits (poll instead of select). One copy, so that a fix made here reaches every
+//! server that uses it.
+//!
+//! The server calls [`EchoConnection::wants_read`] and [`EchoConnection::wants_write`]
+//! to build its question to the kernel, and [`EchoConnection::handle`] with the answer.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::output::OutputBuffer;
+use crate::{log, show};
+
+// ANCHOR: constants
+/// Bytes one read(2) may take from one connection per wake-up: the size of the one
+/// read buffer a server shares between all its connections (it reads one at a time).
+/// Reading at most this much before moving on keeps one busy client from starving
+/// the others.
+pub const READ_SIZE: usize = 64 * 1024;
+/// The most echo one connection may have waiting to go out. At the cap the server
+/// stops reading from it (its client sends but does not read): that client's own
+/// TCP window then fills, and the kernel makes it wait. Memory per client stays
+/// bounded.
+pub const OUTPUT_CAP: usize = 1024 * 1024;
+// ANCHOR_END: constants
+
+// ANCHOR: connection
+/// One client: its socket, and the echo not yet written to it.
+pub struct EchoConnection {
+    stream: TcpStream,
+    /// Both ends, for the log: `127.0.0.1:54012 -> 127.0.0.1:10001`.
+    peers: String,
+    /// Bytes received and not yet sent back: at most OUTPUT_CAP of them.
+    output: OutputBuffer,
+    /// The client half-closed (read returned 0): finish sending, then close.
+    read_closed: bool,
+    /// The output reached OUTPUT_CAP and reading stopped (logged when it changes).
+    output_full: bool,
+    /// Done: the server drops it, which closes the socket, after this round.
+    closed: bool,
+}
+// ANCHOR_END: connection
+
+impl EchoConnection {
+    // ANCHOR: new
+    /// A connection just accepted. Accepted sockets do not inherit O_NONBLOCK from
+    /// the listener on Linux: set it, so that no read or write can ever block the loop.
+    pub fn new(stream: TcpStream) -> io::Result<EchoConnection> {
+        stream.set_nonblocking(true)?;
+        let peers = show::peers(&stream);
+        Ok(EchoConnection {
+            stream,
+            peers,
+            output: OutputBuffer::new(OUTPUT_CAP),
+            read_closed: false,
+            output_full: false,
+            closed: false,
+        })
+    }
+    // ANCHOR_END: new
+
+    /// Both ends of the connection, as the log shows them.
+    pub fn peers(&self) -> &str {
+        &self.peers
+    }
+
+    /// Done: the server should drop it now.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    // ANCHOR: interest
+    /// Whether to ask the kernel "can I read?": only while the output buffer has room
+    /// (the backpressure), and not after the client's half-close (a read would only
+    /// say EOF again, at once, forever).
+    pub fn wants_read(&self) -> bool {
+        !self.read_closed && !self.output.is_full()
+    }
+
+    /// Whether to ask "can I write?": only while there is echo waiting. A socket is
+    /// almost always writable, and asking anyway would wake the loop for nothing.
+    pub fn wants_write(&self) -> bool {
+        !self.output.is_empty()
+    }
+    // ANCHOR_END: interest
+
+    // ANCHOR: handle
+    /// Does what the kernel said this connection is ready for. Readable covers data,
+    /// EOF and a pending error (a read returns it); writable covers room in the send
+    /// buffer and a pending error (a write returns it). `read_buffer` is the server's
+    /// one read buffer, at least as big as one read.
+    pub fn handle(&mut self, readable: bool, writable: bool, read_buffer: &mut [u8], quiet: bool) {
+        if readable && self.wants_read() {
+            self.read_and_echo(read_buffer, quiet);
+        }
+        if writable && !self.closed && self.wants_write() {
+            self.write_pending();
+        }
+        if self.closed {
+            return;
+        }
+        if self.output.is_full() != self.output_full {
+            self.output_full = self.output.is_full();
+            let change = if self.output_full {
+                "output buffer full (OUTPUT_CAP), not reading until the client reads"
+            } else {
+                "output buffer drained, reading again"
+            };
+            if !quiet {
+                log!("{}: {change}", self.peers);
+            }
+        }
+        if self.read_closed && self.output.is_empty() {
+            // The client half-closed and has all its echo: close our side too.
+            if !quiet {
+                log!("{} {}", log::DISCONNECTED, self.peers);
+            }
+            self.closed = true;
+        }
+    }
+    // ANCHOR_END: handle
+
+    // ANCHOR: read_and_echo
+    /// One read(2), and the echo of what it brought.
+    fn read_and_echo(&mut self, read_buffer: &mut [u8], quiet: bool) {
+        // No more than the output buffer has room for, so that memory stays bounded.
+        // (Not zero: the caller reads only while the buffer is not full.)
+        let room = self.output.room().min(read_buffer.len());
+        match self.stream.read(&mut read_buffer[..room]) {
+            Ok(0) => self.read_closed = true,
+            Ok(n) => {
+                let received = &read_buffer[..n];
+                if !quiet {
+                    log!(
+                        "{} {} from {}: {}",
+                        log::RECEIVED,
+                        show::count(n, "byte"),
+                        self.peers,
+                        show::bytes(received)
+                    );
+                }
+                self.echo(received);
+            }
+            // Readiness was stale, or a signal came: nothing to do until the next round.
+            Err(err) if is_transient(&err) => {}
+            // ECONNRESET and friends: this client is gone; the server goes on.
+            Err(err) => self.fail(&err),
+        }
+    }
+
+    /// Sends `received` back. With nothing waiting before it, the echo goes at once,
+    /// straight from the read buffer: usually the kernel takes it all, and nothing is
+    /// copied or queued. Only what the kernel did not take waits in `output`, and
+    /// from then on new data queues behind it, so the echo stays in order.
+    fn echo(&mut self, received: &[u8]) {
+        let mut sent_now = 0;
+        if self.output.is_empty() {
+            match self.stream.write(received) {
+                Ok(written) => sent_now = written,
+                Err(err) if is_transient(&err) => {}
+                Err(err) => return self.fail(&err),
+            }
+        }
+        self.output.push(&received[sent_now..]);
+    }
+    // ANCHOR_END: read_and_echo
+
+    // ANCHOR: write_pending
+    /// One write(2) of what waits in `output`. On a non-blocking socket the kernel
+    /// takes what fits in its send buffer, maybe only part: the rest stays for the
+    /// next time the socket is writable.
+    fn write_pending(&mut self) {
+        match self.output.write_to(&self.stream) {
+            Ok(_) => {}
+            Err(err) if is_transient(&err) => {}
+            // EPIPE or ECONNRESET: the client is gone. Rust programs ignore SIGPIPE,
+            // so this is an error value here, not the death of the process.
+            Err(err) => self.fail(&err),
+        }
+    }
+    // ANCHOR_END: write_pending
+
+    /// One client's error: log it, close that connection, and nothing else.
+    fn fail(&mut self, err: &io::Error) {
+        log!("{} {}: {err}", log::DISCONNECTED, self.peers);
+        self.closed = true;
+    }
+}
+
+/// The socket's descriptor, for the server to put in its select sets or poll array.
+impl AsFd for EchoConnection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+/// `WouldBlock` (the readiness was stale: another round will tell) and `Interrupted`
+/// (a signal came first): not errors of the client, so the connection stays.
+fn is_transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
