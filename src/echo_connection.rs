@@ -1,15 +1,22 @@
-//! One client of the single-thread echo servers (lessons 04 and 05): its non-blocking
-//! socket, the echo not yet sent, and what to do when the kernel says the socket is
-//! ready. Lesson 04 teaches it; lesson 05 uses it unchanged and differs only in how
-//! it waits (poll instead of select). One copy, so that a fix made here reaches every
+//! The single-thread echo servers of lessons 04 and 05, without their loop: one
+//! client ([`EchoConnection`]: its non-blocking socket, the echo not yet sent, and
+//! what to do when the kernel says the socket is ready), and all of them with the
+//! listener they come from ([`EchoServer`]: accepting, pausing when descriptors run
+//! out, closing). Lesson 04 teaches it around a select(2) loop; lesson 05 uses it
+//! unchanged around a poll(2) loop. One copy, so that a fix made here reaches every
 //! server that uses it.
 //!
-//! The server calls [`EchoConnection::wants_read`] and [`EchoConnection::wants_write`]
-//! to build its question to the kernel, and [`EchoConnection::handle`] with the answer.
+//! A loop asks [`EchoServer::accepting`] and each connection's
+//! [`EchoConnection::wants_read`] and [`EchoConnection::wants_write`] what to ask
+//! the kernel, waits, then gives the answer to [`EchoServer::accept_next`] and
+//! [`EchoServer::handle`].
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
 
 use crate::output::OutputBuffer;
 use crate::{log, show};
@@ -25,6 +32,10 @@ pub const READ_SIZE: usize = 64 * 1024;
 /// TCP window then fills, and the kernel makes it wait. Memory per client stays
 /// bounded.
 pub const OUTPUT_CAP: usize = 1024 * 1024;
+/// After accept(2) fails for lack of descriptors (EMFILE/ENFILE), stop watching the
+/// listener for this long (or until a connection closes): the pending connection
+/// keeps the listener readable, and watching it would spin the loop.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 // ANCHOR_END: constants
 
 // ANCHOR: connection
@@ -195,6 +206,165 @@ impl AsFd for EchoConnection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.stream.as_fd()
     }
+}
+
+// ANCHOR: server
+/// Everything a single-thread echo server keeps between two waits: the listener,
+/// every connection, and the one read buffer they share (only one is read at a time).
+pub struct EchoServer {
+    listener: TcpListener,
+    connections: Vec<EchoConnection>,
+    read_buffer: Vec<u8>,
+    /// Set after EMFILE/ENFILE: the listener is not watched until then.
+    accept_paused_until: Option<Instant>,
+    /// Clients accepted since the start, for the last line.
+    served: usize,
+    /// `--quiet`: log only errors (and the first and last lines).
+    quiet: bool,
+}
+// ANCHOR_END: server
+
+impl EchoServer {
+    /// A server on a listener that must be non-blocking (`Accept::NonBlocking`).
+    pub fn new(listener: TcpListener, quiet: bool) -> EchoServer {
+        EchoServer {
+            listener,
+            connections: Vec::new(),
+            read_buffer: vec![0; READ_SIZE],
+            accept_paused_until: None,
+            served: 0,
+            quiet,
+        }
+    }
+
+    /// The listening socket, for the loop to watch.
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// The open connections, in the order they were accepted.
+    pub fn connections(&self) -> &[EchoConnection] {
+        &self.connections
+    }
+
+    // ANCHOR: accept_pause
+    /// Whether to ask the kernel about the listener this round: not while accepting
+    /// is paused after EMFILE/ENFILE.
+    pub fn accepting(&mut self) -> bool {
+        match self.accept_paused_until {
+            Some(until) if Instant::now() < until => false,
+            _ => {
+                self.accept_paused_until = None;
+                true
+            }
+        }
+    }
+
+    /// While accepting is paused, the time until it resumes: the longest the loop may
+    /// wait. (A loop should round it up to its timeout's unit: rounded down, the
+    /// wait ends before the pause does, and the loop spins until it is over.)
+    pub fn accept_pause_left(&self) -> Option<Duration> {
+        self.accept_paused_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+    }
+    // ANCHOR_END: accept_pause
+
+    // ANCHOR: accept_next
+    /// One accept(2) on the non-blocking listener, for a loop that accepts every queued
+    /// connection (one readiness event may stand for many): the next client, or `None`
+    /// when the queue is empty or descriptors ran out.
+    pub fn accept_next(&mut self) -> Option<TcpStream> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return Some(stream),
+                // The queue is empty: back to waiting.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors, for this process (EMFILE) or the system (ENFILE).
+                // The connection stays queued in the kernel; stop watching the listener
+                // for a while instead of spinning on it.
+                Err(err) if out_of_descriptors(&err) => {
+                    log!(
+                        "{} accept: {err}; pausing accept for {} ms ({} open)",
+                        log::ERROR,
+                        ACCEPT_PAUSE.as_millis(),
+                        show::count(self.connections.len(), "connection")
+                    );
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return None;
+                }
+                // ECONNABORTED and the like: that one client is gone; try the next.
+                Err(err) => log!("{} accept: {err}", log::ERROR),
+            }
+        }
+    }
+
+    /// A new client: non-blocking from now on, logged, and watched from the next round.
+    pub fn add(&mut self, stream: TcpStream) {
+        match EchoConnection::new(stream) {
+            Ok(connection) => {
+                self.served += 1;
+                if !self.quiet {
+                    log!(
+                        "{} {} ({} open)",
+                        log::CONNECTED,
+                        connection.peers(),
+                        show::count(self.connections.len() + 1, "connection")
+                    );
+                }
+                self.connections.push(connection);
+            }
+            Err(err) => log!(
+                "{} cannot make a connection non-blocking: {err}",
+                log::ERROR
+            ),
+        }
+    }
+    // ANCHOR_END: accept_next
+
+    // ANCHOR: handle_ready
+    /// The kernel's answer for the connections: `ready[i]` is (readable, writable) for
+    /// connection i as [`connections`](Self::connections) listed them before the wait.
+    /// Connections accepted since come after them, and wait for the next round.
+    pub fn handle(&mut self, ready: &[(bool, bool)]) {
+        let mut any_closed = false;
+        for (connection, &(readable, writable)) in self.connections.iter_mut().zip(ready) {
+            if readable || writable {
+                connection.handle(readable, writable, &mut self.read_buffer, self.quiet);
+            }
+            any_closed |= connection.is_closed();
+        }
+        if any_closed {
+            // Dropping a connection closes its socket.
+            self.connections
+                .retain(|connection| !connection.is_closed());
+            // A descriptor was freed: if accept was paused for EMFILE, retry now.
+            self.accept_paused_until = None;
+        }
+    }
+    // ANCHOR_END: handle_ready
+
+    /// Closes every connection (dropping them: close(2) on each socket, so each
+    /// client reads EOF) and logs the last line, `shutting down (<reason>): ...`.
+    pub fn shut_down(self, reason: &str) {
+        let open = self.connections.len();
+        drop(self.connections);
+        log::last_line(format!(
+            "{} ({reason}): served {}, closed {} still open",
+            log::SHUTTING_DOWN,
+            show::count(self.served, "client"),
+            show::count(open, "connection")
+        ));
+    }
+}
+
+/// accept(2) failed with EMFILE (this process has all the descriptors it may have)
+/// or ENFILE (the whole system has).
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE)
+    )
 }
 
 /// `WouldBlock` (the readiness was stale: another round will tell) and `Interrupted`
