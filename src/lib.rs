@@ -8,6 +8,7 @@
 //! - [`log`]: the servers' log on stdout, which never panics and never blocks;
 //! - [`listener`]: socket, SO_REUSEADDR, bind, listen, as lessons 01-02 taught them;
 //! - [`output`]: a connection's bounded output buffer (lesson 04 teaches it);
+//! - [`echo_connection`]: one client of the select and poll echo servers (04, 05);
 //! - [`live`]: the live connections of a threaded server, for shutdown (lesson 06);
 //! - [`protocol`]: each lesson's wire protocol as checks any server can be put through;
 //! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod echo_client;
+pub mod echo_connection;
 pub mod listener;
 pub mod live;
 pub mod log;

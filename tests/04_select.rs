@@ -10,6 +10,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use regex::Regex;
 use support::transcript::{self, Normaliser};
 use support::*;
+use workbook::log;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_04_select_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_04_select_client");
@@ -48,7 +49,7 @@ fn client_transcript() {
         assert!(line.ends_with(&format!("): {word}")), "{line}");
     }
     for _ in 0..3 {
-        server.wait_for_line("disconnected");
+        server.wait_for_line(log::DISCONNECTED);
     }
     let exited = server.stop(SIGINT);
     assert_clean_shutdown(&exited);
@@ -104,7 +105,7 @@ fn held_client_does_not_block_another_client() {
     let mut holder = Interactive::start(CLIENT, &["--port", &port, "--hold", "30", "late"]);
     assert_eq!(holder.expect_line(), "holding 3 idle connections for 30 s");
     for _ in 0..3 {
-        server.wait_for_line("connected");
+        server.wait_for_line(log::CONNECTED);
     }
     let other = run(
         CLIENT,
@@ -117,7 +118,7 @@ fn held_client_does_not_block_another_client() {
         "{}",
         other.stdout
     );
-    server.wait_for_line("disconnected");
+    server.wait_for_line(log::DISCONNECTED);
     // Stopped while the idle connections are still open: it closes them itself.
     let exited = server.stop(SIGINT);
     assert_clean_shutdown(&exited);
@@ -170,6 +171,30 @@ fn survives_a_low_descriptor_limit() {
     echo::survives_fd_limit(SERVER, &["--quiet"]);
 }
 
+/// `server | head -1`: the log can no longer be written, and the server serves on
+/// and stops on SIGINT with status 0.
+#[test]
+fn survives_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+/// The same with `--quiet`, where a client's reset is the one line logged.
+#[test]
+fn survives_closed_stdout_quiet_with_a_reset() {
+    contract::survives_closed_stdout(SERVER, &["--quiet"], echo::busy_with_logging);
+}
+
+/// stdout is a pipe nobody reads: the log backs up, the server does not.
+#[test]
+fn survives_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+#[test]
+fn slow_reader_memory_stays_bounded() {
+    echo::slow_reader_memory_stays_bounded(SERVER, &["--quiet"]);
+}
+
 #[test]
 fn contract_server() {
     contract::server_reports_port_in_use(SERVER, &[]);
@@ -186,7 +211,7 @@ fn sigterm_with_connections_open_closes_them() {
     let mut b = connect(server.addr);
     echo::round_trip(&mut a, b"one\n");
     echo::round_trip(&mut b, b"two\n");
-    server.wait_for_line("received");
+    server.wait_for_line(log::RECEIVED);
     let exited = server.stop(SIGTERM);
     assert_clean_shutdown(&exited);
     assert!(
@@ -266,7 +291,7 @@ fn expect_connected_then_refused(
         let line = next_server_line(server);
         if index < watchable {
             assert!(
-                line.starts_with("connected ")
+                line.starts_with(log::CONNECTED)
                     && line.ends_with(&format!("({} open)", plural(index + 1))),
                 "connection {} should have been accepted, got: {line}",
                 index + 1
@@ -339,8 +364,8 @@ fn descriptors_from_fd_setsize_up_are_refused_and_the_rest_served() {
 
     // While every descriptor below 1024 is taken, a new client is refused too.
     let mut late = connect(server.addr);
-    assert!(next_server_line(&mut server).starts_with("received"));
-    assert!(next_server_line(&mut server).starts_with("received"));
+    assert!(next_server_line(&mut server).starts_with(log::RECEIVED));
+    assert!(next_server_line(&mut server).starts_with(log::RECEIVED));
     let line = next_server_line(&mut server);
     assert!(line.starts_with("refused "), "{line}");
     assert_eq!(read_to_eof(&mut late), b"");
@@ -350,7 +375,7 @@ fn descriptors_from_fd_setsize_up_are_refused_and_the_rest_served() {
     streams.truncate(watchable - 100);
     for _ in 0..100 {
         let line = next_server_line(&mut server);
-        assert!(line.starts_with("disconnected "), "{line}");
+        assert!(line.starts_with(log::DISCONNECTED), "{line}");
     }
     let mut fresh = connect(server.addr);
     echo::round_trip(&mut fresh, b"served once descriptors were free\n");

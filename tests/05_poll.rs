@@ -4,6 +4,7 @@ mod support;
 
 use support::transcript::{self, Normaliser};
 use support::*;
+use workbook::log;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_05_poll_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_05_poll_client");
@@ -30,7 +31,7 @@ fn client_transcript() {
         assert!(line.ends_with(&format!("): {word}")), "{line}");
     }
     for _ in 0..3 {
-        server.wait_for_line("disconnected");
+        server.wait_for_line(log::DISCONNECTED);
     }
     let exited = server.stop(SIGINT);
     assert_clean_shutdown(&exited);
@@ -76,7 +77,7 @@ fn held_client_does_not_block_another_client() {
     let mut holder = Interactive::start(CLIENT, &["--port", &port, "--hold", "30", "late"]);
     assert_eq!(holder.expect_line(), "holding 3 idle connections for 30 s");
     for _ in 0..3 {
-        server.wait_for_line("connected");
+        server.wait_for_line(log::CONNECTED);
     }
     let other = run(
         CLIENT,
@@ -89,7 +90,7 @@ fn held_client_does_not_block_another_client() {
         "{}",
         other.stdout
     );
-    server.wait_for_line("disconnected");
+    server.wait_for_line(log::DISCONNECTED);
     // Stopped while the idle connections are still open: it closes them itself.
     let exited = server.stop(SIGINT);
     assert_clean_shutdown(&exited);
@@ -142,6 +143,30 @@ fn survives_a_low_descriptor_limit() {
     echo::survives_fd_limit(SERVER, &["--quiet"]);
 }
 
+/// `server | head -1`: the log can no longer be written, and the server serves on
+/// and stops on SIGINT with status 0.
+#[test]
+fn survives_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+/// The same with `--quiet`, where a client's reset is the one line logged.
+#[test]
+fn survives_closed_stdout_quiet_with_a_reset() {
+    contract::survives_closed_stdout(SERVER, &["--quiet"], echo::busy_with_logging);
+}
+
+/// stdout is a pipe nobody reads: the log backs up, the server does not.
+#[test]
+fn survives_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+#[test]
+fn slow_reader_memory_stays_bounded() {
+    echo::slow_reader_memory_stays_bounded(SERVER, &["--quiet"]);
+}
+
 #[test]
 fn contract_server() {
     contract::server_reports_port_in_use(SERVER, &[]);
@@ -158,7 +183,7 @@ fn sigterm_with_connections_open_closes_them() {
     let mut b = connect(server.addr);
     echo::round_trip(&mut a, b"one\n");
     echo::round_trip(&mut b, b"two\n");
-    server.wait_for_line("received");
+    server.wait_for_line(log::RECEIVED);
     let exited = server.stop(SIGTERM);
     assert_clean_shutdown(&exited);
     assert!(

@@ -149,7 +149,7 @@ fn contract_client() {
 #[test]
 fn a_slow_reader_does_not_grow_the_memory() {
     for mode in MODES {
-        echo::slow_reader_rss_bounded(SERVER, &with(mode, &["--quiet"]));
+        echo::slow_reader_memory_stays_bounded(SERVER, &with(mode, &["--quiet"]));
     }
 }
 

@@ -215,6 +215,8 @@ pub fn crowd_past_fd_limit(server: &mut Server) {
 pub fn busy_with_logging(addr: SocketAddr) {
     let message = [b'x'; 60];
     let mut streams: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    // About 125 bytes of log per round trip: 1,200 of them log about 150 KB, more
+    // than twice what a pipe holds.
     for round in 0..1200 {
         let stream = &mut streams[round % 4];
         round_trip(stream, &message);
@@ -237,7 +239,7 @@ pub fn busy_with_logging(addr: SocketAddr) {
 /// back, in order. (The defect it caught: lesson 08 appended the echo to a `Vec` that
 /// it emptied only once everything was sent, so the `Vec` held every byte ever
 /// echoed to that client.)
-pub fn slow_reader_rss_bounded(server_exe: &str, args: &[&str]) {
+pub fn slow_reader_memory_stays_bounded(server_exe: &str, args: &[&str]) {
     use socket2::{Domain, Socket, Type};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
