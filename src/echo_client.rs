@@ -33,7 +33,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::{connect_failed, exit_with_error};
+use crate::{connect_failed, exit_on_stdout_error, exit_with_error, print_line};
 
 /// How much of an echo is read (and printed) at a time.
 const PIECE: usize = 64 * 1024;
@@ -85,10 +85,7 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
         })
         .collect();
     if hold > 0.0 {
-        let mut out = io::stdout();
-        writeln!(out, "holding {conns} idle connections for {hold} s")
-            .and_then(|()| out.flush())
-            .unwrap_or_else(|err| stdout_failed(&err));
+        print_line(&format!("holding {conns} idle connections for {hold} s"));
         thread::sleep(Duration::from_secs_f64(hold));
     }
 
@@ -100,17 +97,6 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
             exit_with_error(&format!("{name}: closing: {err}"));
         }
     }
-}
-
-/// Nobody reads what we print any more: `client | head -1` after head exits makes
-/// every write fail with EPIPE. That is no error of the network, so the client stops
-/// quietly (status 0); any other failure to write (a full disk) is worth a line.
-/// (`println!` would panic instead.)
-fn stdout_failed(err: &io::Error) -> ! {
-    if err.kind() == io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
-    }
-    exit_with_error(&format!("cannot write to stdout: {err}"));
 }
 
 // ANCHOR: exchange
@@ -185,7 +171,7 @@ fn print_echoes(streams: &[TcpStream], names: &[String], length: usize) -> io::R
                 Err(err) => {
                     if echoed > 0 {
                         // End the cut-off echo, so that the error gets a line of its own.
-                        writeln!(out).unwrap_or_else(|err| stdout_failed(&err));
+                        writeln!(out).unwrap_or_else(|err| exit_on_stdout_error(&err));
                     }
                     return Err(io::Error::new(err.kind(), format!("{name}: {err}")));
                 }
@@ -193,14 +179,14 @@ fn print_echoes(streams: &[TcpStream], names: &[String], length: usize) -> io::R
             // An echo server sends back exactly what we sent, in as many pieces as
             // it likes: the name goes before the first one.
             if echoed == 0 {
-                write!(out, "{name}: ").unwrap_or_else(|err| stdout_failed(&err));
+                write!(out, "{name}: ").unwrap_or_else(|err| exit_on_stdout_error(&err));
             }
             out.write_all(&piece[..got])
-                .unwrap_or_else(|err| stdout_failed(&err));
+                .unwrap_or_else(|err| exit_on_stdout_error(&err));
             echoed += got;
         }
     }
-    out.flush().unwrap_or_else(|err| stdout_failed(&err));
+    out.flush().unwrap_or_else(|err| exit_on_stdout_error(&err));
     Ok(())
 }
 

@@ -202,34 +202,6 @@ fn a_line_longer_than_the_socket_buffers() {
     assert_clean_shutdown(&server.stop(SIGTERM));
 }
 
-/// Runs the client with its stdout closed from the start (`client | head -0`): its
-/// first line of output fails with EPIPE.
-fn with_stdout_closed(args: &[&str]) -> (std::process::ExitStatus, String) {
-    let mut client = Command::new(CLIENT)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {CLIENT}: {err}"));
-    // The only read end of the pipe: once dropped, every write to it fails.
-    drop(client.stdout.take());
-    let mut stderr = client.stderr.take().unwrap();
-    let (sender, receiver) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        let _ = sender.send(text);
-    });
-    // stderr ends when the client exits.
-    let Ok(stderr) = receiver.recv_timeout(WAIT) else {
-        let _ = client.kill();
-        let _ = client.wait();
-        panic!("with stdout closed, {args:?} did not finish within {WAIT:?}");
-    };
-    (client.wait().unwrap(), stderr)
-}
-
 /// Nobody reads the client's output any more: it stops, quietly (no panic, no error
 /// about the network, which did nothing wrong), with status 0 or 1.
 #[test]
@@ -241,12 +213,7 @@ fn a_closed_stdout_ends_the_client_quietly() {
         // The `holding` line is the first one printed.
         &["--port", &port, "--conns", "2", "--hold", "0.01", "hello"],
     ] {
-        let (status, stderr) = with_stdout_closed(args);
-        assert!(
-            matches!(status.code(), Some(0 | 1)),
-            "{args:?}: exit status {status:?}; stderr:\n{stderr}"
-        );
-        assert!(stderr.is_empty(), "{args:?}: stderr:\n{stderr}");
+        assert_quiet_stop(&run_with_stdout_closed(CLIENT, args), &format!("{args:?}"));
     }
     assert_clean_shutdown(&server.stop(SIGINT));
 }

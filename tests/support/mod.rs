@@ -901,3 +901,47 @@ pub mod udp {
         assert_error_line(&exited, &[&format!("127.0.0.1:{port}"), "in use"]);
     }
 }
+
+/// Runs a client or tool to its end with its stdout closed from the start (as after
+/// `program | head -0`): its first line of output fails with EPIPE. Fails the test
+/// if it takes longer than [`WAIT`].
+pub fn run_with_stdout_closed(exe: &str, args: &[&str]) -> Exited {
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+    // The only read end of the pipe: once it is closed, every write to it fails.
+    drop(child.stdout.take());
+    let stderr = read_all_later(child.stderr.take().unwrap());
+    let Some(status) = wait_with_timeout(&mut child, WAIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("with stdout closed, {exe} {args:?} did not finish within {WAIT:?}");
+    };
+    Exited {
+        status,
+        stdout: String::new(),
+        stderr: stderr.join().unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
+
+/// A client or tool whose stdout was closed stopped quietly: status 0 or 1, nothing
+/// on stderr (no panic, no error blaming the network).
+pub fn assert_quiet_stop(exited: &Exited, what: &str) {
+    assert!(
+        matches!(exited.status.code(), Some(0 | 1)),
+        "{what}: exit status {:?}; stderr:\n{}",
+        exited.status,
+        exited.stderr
+    );
+    assert!(
+        exited.stderr.is_empty(),
+        "{what}: stderr:\n{}",
+        exited.stderr
+    );
+}
