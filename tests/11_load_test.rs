@@ -296,7 +296,10 @@ fn client_and_runner_stop_quietly_when_stdout_is_closed() {
     let server = Server::start(POLL_SERVER, &["--quiet"]);
     let port = server.port().to_string();
     let client_args = ["--port", &port, "--conns", "2", "--requests", "10"];
-    assert_quiet_stop(&run_with_stdout_closed(CLIENT, &client_args), "load client");
+    assert_quiet_stop(
+        &run_with_closed_stdout(CLIENT, &client_args, b""),
+        "load client",
+    );
     let runner_args = [
         "--quick",
         "--no-build",
@@ -307,7 +310,7 @@ fn client_and_runner_stop_quietly_when_stdout_is_closed() {
         "--models",
         "baseline",
     ];
-    assert_quiet_stop(&run_with_stdout_closed(RUNNER, &runner_args), "runner");
+    assert_quiet_stop(&run_with_closed_stdout(RUNNER, &runner_args, b""), "runner");
 }
 
 /// The runner on two models and the small loads: it starts them, measures and prints

@@ -213,7 +213,10 @@ fn a_closed_stdout_ends_the_client_quietly() {
         // The `holding` line is the first one printed.
         &["--port", &port, "--conns", "2", "--hold", "0.01", "hello"],
     ] {
-        assert_quiet_stop(&run_with_stdout_closed(CLIENT, args), &format!("{args:?}"));
+        assert_quiet_stop(
+            &run_with_closed_stdout(CLIENT, args, b""),
+            &format!("{args:?}"),
+        );
     }
     assert_clean_shutdown(&server.stop(SIGINT));
 }
