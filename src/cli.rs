@@ -308,8 +308,12 @@ impl Args {
         let mut line = Vec::new();
         loop {
             if prompt {
-                print!("> ");
-                io::stdout().flush()?;
+                // stdout closed (`client | head -1`): stop quietly, rather than return
+                // an error the caller would report as the network's.
+                let mut out = io::stdout();
+                if let Err(err) = write!(out, "> ").and_then(|()| out.flush()) {
+                    crate::exit_on_stdout_error(&err);
+                }
             }
             line.clear();
             if input.read_until(b'\n', &mut line)? == 0 {

@@ -14,7 +14,8 @@
 //! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
 //! - [`time`]: the `ctime` format of Python's `time.ctime()`;
 //! - here: [`exit_with_error`], one clear `error: ...` line and exit status 1, with a
-//!   hint where one helps.
+//!   hint where one helps; [`print_line`] and [`exit_on_stdout_error`], stdout for
+//!   the clients and tools, which stop quietly when nobody reads it any more.
 
 pub mod cli;
 pub mod echo_client;
@@ -68,6 +69,27 @@ pub fn connect_failed(addr: SocketAddr, err: &io::Error, server_bin: &str) -> St
         _ => String::new(),
     };
     format!("cannot connect to {addr}: {err}{hint}")
+}
+
+/// Prints one line on stdout, for a client or a tool (a server logs with
+/// [`log!`] instead). If stdout fails, [`exit_on_stdout_error`].
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        exit_on_stdout_error(&err);
+    }
+}
+
+/// What a client or a tool does when writing to stdout fails: it stops. A closed pipe
+/// (EPIPE: `client | head -1` after head has exited) means nobody reads any more,
+/// which is nobody's error: exit quietly, status 0. Anything else (a full disk) gets
+/// one `error:` line and status 1. (`println!` would panic in both cases.)
+pub fn exit_on_stdout_error(err: &io::Error) -> ! {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    exit_with_error(&format!("cannot write to stdout: {err}"));
 }
 
 #[cfg(test)]

@@ -281,6 +281,38 @@ fn baseline_server_is_a_correct_echo_server() {
     contract::server_reports_port_in_use(RUNNER, &["--serve-baseline"]);
 }
 
+/// `11_load_test_server --serve-baseline | head -1`: the reference server must not
+/// die when its stdout goes away, nor freeze when nobody reads it.
+#[test]
+fn baseline_server_survives_a_closed_or_stalled_stdout() {
+    contract::survives_closed_stdout(RUNNER, &["--serve-baseline"], echo::busy_with_logging);
+    contract::survives_stalled_stdout(RUNNER, &["--serve-baseline"], echo::busy_with_logging);
+}
+
+/// `11_load_test_client | head -1` and the same with the runner: they stop quietly
+/// when nobody reads their output any more (their first line fails), no panic.
+#[test]
+fn client_and_runner_stop_quietly_when_stdout_is_closed() {
+    let server = Server::start(POLL_SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let client_args = ["--port", &port, "--conns", "2", "--requests", "10"];
+    assert_quiet_stop(
+        &run_with_closed_stdout(CLIENT, &client_args, b""),
+        "load client",
+    );
+    let runner_args = [
+        "--quick",
+        "--no-build",
+        "--duration",
+        "0.1",
+        "--rounds",
+        "1",
+        "--models",
+        "baseline",
+    ];
+    assert_quiet_stop(&run_with_closed_stdout(RUNNER, &runner_args, b""), "runner");
+}
+
 /// The runner on two models and the small loads: it starts them, measures and prints
 /// a table with a row per model and load.
 #[test]

@@ -1,20 +1,27 @@
 //! The reference point of the measurements: the least a single-threaded echo server
 //! on epoll can do. One read buffer for everything, the echo written straight from it,
-//! level-triggered, no logging, no framework. It keeps just enough of the rules to be
-//! correct: non-blocking sockets, a partial write keeps its rest (and stops reading
-//! that client until it is sent), resets close one connection, Ctrl-C stops the loop.
+//! level-triggered, no framework, and no log but its first and last lines. It keeps
+//! just enough of the rules to be correct: non-blocking sockets, a partial write keeps
+//! its rest (and stops reading that client until it is sent), resets close one
+//! connection, Ctrl-C stops the loop, and its two lines go through `workbook::log`,
+//! so that a closed or stalled stdout cannot stop it.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use workbook::cli::Args;
-use workbook::{bind_failed, exit_with_error, signal};
+use workbook::listener::{self, Accept};
+use workbook::{exit_with_error, log, signal};
 
 const LISTENER: u64 = u64::MAX;
 const WAKE_UP: u64 = u64::MAX - 1;
+/// listen(2)'s backlog: 128, what std's `TcpListener::bind` asks for.
+const BACKLOG: i32 = 128;
 
 struct Client {
     stream: TcpStream,
@@ -26,11 +33,9 @@ pub fn serve(args: &Args) {
     let addr = args
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
-    let listener =
-        TcpListener::bind(addr).unwrap_or_else(|err| exit_with_error(&bind_failed(addr, &err)));
+    let listener = listener::open(addr, BACKLOG, Accept::NonBlocking);
     let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let setup = || -> io::Result<Epoll> {
-        listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
         epoll.add(&wakeup, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_UP))?;
@@ -39,7 +44,7 @@ pub fn serve(args: &Args) {
     let epoll =
         setup().unwrap_or_else(|err| exit_with_error(&format!("cannot set up epoll: {err}")));
     let bound = listener.local_addr().unwrap_or(addr);
-    println!("listening on {bound}");
+    log::listening(bound);
 
     let mut clients: HashMap<u64, Client> = HashMap::new();
     let mut events = vec![EpollEvent::empty(); 1024];
@@ -48,9 +53,9 @@ pub fn serve(args: &Args) {
     'run: loop {
         let ready = match epoll.wait(&mut events, EpollTimeout::NONE) {
             Ok(ready) => ready,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(Errno::EINTR) => continue,
             Err(err) => {
-                eprintln!("error: epoll_wait: {err}");
+                log!("{} epoll_wait: {err}", log::ERROR);
                 break;
             }
         };
@@ -83,7 +88,7 @@ pub fn serve(args: &Args) {
                         // at once would spin. The reference server keeps it simple and
                         // pauses; lesson 05 shows the better ways.
                         Err(_) => {
-                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            std::thread::sleep(Duration::from_millis(10));
                             break;
                         }
                     }
@@ -101,10 +106,11 @@ pub fn serve(args: &Args) {
             }
         }
     }
-    println!(
-        "shutting down: served {served} clients, closed {} still open",
+    log::last_line(format!(
+        "{}: served {served} clients, closed {} still open",
+        log::SHUTTING_DOWN,
         clients.len()
-    );
+    ));
 }
 
 /// Echoes what can be echoed; false when the connection is finished.

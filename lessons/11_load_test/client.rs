@@ -23,7 +23,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::sys::time::TimeValLike;
 use workbook::cli::Cli;
-use workbook::{connect_failed, exit_with_error};
+use workbook::{connect_failed, exit_with_error, print_line};
 
 /// A connection that makes no progress for this long is reported as stalled.
 const STALL: Duration = Duration::from_secs(10);
@@ -267,7 +267,7 @@ fn main() {
 
     // ANCHOR: run
     // The runner reads the server's CPU time when it sees these two lines.
-    println!("measuring: started");
+    print_line("measuring: started");
     let cpu_at_start = own_cpu_seconds();
     let started = Instant::now();
     let load = Load {
@@ -299,7 +299,7 @@ fn main() {
     });
     let elapsed = started.elapsed();
     let cpu = own_cpu_seconds() - cpu_at_start;
-    println!("measuring: finished");
+    print_line("measuring: finished");
     // ANCHOR_END: run
     drop(idle_streams);
 
@@ -331,40 +331,42 @@ fn report(
     let rate = done as f64 / seconds;
     let megabytes = rate * size as f64 / 1e6;
     let micros = |nanos: u64| nanos as f64 / 1000.0;
-    println!("{conns} connections (+{idle} idle), {size}-byte messages");
-    println!(
+    print_line(&format!(
+        "{conns} connections (+{idle} idle), {size}-byte messages"
+    ));
+    print_line(&format!(
         "{done} round trips in {seconds:.3} s: {rate:.0} requests/s, {megabytes:.2} MB/s {}",
         match reply {
             Reply::Echo => "each way",
             Reply::CtimeLine => "sent",
         }
-    );
-    println!(
+    ));
+    print_line(&format!(
         "latency: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
         micros(latencies.percentile(0.50)),
         micros(latencies.percentile(0.99)),
         micros(latencies.percentile(0.999)),
         micros(latencies.max)
-    );
+    ));
     // This client's own CPU time during the run: if it is close to the wall time of a
     // core per thread, the client, not the server, may be what limits the numbers.
-    println!(
+    print_line(&format!(
         "client CPU: {cpu:.2} s in {seconds:.2} s ({:.0}% of a core)",
         cpu / seconds * 100.0
-    );
-    println!("errors: {}", errors.len());
+    ));
+    print_line(&format!("errors: {}", errors.len()));
     for error in errors.iter().take(10) {
-        println!("error: {error}");
+        print_line(&format!("error: {error}"));
     }
     // One line for programs (the runner) to read.
-    println!(
+    print_line(&format!(
         "summary requests={done} seconds={seconds:.6} rps={rate:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} client_cpu={cpu:.3} errors={}",
         micros(latencies.percentile(0.50)),
         micros(latencies.percentile(0.99)),
         micros(latencies.percentile(0.999)),
         micros(latencies.max),
         errors.len()
-    );
+    ));
 }
 
 /// User plus system CPU time of this process so far.
@@ -389,7 +391,11 @@ fn raise_fd_limit(wanted: usize) {
         }
         if soft < wanted as u64 {
             if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, wanted as u64, hard) {
-                eprintln!("warning: cannot raise the descriptor limit to {wanted}: {err}");
+                // Not eprintln!, which panics when stderr is closed.
+                let _ = writeln!(
+                    io::stderr(),
+                    "warning: cannot raise the descriptor limit to {wanted}: {err}"
+                );
             }
         }
     }

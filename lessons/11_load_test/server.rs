@@ -11,7 +11,7 @@ mod baseline;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use workbook::cli::Cli;
-use workbook::exit_with_error;
+use workbook::{exit_with_error, print_line};
 
 /// One server model: how to start it, and which loads it can take.
 struct Model {
@@ -263,11 +263,11 @@ fn main() {
         }
     }
 
-    println!(
+    print_line(&format!(
         "runner: {} models x {} loads, {seconds} s each",
         models.len(),
         loads.len()
-    );
+    ));
     let mut results: BTreeMap<(usize, usize), Result<Measured, String>> = BTreeMap::new();
     // ANCHOR: rounds
     // Each load is run `rounds` times over all the models, one model after the other,
@@ -287,7 +287,7 @@ fn main() {
                 };
                 match outcome {
                     Ok(m) => {
-                        println!(
+                        print_line(&format!(
                             "round {round}  {:<28} {:<24} {:>9.0} req/s  p99 {:>8.1} us  CPU server {:>4.0}% client {:>4.0}%",
                             model.name,
                             spec.name,
@@ -295,14 +295,14 @@ fn main() {
                             m.p99_us,
                             m.server_cpu * 100.0,
                             m.client_cpu * 100.0
-                        );
+                        ));
                         runs[model_index].push(m);
                     }
                     Err(reason) => {
-                        println!(
+                        print_line(&format!(
                             "round {round}  {:<28} {:<24} {reason}",
                             model.name, spec.name
-                        );
+                        ));
                         failures[model_index] = Some(reason);
                     }
                 }
@@ -331,7 +331,7 @@ fn main() {
     // ANCHOR_END: rounds
 
     let tables = markdown(&loads, &models, &results, seconds, rounds, hard_limit);
-    println!("\n{tables}");
+    print_line(&format!("\n{tables}"));
     if let Some(path) = args.get::<String>("--out") {
         if let Err(err) = std::fs::write(&path, &tables) {
             exit_with_error(&format!("cannot write {path}: {err}"));
@@ -370,7 +370,7 @@ fn build_every_lesson() {
     if !cfg!(debug_assertions) {
         build.arg("--release");
     }
-    println!("runner: building every lesson first (cargo build --bins)");
+    print_line("runner: building every lesson first (cargo build --bins)");
     match build.status() {
         Ok(status) if status.success() => {}
         Ok(status) => exit_with_error(&format!("cargo build --bins failed ({status})")),
@@ -391,7 +391,11 @@ fn raise_fd_limit() -> u64 {
         Ok((soft, hard)) => {
             if soft < hard {
                 if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                    eprintln!("warning: cannot raise the descriptor limit: {err}");
+                    // Not eprintln!, which panics when stderr is closed.
+                    let _ = writeln!(
+                        io::stderr(),
+                        "warning: cannot raise the descriptor limit: {err}"
+                    );
                     return soft;
                 }
             }
@@ -442,9 +446,8 @@ fn run_against(
     let stdout = server.stdout.take().ok_or("no stdout")?;
     // A thread reads the server's output: the first line comes back through a channel
     // (so that a server that never says `listening on` cannot hang the runner), and
-    // the rest is read and dropped: with the pipe closed, the server's next line
-    // (`disconnected ...: Connection reset`, even under --quiet) would fail with
-    // EPIPE, and println! would take the server down mid-run.
+    // the rest is read and dropped, so that the server's lines (`disconnected ...:
+    // Connection reset`, even under --quiet) always have somewhere to go.
     let (first_line, first_line_received) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut server_output = BufReader::new(stdout);
@@ -556,14 +559,28 @@ fn cpu_seconds(pid: u32) -> f64 {
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
         .sum();
-    // SAFETY: sysconf only reads a system constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    ticks
-        / if per_second > 0 {
-            per_second as f64
-        } else {
-            100.0
-        }
+    ticks / clock_ticks_per_second()
+}
+
+/// Clock ticks per second, the unit of the CPU times in /proc/PID/stat. The kernel
+/// gives it to every program it starts, in the auxiliary vector that
+/// /proc/self/auxv shows (AT_CLKTCK; sysconf(_SC_CLK_TCK) reads the same value).
+fn clock_ticks_per_second() -> f64 {
+    const AT_CLKTCK: usize = 17;
+    std::fs::read("/proc/self/auxv")
+        .ok()
+        .and_then(|auxv| auxv_value(&auxv, AT_CLKTCK))
+        .map_or(100.0, |ticks| ticks as f64)
+}
+
+/// The value of entry `kind` in an auxiliary vector: pairs of native words, (type, value).
+fn auxv_value(auxv: &[u8], kind: usize) -> Option<usize> {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let word = |bytes: &[u8]| bytes.try_into().ok().map(usize::from_ne_bytes);
+    auxv.chunks_exact(2 * WORD)
+        .filter_map(|pair| Some((word(&pair[..WORD])?, word(&pair[WORD..])?)))
+        .find(|&(found, _)| found == kind)
+        .map(|(_, value)| value)
 }
 
 fn markdown(
@@ -787,7 +804,19 @@ fn svg_chart(
 
 #[cfg(test)]
 mod tests {
-    use super::thousands;
+    use super::{auxv_value, thousands};
+
+    #[test]
+    fn clock_ticks_come_from_the_auxiliary_vector() {
+        let words: Vec<u8> = [6usize, 4096, 17, 100, 0, 0]
+            .iter()
+            .flat_map(|word| word.to_ne_bytes())
+            .collect();
+        assert_eq!(auxv_value(&words, 17), Some(100));
+        assert_eq!(auxv_value(&words, 99), None);
+        let own = std::fs::read("/proc/self/auxv").unwrap();
+        assert!(auxv_value(&own, 17).is_some_and(|ticks| ticks > 0));
+    }
 
     #[test]
     fn thousands_are_grouped() {
