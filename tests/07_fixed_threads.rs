@@ -177,7 +177,10 @@ fn sigint_wakes_every_worker_and_ends_busy_connections() {
     echo::round_trip(&mut busy, b"busy\n");
     server.wait_for_line("received");
     let threads = server.threads();
-    assert!(threads >= 6, "main, signal and four workers: {threads}");
+    assert!(
+        threads >= 7,
+        "main, signal, log writer and four workers: {threads}"
+    );
     let exited = server.stop(SIGINT);
     assert_clean_shutdown(&exited);
     assert!(

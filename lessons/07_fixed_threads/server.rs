@@ -31,10 +31,11 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// At most one `error: ... accept` line per this interval, for all workers together.
 const ACCEPT_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What every worker uses: the one listening socket, the registry of the connections
-/// being served, the shared limit on accept-error lines, and the settings.
+/// What the workers share (each holds an `Arc` to it): the one listening socket, the
+/// registry of the connections being served, the limit on accept-error lines, and
+/// the settings.
 struct Pool {
-    listener: Arc<TcpListener>,
+    listener: TcpListener,
     connections: Arc<LiveConnections>,
     accept_errors: RateLimitedLog,
     threads: usize,
@@ -63,10 +64,11 @@ fn main() {
         .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: listen_once
-    // socket, bind, listen: once, here, before any worker exists. Every worker gets
-    // a handle to this one socket and calls accept(2) on it; the kernel gives each
-    // queued connection to exactly one of the threads waiting in accept.
-    let listener = Arc::new(listener::open(addr, 128, Accept::Blocking));
+    // socket, bind, listen: once, here, before any worker exists. Every worker shares
+    // this one socket (in the `Pool`, through an `Arc`) and calls accept(2) on it; the
+    // kernel gives each queued connection to exactly one of the threads waiting in
+    // accept.
+    let listener = listener::open(addr, 128, Accept::Blocking);
     // ANCHOR_END: listen_once
     let pool = Arc::new(Pool {
         listener,
@@ -85,7 +87,7 @@ fn main() {
     let for_signal = Arc::clone(&pool);
     signal::on_shutdown(move || {
         for_signal.connections.begin_shutdown();
-        let _ = socket2::SockRef::from(&*for_signal.listener).shutdown(Shutdown::Read);
+        let _ = socket2::SockRef::from(&for_signal.listener).shutdown(Shutdown::Read);
     })
     .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: signal
