@@ -155,10 +155,11 @@ fn worker(name: &str, pool: &Pool) {
             Err(_) if connections.is_stopping() => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
-                // EMFILE and the like: log (one line a second for all the workers),
-                // pause so that a lasting error does not spin, and go on.
-                let line = format!("{} {name}: accept: {err}", log::ERROR);
-                pool.accept_errors.line(line);
+                // EMFILE and the like: log (one line a second for the whole pool, so
+                // it names no worker), pause so that a lasting error does not spin,
+                // and go on.
+                pool.accept_errors
+                    .line(format!("{} accept: {err}", log::ERROR));
                 thread::sleep(ACCEPT_RETRY_PAUSE);
                 continue;
             }
