@@ -13,7 +13,7 @@
 //! registered it when shutdown sweeps the map would be missed, and would then block
 //! in read until its client left (minutes, maybe). So `stopping` and the map share one
 //! lock: a socket registered after the sweep finds `stopping` set and has its reads
-//! cut at once.
+//! cut at once (and its writes too, if it comes after `finish` has cut off the rest).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -38,6 +38,8 @@ struct State {
     live: HashMap<u64, Option<Arc<TcpStream>>>,
     total: u64,
     stopping: bool,
+    /// [`LiveConnections::finish`] has cut off whoever was left.
+    grace_over: bool,
 }
 
 /// Held by the thread serving one connection; dropping it unregisters it.
@@ -67,6 +69,7 @@ impl LiveConnections {
                 live: HashMap::new(),
                 total: 0,
                 stopping: false,
+                grace_over: false,
             }),
             changed: Condvar::new(),
             waker,
@@ -91,11 +94,14 @@ impl LiveConnections {
 
     // ANCHOR: register
     /// Adds a connection (its socket, or `None`), numbered in order of arrival.
-    /// If shutdown has begun, its reads are cut at once: see the module's race.
+    /// If shutdown has begun, its reads are cut at once (see the module's race); if
+    /// the grace period is over too, its writes as well.
     pub fn register(self: &Arc<Self>, socket: Option<Arc<TcpStream>>) -> Registered {
         let mut state = self.state();
-        if state.stopping {
-            if let Some(socket) = &socket {
+        if let Some(socket) = &socket {
+            if state.grace_over {
+                let _ = socket.shutdown(Shutdown::Both);
+            } else if state.stopping {
                 let _ = socket.shutdown(Shutdown::Read);
             }
         }
@@ -171,6 +177,7 @@ impl LiveConnections {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
+        state.grace_over = true;
         for socket in state.live.values().flatten() {
             let _ = socket.shutdown(Shutdown::Both);
         }
@@ -226,6 +233,20 @@ mod tests {
         let mut buffer = [0u8; 16];
         // Without the check in `register` this read would block until the client left.
         assert_eq!((&*server).read(&mut buffer).unwrap(), 0);
+    }
+
+    #[test]
+    fn registered_after_the_grace_period_cannot_write() {
+        let connections = LiveConnections::new();
+        connections.begin_shutdown();
+        assert_eq!(connections.finish(Duration::ZERO), 0);
+        let (_client, server) = pair();
+        let server = Arc::new(server);
+        let _registered = connections.register(Some(Arc::clone(&server)));
+        // A client that keeps sending could keep a thread that only lost its reads
+        // echoing for ever (Linux still returns data that arrives after SHUT_RD);
+        // with its writes cut too, the first echo fails and the thread ends.
+        assert!((&*server).write_all(b"late").is_err());
     }
 
     #[test]

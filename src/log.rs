@@ -174,3 +174,78 @@ macro_rules! log {
         $crate::log::line(format!($($arg)*))
     };
 }
+
+// ANCHOR: rate_limited
+/// A log line that can repeat without end (accept(2) failing with EMFILE in every
+/// worker, every 100 ms): at most one line per `interval` is queued, the others are
+/// counted, and the next line that is written says how many were left out. Without
+/// it, 64 workers out of descriptors log 640 lines a second and bury everything else.
+pub struct RateLimitedLog {
+    interval: Duration,
+    state: Mutex<RateLimitedState>,
+}
+
+struct RateLimitedState {
+    /// When the last line was queued; `None` before the first.
+    last: Option<Instant>,
+    /// Lines left out since then.
+    left_out: u64,
+}
+
+impl RateLimitedLog {
+    pub const fn new(interval: Duration) -> RateLimitedLog {
+        RateLimitedLog {
+            interval,
+            state: Mutex::new(RateLimitedState {
+                last: None,
+                left_out: 0,
+            }),
+        }
+    }
+
+    /// Queues `text` (see [`line`]) unless a line went out less than `interval` ago;
+    /// then only counts it.
+    pub fn line(&self, text: String) {
+        match self.admit(Instant::now()) {
+            None => {}
+            Some(0) => line(text),
+            Some(left_out) => line(format!("{text} (and {left_out} more like it, not shown)")),
+        }
+    }
+
+    /// Whether a line at `now` goes out, and if so, how many were left out before it.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.interval)
+        {
+            state.left_out += 1;
+            return None;
+        }
+        state.last = Some(now);
+        Some(std::mem::take(&mut state.left_out))
+    }
+}
+// ANCHOR_END: rate_limited
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_log_lets_one_line_out_per_interval_and_counts_the_rest() {
+        let log = RateLimitedLog::new(Duration::from_secs(1));
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(log.admit(at(0)), Some(0));
+        assert_eq!(log.admit(at(100)), None);
+        assert_eq!(log.admit(at(999)), None);
+        assert_eq!(log.admit(at(1000)), Some(2));
+        assert_eq!(log.admit(at(1500)), None);
+        assert_eq!(log.admit(at(9000)), Some(1));
+    }
+}

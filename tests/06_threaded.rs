@@ -3,6 +3,7 @@
 mod support;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::transcript::{self, Normaliser};
@@ -139,6 +140,11 @@ fn survives_a_low_descriptor_limit() {
 }
 
 #[test]
+fn accept_errors_are_logged_at_most_once_a_second() {
+    echo::accept_errors_are_rate_limited(SERVER, &["--quiet"]);
+}
+
+#[test]
 fn sigint_with_busy_and_idle_connections() {
     let mut server = Server::start(SERVER, &[]);
     let mut idle = connect(server.addr);
@@ -157,8 +163,8 @@ fn sigint_with_busy_and_idle_connections() {
     server.wait_for_line("received");
     let threads_before = server.threads();
     assert!(
-        threads_before >= 4,
-        "main, signal and two connection threads"
+        threads_before >= 5,
+        "main, signal, log writer and two connection threads: {threads_before}"
     );
     let exited = server.stop(SIGINT);
     assert_clean_shutdown(&exited);
@@ -179,6 +185,38 @@ fn contract_server() {
     assert_usage_error(&run(SERVER, &["--max-threads", "0"], b""));
     contract::server_stops_on(SERVER, &[], SIGINT);
     contract::server_stops_on(SERVER, &["--quiet"], SIGTERM);
+}
+
+// The log must never stop the server: `06_threaded_server | head -1` closes its stdout
+// after the first line; a pipe nobody reads stalls it. `--quiet` too, where the
+// reset client's `error:` line is the only one after the first.
+
+/// Traffic that makes the server log more than a pipe holds (64 KiB): with stdout
+/// stalled, a write to it would block.
+fn log_more_than_a_pipe_holds(addr: SocketAddr) {
+    for _ in 0..3 {
+        echo::busy_with_logging(addr);
+    }
+}
+
+#[test]
+fn serves_and_stops_with_stdout_closed() {
+    contract::survives_closed_stdout(SERVER, &[], echo::busy_with_logging);
+}
+
+#[test]
+fn serves_and_stops_with_stdout_closed_quiet() {
+    contract::survives_closed_stdout(SERVER, &["--quiet"], echo::busy_with_logging);
+}
+
+#[test]
+fn serves_and_stops_with_stdout_stalled() {
+    contract::survives_stalled_stdout(SERVER, &[], log_more_than_a_pipe_holds);
+}
+
+#[test]
+fn serves_and_stops_with_stdout_stalled_quiet() {
+    contract::survives_stalled_stdout(SERVER, &["--quiet"], echo::busy_with_logging);
 }
 
 #[test]

@@ -2,58 +2,35 @@
 //!
 //! The main thread only accepts; each connection gets a thread of its own that
 //! blocks in read and write as lesson 01 did, and blocking one thread blocks nobody
-//! else. `--max-threads` bounds how many such threads may live at once.
+//! else. `--max-threads` bounds how many such threads may live at once. The live
+//! connections are kept in a registry (`workbook::live`, taught here) through which
+//! Ctrl-C reaches every thread, even one blocked in read(2).
 //!
 //!   terminal 1: cargo run --bin 06_threaded_server
 //!   terminal 2: cargo run --bin 06_threaded_client -- --hold 10 hello
 //!   terminal 3: cargo run --bin 06_threaded_client -- --conns 1 "served meanwhile"
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal};
+use workbook::listener::{self, Accept};
+use workbook::live::{LiveConnections, Registered};
+use workbook::log::RateLimitedLog;
+use workbook::{exit_with_error, log, show, signal};
 
 const DEFAULT_PORT: u16 = 8080;
 const READ_SIZE: usize = 64 * 1024;
 /// How long live connections get to finish after Ctrl-C.
 const GRACE: Duration = Duration::from_secs(1);
-
-// ANCHOR: shared_state
-/// What the accepting thread and the connection threads share.
-struct Shared {
-    clients: Mutex<Clients>,
-    /// Signalled when a connection thread ends (or on shutdown), to wake the
-    /// accepting thread waiting for a free slot.
-    changed: Condvar,
-    stopping: AtomicBool,
-    quiet: bool,
-}
-
-#[derive(Default)]
-struct Clients {
-    /// The live connections, by number, so that shutdown can reach their sockets.
-    live: HashMap<u64, Arc<TcpStream>>,
-    total: u64,
-}
-// ANCHOR_END: shared_state
-
-impl Shared {
-    /// The lock, even if a connection thread panicked while holding it: the map and
-    /// the counter are always in a usable state, so a poisoned lock is no reason to
-    /// stop serving.
-    fn clients(&self) -> MutexGuard<'_, Clients> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+/// After a failed accept(2) (EMFILE: out of descriptors), wait this long before the
+/// next try, so that a lasting failure does not spin a core.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// At most one `error: accept` line per this interval; the rest are counted.
+const ACCEPT_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() {
     let args = Cli::new(
@@ -72,178 +49,127 @@ fn main() {
     if max_threads == 0 {
         args.usage_error("--max-threads must be at least 1");
     }
+    let quiet = args.flag("--quiet");
     let addr = args
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
-    let listener = open_listener(addr);
+    let listener = Arc::new(listener::open(addr, 128, Accept::Blocking));
+    let connections = LiveConnections::new();
 
-    let shared = Arc::new(Shared {
-        clients: Mutex::new(Clients::default()),
-        changed: Condvar::new(),
-        stopping: AtomicBool::new(false),
-        quiet: args.flag("--quiet"),
-    });
     // ANCHOR: signal
-    // Ctrl-C: mark the server as stopping, then shut down the listening socket. On
-    // Linux, shutdown(2) on a listener makes an accept(2) blocked in another thread
-    // return at once (with EINVAL); nothing else would wake it.
-    let waker = listener
-        .try_clone()
-        .unwrap_or_else(|err| exit_with_error(&format!("cannot duplicate the listener: {err}")));
-    let for_signal = Arc::clone(&shared);
+    // Ctrl-C: end the input of every live connection (the registry does it, under its
+    // lock, briefly), then shut down the listening socket. On Linux, shutdown(2) on a
+    // listener makes an accept(2) blocked in another thread return at once (with
+    // EINVAL); nothing else would wake it. This runs on the signal thread, so it
+    // neither logs nor waits: the main thread writes the `shutting down` line.
+    let for_signal = Arc::clone(&connections);
+    let listener_for_signal = Arc::clone(&listener);
     signal::on_shutdown(move || {
-        // Under the lock, so the accepting thread cannot miss the notification
-        // between checking `stopping` and starting to wait for a free slot.
-        let _clients = for_signal.clients();
-        for_signal.stopping.store(true, Ordering::SeqCst);
-        for_signal.changed.notify_all();
-        let _ = socket2::SockRef::from(&waker).shutdown(Shutdown::Read);
+        for_signal.begin_shutdown();
+        let _ = socket2::SockRef::from(&*listener_for_signal).shutdown(Shutdown::Read);
     })
     .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: signal
-    let bound = listener.local_addr().unwrap_or(addr);
-    println!("listening on {bound}");
+    log::listening(listener.local_addr().unwrap_or(addr));
 
     let mut threads = Vec::new();
-    accept_loop(&listener, &shared, max_threads, &mut threads);
-    drop(listener);
-    shut_down(&shared, threads);
-}
-
-/// socket, SO_REUSEADDR, bind, listen: lesson 01's four steps.
-fn open_listener(addr: SocketAddr) -> TcpListener {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
-    if let Err(err) = socket.set_reuse_address(true) {
-        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
-    }
-    if let Err(err) = socket.bind(&addr.into()) {
-        exit_with_error(&bind_failed(addr, &err));
-    }
-    if let Err(err) = socket.listen(128) {
-        exit_with_error(&format!("cannot listen on {addr}: {err}"));
-    }
-    TcpListener::from(socket)
+    accept_loop(&listener, &connections, max_threads, quiet, &mut threads);
+    shut_down(&connections, threads);
 }
 
 // ANCHOR: accept_loop
 fn accept_loop(
     listener: &TcpListener,
-    shared: &Arc<Shared>,
+    connections: &Arc<LiveConnections>,
     max_threads: usize,
+    quiet: bool,
     threads: &mut Vec<JoinHandle<()>>,
 ) {
-    loop {
-        // At the bound, stop accepting until a connection thread ends. New clients
-        // then wait in the kernel's listen backlog (their connect succeeds, they
-        // are answered later) instead of being refused.
-        {
-            let mut clients = shared.clients();
-            while clients.live.len() >= max_threads && !shared.stopping.load(Ordering::SeqCst) {
-                clients = shared
-                    .changed
-                    .wait(clients)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-        }
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
+    let accept_errors = RateLimitedLog::new(ACCEPT_ERROR_INTERVAL);
+    // At the bound, stop accepting until a connection thread ends. New clients then
+    // wait in the kernel's listen backlog (their connect succeeds, they are answered
+    // later) instead of being refused. `wait_for_room` is false once Ctrl-C came.
+    while connections.wait_for_room(max_threads) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(_) if shared.stopping.load(Ordering::SeqCst) => return,
+            Err(_) if connections.is_stopping() => return,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
-                // EMFILE and the like: log, pause so that a lasting error does not
-                // spin a core, and go on.
-                println!("error: accept: {err}");
-                thread::sleep(Duration::from_millis(100));
+                // EMFILE and the like: log (not every time), pause, and go on.
+                accept_errors.line(format!("{} accept: {err}", log::ERROR));
+                thread::sleep(ACCEPT_RETRY_PAUSE);
                 continue;
             }
         };
-        // Join the threads that have ended, so the list does not grow forever.
+        // Forget the threads that have ended, so the list does not grow forever.
         threads.retain(|handle| !handle.is_finished());
-        spawn_connection(stream, shared, threads);
+        spawn_connection(stream, connections, quiet, threads);
     }
 }
 // ANCHOR_END: accept_loop
 
 // ANCHOR: spawn
-fn spawn_connection(stream: TcpStream, shared: &Arc<Shared>, threads: &mut Vec<JoinHandle<()>>) {
+fn spawn_connection(
+    stream: TcpStream,
+    connections: &Arc<LiveConnections>,
+    quiet: bool,
+    threads: &mut Vec<JoinHandle<()>>,
+) {
     let peers = show::peers(&stream);
-    // The socket is shared by the connection's thread and the live map, through
-    // which shutdown can reach a thread blocked in read(2). Sharing the one socket
+    // The socket is shared by the connection's thread and the registry, through which
+    // shutdown can reach a thread blocked in read(2). Sharing the one socket
     // (`&TcpStream` can read and write) costs no second descriptor, as dup(2) would.
     let stream = Arc::new(stream);
-    let for_shutdown = Arc::clone(&stream);
-    let number = {
-        let mut clients = shared.clients();
-        clients.total += 1;
-        let number = clients.total;
-        clients.live.insert(number, for_shutdown);
-        if !shared.quiet {
-            println!(
-                "connected {peers} (thread conn-{number}; live {}, total {})",
-                clients.live.len(),
-                clients.total
-            );
-        }
-        number
-    };
-    let for_thread = Arc::clone(shared);
+    // If Ctrl-C came since accept returned, the registry cuts this connection's input
+    // at once: its thread ends instead of waiting in read for a client that says
+    // nothing (the race that `workbook::live` closes).
+    let registered = connections.register(Some(Arc::clone(&stream)));
+    let number = registered.number;
+    if !quiet {
+        log!(
+            "{} {peers} (thread conn-{number}; live {}, total {number})",
+            log::CONNECTED,
+            registered.live_now
+        );
+    }
+    let for_thread = Arc::clone(connections);
     let spawned = thread::Builder::new()
         .name(format!("conn-{number}"))
-        .spawn(move || {
-            // Dropped when the thread ends, normally or by a panic: either way the
-            // connection leaves the live map and the accepting thread is told.
-            let _leaving = Leaving {
-                shared: Arc::clone(&for_thread),
-                number,
-                peers: peers.clone(),
-            };
-            if let Err(err) = echo(&stream, &peers, for_thread.quiet) {
-                println!("error: {peers}: {err}");
-            }
-        });
+        .spawn(move || serve(&stream, registered, &for_thread, &peers, quiet));
     match spawned {
         Ok(handle) => threads.push(handle),
-        // Out of threads or memory (EAGAIN): this client is dropped, the server goes on.
-        Err(err) => {
-            println!("error: cannot start a thread for conn-{number}: {err}");
-            shared.clients().live.remove(&number);
-        }
+        // Out of threads or memory (EAGAIN): the closure, and with it the socket and
+        // the registration, is dropped; this client is closed, the server goes on.
+        Err(err) => log!(
+            "{} cannot start a thread for conn-{number}: {err}",
+            log::ERROR
+        ),
+    }
+}
+
+/// The connection's thread. `registered` is held until the echo ends: dropping it
+/// (also when the thread panics) takes the connection out of the registry.
+fn serve(
+    stream: &TcpStream,
+    registered: Registered,
+    connections: &LiveConnections,
+    peers: &str,
+    quiet: bool,
+) {
+    if let Err(err) = echo(stream, peers, quiet) {
+        log!("{} {peers}: {err}", log::ERROR);
+    }
+    let number = registered.number;
+    drop(registered);
+    if !quiet {
+        log!(
+            "{} {peers} (thread conn-{number}; live {})",
+            log::DISCONNECTED,
+            connections.live()
+        );
     }
 }
 // ANCHOR_END: spawn
-
-/// Runs when a connection thread ends, even by a panic.
-struct Leaving {
-    shared: Arc<Shared>,
-    number: u64,
-    peers: String,
-}
-
-impl Drop for Leaving {
-    fn drop(&mut self) {
-        let mut clients = self.shared.clients();
-        clients.live.remove(&self.number);
-        if thread::panicking() {
-            println!(
-                "error: thread conn-{} panicked; the server goes on",
-                self.number
-            );
-        }
-        if !self.shared.quiet {
-            println!(
-                "disconnected {} (thread conn-{}; live {})",
-                self.peers,
-                self.number,
-                clients.live.len()
-            );
-        }
-        self.shared.changed.notify_all();
-    }
-}
 
 // ANCHOR: echo
 /// The whole life of one connection, in blocking calls: only this thread waits.
@@ -251,7 +177,8 @@ fn echo(mut stream: &TcpStream, peers: &str, quiet: bool) -> io::Result<()> {
     let mut buffer = vec![0u8; READ_SIZE];
     loop {
         let n = match stream.read(&mut buffer) {
-            // The client closed or half-closed: everything read has been echoed.
+            // The client closed or half-closed, or Ctrl-C ended the input:
+            // everything read has been echoed.
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -259,7 +186,11 @@ fn echo(mut stream: &TcpStream, peers: &str, quiet: bool) -> io::Result<()> {
         };
         if !quiet {
             let data = show::bytes(&buffer[..n]);
-            println!("received {} from {peers}: {data}", show::count(n, "byte"));
+            log!(
+                "{} {} from {peers}: {data}",
+                log::RECEIVED,
+                show::count(n, "byte")
+            );
         }
         // Blocks while the client does not read: that stops this thread reading
         // more, which is the backpressure, and holds no other client up.
@@ -269,41 +200,26 @@ fn echo(mut stream: &TcpStream, peers: &str, quiet: bool) -> io::Result<()> {
 // ANCHOR_END: echo
 
 // ANCHOR: shut_down
-/// Stop: the listener is closed already. Tell every live connection there is no more
-/// to read (its thread finishes the echo in hand and ends), wait up to GRACE, cut off
-/// whoever is still busy, then join every thread.
-fn shut_down(shared: &Shared, threads: Vec<JoinHandle<()>>) {
-    let deadline = Instant::now() + GRACE;
-    {
-        let mut clients = shared.clients();
-        for stream in clients.live.values() {
-            // shutdown(SHUT_RD): a thread blocked in read(2) returns 0 at once.
-            let _ = stream.shutdown(Shutdown::Read);
-        }
-        while !clients.live.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            clients = match shared.changed.wait_timeout(clients, left) {
-                Ok((clients, _)) => clients,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        for stream in clients.live.values() {
-            // Still writing to a client that does not read: cut the connection; its
-            // write(2) fails and the thread ends.
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
+/// Stop: the signal thread has ended every live connection's input already, and no
+/// connection comes in any more. Wait up to GRACE for the threads to finish the echo
+/// in hand, cut off whoever is still busy, then join every thread.
+fn shut_down(connections: &LiveConnections, threads: Vec<JoinHandle<()>>) {
+    let cut_off = connections.finish(GRACE);
     for handle in threads {
-        // A thread that panicked has already been reported by its Leaving guard.
+        // A thread that panicked has been reported already (by its registration).
         let _ = handle.join();
     }
-    let total = shared.clients().total;
-    println!(
-        "shutting down: served {}, all threads joined",
-        show::count(total as usize, "client")
-    );
+    let served = show::count(connections.total() as usize, "client");
+    let cut_off = match cut_off {
+        0 => String::new(),
+        n => format!(
+            ", {} cut off after the grace period",
+            show::count(n, "client")
+        ),
+    };
+    log::last_line(format!(
+        "{}: served {served}{cut_off}, all threads joined",
+        log::SHUTTING_DOWN
+    ));
 }
 // ANCHOR_END: shut_down

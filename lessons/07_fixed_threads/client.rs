@@ -77,19 +77,25 @@ fn main() {
         .collect();
     // ANCHOR_END: start_all
 
+    // Written with writeln! and its error ignored: a closed stdout (`| head -1`) is
+    // no reason to panic.
     let mut failed = false;
+    let mut stdout = io::stdout().lock();
     for (number, handle) in (1..=conns).zip(handles) {
         match handle.join() {
-            Ok(Ok((local, echoed_after))) => println!(
-                "conn {number} ({local}): echoed after {:.1} s",
-                echoed_after.as_secs_f64()
-            ),
+            Ok(Ok((local, echoed_after))) => {
+                let _ = writeln!(
+                    stdout,
+                    "conn {number} ({local}): echoed after {:.1} s",
+                    echoed_after.as_secs_f64()
+                );
+            }
             Ok(Err(err)) => {
-                eprintln!("error: conn {number}: {err}");
+                let _ = writeln!(io::stderr(), "error: conn {number}: {err}");
                 failed = true;
             }
             Err(_) => {
-                eprintln!("error: conn {number}: its thread panicked");
+                let _ = writeln!(io::stderr(), "error: conn {number}: its thread panicked");
                 failed = true;
             }
         }

@@ -3,52 +3,43 @@
 //! The socket is created, bound and listened on once; `--threads N` workers then each
 //! loop on accept(2) of that same socket and serve the connection they got. At most N
 //! clients are served at once; the next waits in the listen backlog until a worker is
-//! free. Memory and thread count are fixed up front.
+//! free. Memory and thread count are fixed up front. Shutdown reaches the busy
+//! workers through lesson 06's registry of live connections (`workbook::live`).
 //!
 //!   terminal 1: cargo run --bin 07_fixed_threads_server -- --threads 4
 //!   terminal 2: cargo run --bin 07_fixed_threads_client -- --conns 5
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier, Condvar, Mutex, MutexGuard};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal};
+use workbook::listener::{self, Accept};
+use workbook::live::LiveConnections;
+use workbook::log::RateLimitedLog;
+use workbook::{exit_with_error, log, show, signal};
 
 const DEFAULT_PORT: u16 = 8081;
 const READ_SIZE: usize = 64 * 1024;
 /// How long busy workers get to finish after Ctrl-C.
 const GRACE: Duration = Duration::from_secs(1);
+/// After a failed accept(2) (EMFILE: out of descriptors), a worker waits this long
+/// before its next try, so that a lasting failure does not spin a core.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// At most one `error: ... accept` line per this interval, for all workers together.
+const ACCEPT_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What the workers, the signal handler and the main thread share.
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled on shutdown and when a worker finishes a connection.
-    changed: Condvar,
-    stopping: AtomicBool,
+/// What the workers share (each holds an `Arc` to it): the one listening socket, the
+/// registry of the connections being served, the limit on accept-error lines, and
+/// the settings.
+struct Pool {
+    listener: TcpListener,
+    connections: Arc<LiveConnections>,
+    accept_errors: RateLimitedLog,
     threads: usize,
     quiet: bool,
-}
-
-#[derive(Default)]
-struct State {
-    /// The connection each busy worker is serving, so that shutdown can reach it.
-    busy: HashMap<usize, Arc<TcpStream>>,
-    served: u64,
-}
-
-impl Shared {
-    /// The lock, even after a panic in a worker: the state is always usable.
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 fn main() {
@@ -73,167 +64,136 @@ fn main() {
         .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: listen_once
-    // socket, bind, listen: once, here, before any worker exists. Every worker gets
-    // a handle to this one socket and calls accept(2) on it; the kernel gives each
-    // queued connection to exactly one of the threads waiting in accept.
-    let listener = Arc::new(open_listener(addr));
+    // socket, bind, listen: once, here, before any worker exists. Every worker shares
+    // this one socket (in the `Pool`, through an `Arc`) and calls accept(2) on it; the
+    // kernel gives each queued connection to exactly one of the threads waiting in
+    // accept.
+    let listener = listener::open(addr, 128, Accept::Blocking);
     // ANCHOR_END: listen_once
-
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
-        changed: Condvar::new(),
-        stopping: AtomicBool::new(false),
+    let pool = Arc::new(Pool {
+        listener,
+        connections: LiveConnections::new(),
+        accept_errors: RateLimitedLog::new(ACCEPT_ERROR_INTERVAL),
         threads,
         quiet: args.flag("--quiet"),
     });
+
     // ANCHOR: signal
-    // Ctrl-C: mark the server as stopping, then shutdown(2) the listening socket. On
-    // Linux that makes every accept(2) blocked on it, in every worker, return at once
-    // (with EINVAL). Closing the socket instead would not wake them, and the number
-    // could be reused by a new socket while they still use it.
-    let for_signal = Arc::clone(&shared);
-    let listener_for_signal = Arc::clone(&listener);
+    // Ctrl-C: end the input of every busy worker's connection (the registry), then
+    // shutdown(2) the listening socket. On Linux that makes every accept(2) blocked
+    // on it, in every worker, return at once (with EINVAL). Closing the socket instead
+    // would not wake them, and the number could be reused by a new socket while they
+    // still use it. The signal thread neither logs nor waits.
+    let for_signal = Arc::clone(&pool);
     signal::on_shutdown(move || {
-        let _state = for_signal.state();
-        for_signal.stopping.store(true, Ordering::SeqCst);
-        for_signal.changed.notify_all();
-        let _ = socket2::SockRef::from(&*listener_for_signal).shutdown(Shutdown::Read);
+        for_signal.connections.begin_shutdown();
+        let _ = socket2::SockRef::from(&for_signal.listener).shutdown(Shutdown::Read);
     })
     .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: signal
+
     // ANCHOR: spawn_workers
     // The workers start together, after the `listening on` line: a Barrier holds
-    // them until main has printed it, so that no worker's log line can come first.
+    // them until main has queued it, so that no worker's line (an accept error, say)
+    // can come first, and a test that reads that line finds every worker there.
     let start_line = Arc::new(Barrier::new(threads + 1));
     let mut workers = Vec::with_capacity(threads);
     for number in 1..=threads {
-        let listener = Arc::clone(&listener);
-        let shared = Arc::clone(&shared);
+        let pool = Arc::clone(&pool);
         let start_line = Arc::clone(&start_line);
         let spawned = thread::Builder::new()
             .name(format!("worker-{number}"))
             .spawn(move || {
                 start_line.wait();
-                worker(number, &listener, &shared);
+                worker(&format!("worker-{number}"), &pool);
             });
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(err) => exit_with_error(&format!("cannot start worker-{number}: {err}")),
         }
     }
-    let bound = listener.local_addr().unwrap_or(addr);
-    println!("listening on {bound}");
-    if !shared.quiet {
-        println!("{threads} workers waiting in accept()");
+    log::listening(pool.listener.local_addr().unwrap_or(addr));
+    if !pool.quiet {
+        log!("{threads} workers waiting in accept()");
     }
     start_line.wait();
     // ANCHOR_END: spawn_workers
 
-    wait_for_shutdown(&shared);
+    // ANCHOR: shut_down
+    // The main thread waits for Ctrl-C. By then the signal thread has woken every
+    // accept and ended the input of every busy worker's connection; wait up to GRACE
+    // for them to finish the echo in hand, cut off whoever is still busy, join all.
+    pool.connections.wait_for_shutdown();
+    let cut_off = pool.connections.finish(GRACE);
     for handle in workers {
-        // A worker that panicked has been reported already (see `Busy`).
+        // A worker that panicked has been reported already (by its registration).
         let _ = handle.join();
     }
-    let served = shared.state().served;
-    println!(
-        "shutting down: served {} with {threads} workers, all joined",
-        show::count(served as usize, "client")
-    );
-}
-
-/// socket, SO_REUSEADDR, bind, listen: lesson 01's four steps.
-fn open_listener(addr: SocketAddr) -> TcpListener {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a TCP socket: {err}")));
-    if let Err(err) = socket.set_reuse_address(true) {
-        exit_with_error(&format!("cannot set SO_REUSEADDR: {err}"));
-    }
-    if let Err(err) = socket.bind(&addr.into()) {
-        exit_with_error(&bind_failed(addr, &err));
-    }
-    if let Err(err) = socket.listen(128) {
-        exit_with_error(&format!("cannot listen on {addr}: {err}"));
-    }
-    TcpListener::from(socket)
+    let served = show::count(pool.connections.total() as usize, "client");
+    let cut_off = match cut_off {
+        0 => String::new(),
+        n => format!(
+            ", {} cut off after the grace period",
+            show::count(n, "client")
+        ),
+    };
+    log::last_line(format!(
+        "{}: served {served}{cut_off} with {threads} workers, all joined",
+        log::SHUTTING_DOWN
+    ));
+    // ANCHOR_END: shut_down
 }
 
 // ANCHOR: worker
 /// One worker: accept a connection, serve it to the end, accept the next.
-fn worker(number: usize, listener: &TcpListener, shared: &Arc<Shared>) {
-    let name = format!("worker-{number}");
-    while !shared.stopping.load(Ordering::SeqCst) {
+fn worker(name: &str, pool: &Pool) {
+    let connections = &pool.connections;
+    while !connections.is_stopping() {
         // Every idle worker is blocked right here, in accept(2) on the same socket.
-        let stream = match listener.accept() {
+        let stream = match pool.listener.accept() {
             Ok((stream, _)) => stream,
-            Err(_) if shared.stopping.load(Ordering::SeqCst) => break,
+            Err(_) if connections.is_stopping() => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
-                // EMFILE and the like: log, pause so that a lasting error does not
-                // spin, and go on.
-                println!("error: {name}: accept: {err}");
-                thread::sleep(Duration::from_millis(100));
+                // EMFILE and the like: log (one line a second for the whole pool, so
+                // it names no worker), pause so that a lasting error does not spin,
+                // and go on.
+                pool.accept_errors
+                    .line(format!("{} accept: {err}", log::ERROR));
+                thread::sleep(ACCEPT_RETRY_PAUSE);
                 continue;
             }
         };
+        // Accepted but not yet registered: Ctrl-C now would not find this connection
+        // in the registry. `register` checks for it under the registry's lock and
+        // then ends the connection's input at once, so this worker cannot be left
+        // waiting in read for a client that says nothing.
         let peers = show::peers(&stream);
-        // Shared with the busy map, through which shutdown can end a blocked read.
         let stream = Arc::new(stream);
-        let _busy = Busy::start(number, &stream, shared, &peers);
-        if let Err(err) = echo(&stream, &name, &peers, shared.quiet) {
-            println!("error: {name}: {peers}: {err}");
+        let registered = connections.register(Some(Arc::clone(&stream)));
+        if !pool.quiet {
+            log!(
+                "{name}: {} {peers} (busy {} of {})",
+                log::CONNECTED,
+                registered.live_now,
+                pool.threads
+            );
+        }
+        if let Err(err) = echo(&stream, name, &peers, pool.quiet) {
+            log!("{} {name}: {peers}: {err}", log::ERROR);
+        }
+        drop(registered);
+        if !pool.quiet {
+            log!(
+                "{name}: {} {peers} (busy {} of {})",
+                log::DISCONNECTED,
+                connections.live(),
+                pool.threads
+            );
         }
     }
 }
 // ANCHOR_END: worker
-
-/// Marks a worker busy with one connection while it lives; when it is dropped (the
-/// connection is done, or the worker panicked), the worker is idle again.
-struct Busy<'a> {
-    number: usize,
-    peers: String,
-    shared: &'a Shared,
-}
-
-impl<'a> Busy<'a> {
-    fn start(number: usize, stream: &Arc<TcpStream>, shared: &'a Shared, peers: &str) -> Self {
-        let for_shutdown = Arc::clone(stream);
-        let mut state = shared.state();
-        state.busy.insert(number, for_shutdown);
-        state.served += 1;
-        if !shared.quiet {
-            println!(
-                "worker-{number}: connected {peers} (busy {} of {})",
-                state.busy.len(),
-                shared.threads
-            );
-        }
-        Busy {
-            number,
-            peers: peers.to_string(),
-            shared,
-        }
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        let mut state = self.shared.state();
-        state.busy.remove(&self.number);
-        if thread::panicking() {
-            println!("error: worker-{} panicked", self.number);
-        }
-        if !self.shared.quiet {
-            println!(
-                "worker-{}: disconnected {} (busy {} of {})",
-                self.number,
-                self.peers,
-                state.busy.len(),
-                self.shared.threads
-            );
-        }
-        self.shared.changed.notify_all();
-    }
-}
 
 /// The whole life of one connection, in blocking calls: this worker is busy with it
 /// until the client closes, however slow the client is.
@@ -248,43 +208,12 @@ fn echo(mut stream: &TcpStream, name: &str, peers: &str, quiet: bool) -> io::Res
         };
         if !quiet {
             let data = show::bytes(&buffer[..n]);
-            println!(
-                "{name}: received {} from {peers}: {data}",
+            log!(
+                "{name}: {} {} from {peers}: {data}",
+                log::RECEIVED,
                 show::count(n, "byte")
             );
         }
         stream.write_all(&buffer[..n])?;
     }
 }
-
-// ANCHOR: shut_down
-/// The main thread waits here for Ctrl-C. Then: the workers' accept calls have been
-/// woken by the signal handler; tell every busy worker's client there is no more to
-/// read, wait up to GRACE for them to finish, and cut off whoever is still busy.
-fn wait_for_shutdown(shared: &Shared) {
-    let mut state = shared.state();
-    while !shared.stopping.load(Ordering::SeqCst) {
-        state = shared
-            .changed
-            .wait(state)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-    }
-    for stream in state.busy.values() {
-        let _ = stream.shutdown(Shutdown::Read);
-    }
-    let deadline = Instant::now() + GRACE;
-    while !state.busy.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        state = match shared.changed.wait_timeout(state, left) {
-            Ok((state, _)) => state,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
-    }
-    for stream in state.busy.values() {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-}
-// ANCHOR_END: shut_down

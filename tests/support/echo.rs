@@ -327,3 +327,33 @@ pub fn slow_reader_memory_stays_bounded(server_exe: &str, args: &[&str]) {
         sent >> 20
     );
 }
+
+/// How long [`accept_errors_are_rate_limited`] keeps its crowd connected.
+const CROWD_HOLD: Duration = Duration::from_secs(2);
+
+/// Under a limit of 64 descriptors, 100 connections held for a while: accept(2) fails
+/// with EMFILE over and over (a server pauses after each failure and tries again), and
+/// the server must log that at most about once a second, not once per failure.
+pub fn accept_errors_are_rate_limited(server_exe: &str, args: &[&str]) {
+    let started = Instant::now();
+    let mut server = Server::start_with_fd_limit(server_exe, args, 64);
+    let crowd: Vec<TcpStream> = (0..100).map(|_| connect(server.addr)).collect();
+    server.wait_for_line("Too many open files");
+    // Not a wait for readiness: the crowd stays so that accept keeps failing.
+    thread::sleep(CROWD_HOLD);
+    drop(crowd);
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    let seconds = started.elapsed().as_secs();
+    let errors: Vec<&str> = exited
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with(workbook::log::ERROR) && line.contains("accept"))
+        .collect();
+    assert!(
+        errors.len() as u64 <= 2 + seconds,
+        "{} accept error lines in {seconds} s; the first few:\n{}",
+        errors.len(),
+        errors[..errors.len().min(10)].join("\n")
+    );
+}
