@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
@@ -604,7 +604,7 @@ fn forking_leaves_no_zombies() {
 }
 
 /// Ten clients at once are ten threads; when they leave, the server is back to its
-/// two threads (main and the signal handler's) and its descriptors.
+/// three threads (main, the signal handler's and the log's writer) and its descriptors.
 #[test]
 fn threading_threads_and_descriptors_back_to_baseline() {
     let server = start("threading", &["--quiet"]);
@@ -780,7 +780,7 @@ fn blocked_in_send(pid: u32) -> bool {
         let sleeping = stat
             .rfind(')')
             .is_some_and(|close| stat[close + 1..].trim_start().starts_with('S'));
-        sleeping && call.split(' ').next() == Some(&libc::SYS_sendto.to_string())
+        sleeping && call.split(' ').next() == Some(&nix::libc::SYS_sendto.to_string())
     })
 }
 
@@ -816,8 +816,8 @@ fn stops_with_busy_and_idle_clients(mode: &str, signal: Signal) -> Exited {
     if mode == "forking" {
         assert!(eventually(|| children_of(pid).len() == 2));
     } else if mode == "threading" {
-        // Main, the signal handler's, and one per connection.
-        assert!(eventually(|| server.threads() == 4));
+        // Main, the signal handler's, the log's writer, and one per connection.
+        assert!(eventually(|| server.threads() == 5));
     }
     let children = children_of(pid);
     let exited = server.stop(signal);
@@ -1023,6 +1023,89 @@ fn udp_client_sends_again_and_ignores_stale_replies() {
         "{}",
         client.stderr
     );
+}
+
+/// Enough TCP traffic for the server to log more than a pipe holds (64 KiB): each
+/// round trip logs a `received` and a `replied` line, about 150 bytes; then a reset,
+/// a half-close and a fresh client, one after the other (sync serves one at a time).
+/// Every reply is checked: the server still serves.
+fn busy_tcp(addr: SocketAddr) {
+    let mut stream = connect(addr);
+    for _ in 0..800 {
+        stream.write_all(b"what time is it?\r\n").unwrap();
+        assert_ctime(&read_reply(&mut stream));
+    }
+    drop(stream);
+    let mut doomed = connect(addr);
+    doomed.write_all(b"about to reset\r\n").unwrap();
+    assert_ctime(&read_reply(&mut doomed));
+    reset(doomed);
+    let mut half = connect(addr);
+    half.write_all(b"last words\r\n").unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    let rest = String::from_utf8(read_to_eof(&mut half)).unwrap();
+    assert_ctime(rest.trim_end());
+    let mut after = connect(addr);
+    after.write_all(b"still serving\r\n").unwrap();
+    assert_ctime(&read_reply(&mut after));
+}
+
+/// The same for UDP: 800 datagrams, each logged twice, each answered.
+fn busy_udp(addr: SocketAddr) {
+    let raw = udp::socket();
+    for index in 0..800 {
+        let message = format!("datagram {index}");
+        let (reply, _) = udp::ask(&raw, addr, message.as_bytes());
+        assert_udp_reply(&reply, message.as_bytes());
+    }
+}
+
+#[test]
+fn sync_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--mode", "sync"], busy_tcp);
+}
+
+#[test]
+fn sync_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--mode", "sync"], busy_tcp);
+}
+
+#[test]
+fn threading_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--mode", "threading"], busy_tcp);
+}
+
+#[test]
+fn threading_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--mode", "threading"], busy_tcp);
+}
+
+/// Forking: the children log too, and a child must neither die of a closed stdout
+/// nor block on a stalled one (its client would wait for ever).
+#[test]
+fn forking_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--mode", "forking"], busy_tcp);
+}
+
+#[test]
+fn forking_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--mode", "forking"], busy_tcp);
+}
+
+#[test]
+fn udp_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--udp"], busy_udp);
+}
+
+#[test]
+fn udp_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--udp"], busy_udp);
+}
+
+#[test]
+fn udp_forking_survives_closed_and_stalled_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--udp", "--mode", "forking"], busy_udp);
+    contract::survives_stalled_stdout(SERVER, &["--udp", "--mode", "forking"], busy_udp);
 }
 
 #[test]
