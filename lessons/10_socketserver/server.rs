@@ -6,7 +6,7 @@
 //! `socketserver`) does the rest: the sockets, the serving loop, and running each
 //! request on the serving thread (`--mode sync`), on a thread of its own (`threading`)
 //! or in a child process (`forking`). With `--udp` it serves datagrams: each gets
-//! `[<ctime>] <datagram>` back.
+//! `[<ctime>] <datagram>` back, cut to fit in one datagram if need be.
 //!
 //!   terminal 1: cargo run --bin 10_socketserver_server -- --mode threading
 //!   terminal 2: cargo run --bin 10_socketserver_client -- hello
@@ -119,7 +119,19 @@ impl Handler<DatagramRequest> for TimeHandler {
             ));
         }
         let mut reply = format!("[{}] ", time::ctime_now()).into_bytes();
-        reply.extend_from_slice(data);
+        // The reply is 27 bytes longer than the datagram, and a datagram has a largest
+        // size (65,507 bytes over IPv4): echo what fits, and say what was left out.
+        let room = request.max_reply_size().saturating_sub(reply.len());
+        let echoed = &data[..data.len().min(room)];
+        if echoed.len() < data.len() && !self.quiet {
+            let left_out = show::count(data.len() - echoed.len(), "byte");
+            log_line(format!(
+                "truncated the reply to {sender} to {} bytes, the largest datagram: \
+                 the datagram's last {left_out} are not echoed",
+                request.max_reply_size()
+            ));
+        }
+        reply.extend_from_slice(echoed);
         request.reply(&reply)?;
         if !self.quiet {
             log_line(format!("replied to {sender}: {}", show::bytes(&reply)));

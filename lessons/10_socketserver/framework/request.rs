@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -101,6 +101,13 @@ impl StreamRequest {
 }
 // ANCHOR_END: stream_request
 
+/// The largest UDP payload over IPv4: the 16-bit length of the IP packet, 65,535,
+/// less the IPv4 header (20 bytes) and the UDP header (8).
+pub const MAX_IPV4_DATAGRAM: usize = 65_507;
+/// The largest UDP payload over IPv6: its 16-bit length does not count the IPv6 header
+/// itself, so only the UDP header comes off (jumbograms aside).
+pub const MAX_IPV6_DATAGRAM: usize = 65_527;
+
 // ANCHOR: datagram_request
 /// A UDP request: one datagram, and the way back to its sender (Python's
 /// `DatagramRequestHandler` has `self.request == (data, socket)`).
@@ -131,6 +138,16 @@ impl DatagramRequest {
     /// Who sent it: the only way to know where to reply.
     pub fn client_address(&self) -> SocketAddr {
         self.client_address
+    }
+
+    /// The longest reply that one datagram to the sender can carry: 65,507 bytes over
+    /// IPv4, 65,527 over IPv6. A longer one is not sent at all: sendto(2) fails with
+    /// EMSGSIZE. (An IPv4 client of an IPv6 socket, `::ffff:a.b.c.d`, is IPv4.)
+    pub fn max_reply_size(&self) -> usize {
+        match self.client_address.ip().to_canonical() {
+            IpAddr::V4(_) => MAX_IPV4_DATAGRAM,
+            IpAddr::V6(_) => MAX_IPV6_DATAGRAM,
+        }
     }
 
     /// Sends `reply` as one datagram to the sender, from the server's socket.
