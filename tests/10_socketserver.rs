@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
@@ -604,7 +604,7 @@ fn forking_leaves_no_zombies() {
 }
 
 /// Ten clients at once are ten threads; when they leave, the server is back to its
-/// two threads (main and the signal handler's) and its descriptors.
+/// three threads (main, the signal handler's and the log's writer) and its descriptors.
 #[test]
 fn threading_threads_and_descriptors_back_to_baseline() {
     let server = start("threading", &["--quiet"]);
@@ -780,7 +780,7 @@ fn blocked_in_send(pid: u32) -> bool {
         let sleeping = stat
             .rfind(')')
             .is_some_and(|close| stat[close + 1..].trim_start().starts_with('S'));
-        sleeping && call.split(' ').next() == Some(&libc::SYS_sendto.to_string())
+        sleeping && call.split(' ').next() == Some(&nix::libc::SYS_sendto.to_string())
     })
 }
 
@@ -816,8 +816,8 @@ fn stops_with_busy_and_idle_clients(mode: &str, signal: Signal) -> Exited {
     if mode == "forking" {
         assert!(eventually(|| children_of(pid).len() == 2));
     } else if mode == "threading" {
-        // Main, the signal handler's, and one per connection.
-        assert!(eventually(|| server.threads() == 4));
+        // Main, the signal handler's, the log's writer, and one per connection.
+        assert!(eventually(|| server.threads() == 5));
     }
     let children = children_of(pid);
     let exited = server.stop(signal);
@@ -928,24 +928,122 @@ fn assert_udp_reply(reply: &[u8], sent: &[u8]) {
 }
 
 #[test]
-fn udp_empty_binary_and_oversized_datagrams() {
+fn udp_empty_binary_and_large_datagrams() {
     let mut server = Server::start(SERVER, &["--udp"]);
     let raw = udp::socket();
     let (reply, from) = udp::ask(&raw, server.addr, b"");
     assert_eq!(from, server.addr);
     assert_udp_reply(&reply, b"");
     server.wait_for_line(r#"received 0 bytes from "#);
-    let garbage: Vec<u8> = (0..65_000).map(|i| (i * 7 % 256) as u8).collect();
+    // The largest datagram whose reply fits as it is: 65,480 + 27 = 65,507 bytes.
+    let garbage: Vec<u8> = (0..udp::MAX_IPV4_PAYLOAD - 27)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
     let (reply, _) = udp::ask(&raw, server.addr, &garbage);
     assert_udp_reply(&reply, &garbage);
-    // The largest datagram fits in, but not with 27 more bytes in front: the reply
-    // cannot be sent (EMSGSIZE). That is one request's error; the server goes on.
-    let largest = vec![b'x'; udp::MAX_IPV4_PAYLOAD];
-    raw.send_to(&largest, server.addr).unwrap();
-    let error = server.wait_for_line("error:");
-    assert!(error.contains("Message too long"), "{error}");
     let (reply, _) = udp::ask(&raw, server.addr, b"still there?");
     assert_udp_reply(&reply, b"still there?");
+    let exited = server.stop(SIGINT);
+    assert!(!exited.stdout.contains("truncated"), "{}", exited.stdout);
+}
+
+/// `[<ctime>] ` and then the first bytes of the datagram, as many as fit in `limit`.
+fn assert_truncated_udp_reply(reply: &[u8], sent: &[u8], limit: usize) {
+    assert_eq!(reply.len(), limit, "the reply fills the largest datagram");
+    assert!(reply.starts_with(b"["));
+    assert_udp_reply(reply, &sent[..limit - 27]);
+}
+
+/// A datagram too long for `[<ctime>] ` in front of it (anything over 65,480 bytes over
+/// IPv4) gets a reply cut to the largest datagram, 65,507 bytes, and a log line says so.
+#[test]
+fn udp_reply_to_the_largest_datagram_is_truncated_and_logged() {
+    let mut server = Server::start(SERVER, &["--udp"]);
+    let raw = udp::socket();
+    for size in [udp::MAX_IPV4_PAYLOAD - 26, udp::MAX_IPV4_PAYLOAD] {
+        let largest: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+        let (reply, _) = udp::ask(&raw, server.addr, &largest);
+        assert_truncated_udp_reply(&reply, &largest, udp::MAX_IPV4_PAYLOAD);
+        let truncated = server.wait_for_line("truncated");
+        let cut = size - (udp::MAX_IPV4_PAYLOAD - 27);
+        assert!(
+            truncated.contains(&format!("last {} are not echoed", show_bytes(cut))),
+            "{truncated}"
+        );
+    }
+    let (reply, _) = udp::ask(&raw, server.addr, b"small ones are whole");
+    assert_udp_reply(&reply, b"small ones are whole");
+    // The client takes the cut reply as the answer, and says it was cut.
+    let port = server.port().to_string();
+    let mut line = vec![b'y'; udp::MAX_IPV4_PAYLOAD];
+    line.push(b'\n');
+    let client = run(CLIENT, &["--port", &port, "--udp"], &line);
+    assert!(client.status.success(), "{}", client.stderr);
+    assert_truncated_udp_reply(
+        client.stdout.trim_end().as_bytes(),
+        &line,
+        udp::MAX_IPV4_PAYLOAD,
+    );
+    assert!(
+        client
+            .stderr
+            .contains("it echoes 65480 of the 65507 bytes sent"),
+        "{}",
+        client.stderr
+    );
+    server.wait_for_line("truncated");
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    assert!(!exited.stdout.contains("error"), "{}", exited.stdout);
+
+    // For the book: the server's log of one such datagram.
+    let mut server = Server::start(SERVER, &["--udp"]);
+    let largest = vec![b'x'; udp::MAX_IPV4_PAYLOAD];
+    let (reply, _) = udp::ask(&raw, server.addr, &largest);
+    assert_truncated_udp_reply(&reply, &largest, udp::MAX_IPV4_PAYLOAD);
+    server.wait_for_line("replied");
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    transcript::check(
+        "10_udp_truncated",
+        &normalise(
+            &exited,
+            &format!(
+                "$ cargo run --bin 10_socketserver_server -- --udp      # a client sends 65,507 bytes\n{}",
+                with_ctrl_c(&exited.stdout)
+            ),
+        ),
+    );
+}
+
+/// `1 byte`, `27 bytes`: how the server's log counts.
+fn show_bytes(count: usize) -> String {
+    if count == 1 {
+        "1 byte".to_string()
+    } else {
+        format!("{count} bytes")
+    }
+}
+
+/// Over IPv6 the largest datagram is 20 bytes longer (its header is not counted in
+/// the 65,535): 65,527 bytes. Skipped where the machine has no IPv6 loopback.
+#[test]
+fn udp_reply_over_ipv6_is_truncated_to_65527_bytes() {
+    let Ok(raw) = UdpSocket::bind("[::1]:0") else {
+        return;
+    };
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    const MAX_IPV6_PAYLOAD: usize = 65_527;
+    let mut server = Server::start(SERVER, &["--udp", "--host", "::1"]);
+    let fits: Vec<u8> = vec![b'6'; MAX_IPV6_PAYLOAD - 27];
+    let (reply, _) = udp::ask(&raw, server.addr, &fits);
+    assert_udp_reply(&reply, &fits);
+    let largest: Vec<u8> = (0..MAX_IPV6_PAYLOAD)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let (reply, _) = udp::ask(&raw, server.addr, &largest);
+    assert_truncated_udp_reply(&reply, &largest, MAX_IPV6_PAYLOAD);
+    server.wait_for_line("truncated");
 }
 
 /// Threading and forking serve datagrams too: a thread, or a child process, for each.
@@ -1023,6 +1121,89 @@ fn udp_client_sends_again_and_ignores_stale_replies() {
         "{}",
         client.stderr
     );
+}
+
+/// Enough TCP traffic for the server to log more than a pipe holds (64 KiB): each
+/// round trip logs a `received` and a `replied` line, about 150 bytes; then a reset,
+/// a half-close and a fresh client, one after the other (sync serves one at a time).
+/// Every reply is checked: the server still serves.
+fn busy_tcp(addr: SocketAddr) {
+    let mut stream = connect(addr);
+    for _ in 0..800 {
+        stream.write_all(b"what time is it?\r\n").unwrap();
+        assert_ctime(&read_reply(&mut stream));
+    }
+    drop(stream);
+    let mut doomed = connect(addr);
+    doomed.write_all(b"about to reset\r\n").unwrap();
+    assert_ctime(&read_reply(&mut doomed));
+    reset(doomed);
+    let mut half = connect(addr);
+    half.write_all(b"last words\r\n").unwrap();
+    half.shutdown(Shutdown::Write).unwrap();
+    let rest = String::from_utf8(read_to_eof(&mut half)).unwrap();
+    assert_ctime(rest.trim_end());
+    let mut after = connect(addr);
+    after.write_all(b"still serving\r\n").unwrap();
+    assert_ctime(&read_reply(&mut after));
+}
+
+/// The same for UDP: 800 datagrams, each logged twice, each answered.
+fn busy_udp(addr: SocketAddr) {
+    let raw = udp::socket();
+    for index in 0..800 {
+        let message = format!("datagram {index}");
+        let (reply, _) = udp::ask(&raw, addr, message.as_bytes());
+        assert_udp_reply(&reply, message.as_bytes());
+    }
+}
+
+#[test]
+fn sync_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--mode", "sync"], busy_tcp);
+}
+
+#[test]
+fn sync_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--mode", "sync"], busy_tcp);
+}
+
+#[test]
+fn threading_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--mode", "threading"], busy_tcp);
+}
+
+#[test]
+fn threading_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--mode", "threading"], busy_tcp);
+}
+
+/// Forking: the children log too, and a child must neither die of a closed stdout
+/// nor block on a stalled one (its client would wait for ever).
+#[test]
+fn forking_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--mode", "forking"], busy_tcp);
+}
+
+#[test]
+fn forking_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--mode", "forking"], busy_tcp);
+}
+
+#[test]
+fn udp_survives_a_closed_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--udp"], busy_udp);
+}
+
+#[test]
+fn udp_survives_a_stalled_stdout() {
+    contract::survives_stalled_stdout(SERVER, &["--udp"], busy_udp);
+}
+
+#[test]
+fn udp_forking_survives_closed_and_stalled_stdout() {
+    contract::survives_closed_stdout(SERVER, &["--udp", "--mode", "forking"], busy_udp);
+    contract::survives_stalled_stdout(SERVER, &["--udp", "--mode", "forking"], busy_udp);
 }
 
 #[test]

@@ -7,13 +7,14 @@
 //!
 //! `--udp`: each message is one datagram, and the reply `[<ctime>] <message>` is
 //! printed. UDP may lose either, so the client waits `--timeout-ms` and sends again, up
-//! to `--retries` times (lesson 03).
+//! to `--retries` times (lesson 03). A message too long for the 27 bytes of
+//! `[<ctime>] ` in front comes back cut to the largest datagram.
 //!
 //!   cargo run --bin 10_socketserver_client -- hello "how are you"
 //!   cargo run --bin 10_socketserver_client -- --udp hello
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use workbook::cli::Cli;
@@ -27,6 +28,10 @@ const DEFAULT_TIMEOUT_MS: u64 = 1000;
 const DEFAULT_RETRIES: u32 = 3;
 /// Bigger than any datagram: a reply is never cut.
 const MAX_DATAGRAM: usize = 65_536;
+/// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers) and over
+/// IPv6 (whose header is not counted in its 65,535): the server cuts a longer reply.
+const MAX_IPV4_DATAGRAM: usize = 65_507;
+const MAX_IPV6_DATAGRAM: usize = 65_527;
 
 fn main() {
     let args = Cli::new(
@@ -85,7 +90,8 @@ fn main() {
         let stream = TcpStream::connect(addr)
             .unwrap_or_else(|err| exit_with_error(&connect_failed(addr, &err, SERVER_BIN)));
         if hold > 0.0 {
-            println!("connected to {addr}; holding the connection idle for {hold} s");
+            let note = format!("connected to {addr}; holding the connection idle for {hold} s");
+            let _ = print_line(note.as_bytes());
             std::thread::sleep(Duration::from_secs_f64(hold));
         }
         let mut reader = BufReader::new(&stream);
@@ -174,12 +180,22 @@ fn ask(socket: &UdpSocket, message: &[u8], timeout: Duration, retries: u32) -> i
             match socket.recv(&mut buffer) {
                 // The answer to an earlier try of an earlier message may come late: a
                 // reply counts only if it ends with this message.
-                Ok(size) if answers(&buffer[..size], message) => return Ok(buffer[..size].to_vec()),
-                Ok(size) => eprintln!(
-                    "ignored a reply that does not answer {}: {}",
-                    show::bytes(message),
-                    show::bytes(&buffer[..size])
-                ),
+                Ok(size) => match answers(&buffer[..size], message, max_reply(socket)) {
+                    Answer::Whole => return Ok(buffer[..size].to_vec()),
+                    Answer::Truncated(echoed) => {
+                        note(&format!(
+                            "the reply was cut to the largest datagram, {size} bytes: \
+                             it echoes {echoed} of the {} bytes sent",
+                            message.len()
+                        ));
+                        return Ok(buffer[..size].to_vec());
+                    }
+                    Answer::No => note(&format!(
+                        "ignored a reply that does not answer {}: {}",
+                        show::bytes(message),
+                        show::bytes(&buffer[..size])
+                    )),
+                },
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err)
                     if matches!(
@@ -193,10 +209,10 @@ fn ask(socket: &UdpSocket, message: &[u8], timeout: Duration, retries: u32) -> i
             }
         }
         if attempt < tries {
-            eprintln!(
+            note(&format!(
                 "no reply within {} ms (try {attempt} of {tries}); sending again",
                 timeout.as_millis()
-            );
+            ));
         }
     }
     let tries = if tries == 1 {
@@ -214,10 +230,41 @@ fn ask(socket: &UdpSocket, message: &[u8], timeout: Duration, retries: u32) -> i
 }
 // ANCHOR_END: ask
 
-/// Is `reply` the server's `[<ctime>] <message>`?
-fn answers(reply: &[u8], message: &[u8]) -> bool {
-    reply.len() >= message.len() + 3
-        && reply.starts_with(b"[")
-        && reply.ends_with(message)
-        && reply[..reply.len() - message.len()].ends_with(b"] ")
+/// A line on stderr, for the learner; an error writing it is no reason to stop.
+fn note(text: &str) {
+    let _ = writeln!(io::stderr(), "{text}");
+}
+
+/// The largest reply the server can send us: it depends on the server's address family.
+fn max_reply(socket: &UdpSocket) -> usize {
+    match socket.peer_addr().map(|addr| addr.ip().to_canonical()) {
+        Ok(IpAddr::V6(_)) => MAX_IPV6_DATAGRAM,
+        _ => MAX_IPV4_DATAGRAM,
+    }
+}
+
+enum Answer {
+    /// `[<ctime>] <message>`.
+    Whole,
+    /// `[<ctime>] ` and the first bytes of the message (this many), filling the largest
+    /// datagram: the message was too long to be echoed whole.
+    Truncated(usize),
+    /// Not an answer to this message (a late answer to an earlier one, perhaps).
+    No,
+}
+
+/// Is `reply` the server's `[<ctime>] <message>`, whole or cut to `max_reply` bytes?
+fn answers(reply: &[u8], message: &[u8], max_reply: usize) -> Answer {
+    // ctime has no `]`: the first `] ` ends it.
+    let echo = reply
+        .strip_prefix(b"[")
+        .and_then(|rest| rest.windows(2).position(|pair| pair == b"] "))
+        .map(|end| &reply[end + 3..]);
+    match echo {
+        Some(echo) if echo == message => Answer::Whole,
+        Some(echo) if reply.len() == max_reply && message.starts_with(echo) => {
+            Answer::Truncated(echo.len())
+        }
+        _ => Answer::No,
+    }
 }

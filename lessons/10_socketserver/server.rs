@@ -2,10 +2,11 @@
 //!
 //! The handler below is the tutorial's: log every chunk a client sends, and answer
 //! each `\r\n` in it with the server's time, ctime style, and `\r\n`. The framework
-//! (framework.rs, a Rust version of Python's `socketserver`) does the rest: the
-//! sockets, the serving loop, and running each request on the serving thread
-//! (`--mode sync`), on a thread of its own (`threading`) or in a child process
-//! (`forking`). With `--udp` it serves datagrams: each gets `[<ctime>] <datagram>` back.
+//! (framework.rs and the files in framework/, a Rust version of Python's
+//! `socketserver`) does the rest: the sockets, the serving loop, and running each
+//! request on the serving thread (`--mode sync`), on a thread of its own (`threading`)
+//! or in a child process (`forking`). With `--udp` it serves datagrams: each gets
+//! `[<ctime>] <datagram>` back, cut to fit in one datagram if need be.
 //!
 //!   terminal 1: cargo run --bin 10_socketserver_server -- --mode threading
 //!   terminal 2: cargo run --bin 10_socketserver_client -- hello
@@ -21,25 +22,26 @@ use std::time::SystemTime;
 use cidr::parse_networks;
 use framework::{
     BaseServer, Concurrency, DatagramRequest, Forking, Handler, ServerOptions, StreamRequest,
-    Synchronous, TcpServer, Threading, UdpServer,
+    Synchronous, TcpServer, Threading, UdpServer, log_line,
 };
 use workbook::cli::{Args, Cli};
-use workbook::{exit_with_error, show, signal, time};
+use workbook::{exit_with_error, log, show, signal, time};
 
 const DEFAULT_PORT: u16 = 10010;
 const DEFAULT_MAX_THREADS: usize = 64;
 const DEFAULT_MAX_CHILDREN: usize = 40;
 
 // ANCHOR: handler
-/// The tutorial's handler; the framework makes one for every request.
+/// The tutorial's handler; the framework makes one for every request. It logs with
+/// the framework's `log_line`, which works in a forked child too.
 struct TimeHandler {
     quiet: bool,
     /// Both ends of the connection, for the log (filled in by `setup`).
     peers: String,
     /// The previous chunk ended with `\r`: a `\n` first in this one ends a line.
     after_cr: bool,
-    /// The reply, `<ctime>\r\n`, and the second it shows. Formatting a date was most
-    /// of this server's work per reply (lesson 11 profiled it), and it changes once a
+    /// The reply, `<ctime>\r\n`, and the second it shows. Formatting a date is most
+    /// of this server's work per reply (lesson 11 measures it), and it changes once a
     /// second: so it is made once a second, as busy servers (nginx) do with theirs.
     reply: String,
     reply_second: Option<u64>,
@@ -79,7 +81,11 @@ impl Handler<StreamRequest> for TimeHandler {
             if !self.quiet {
                 let shown = show::bytes(chunk);
                 let bytes = show::count(size, "byte");
-                println!("received {bytes} from {}: {shown}", self.peers);
+                log_line(format!(
+                    "{} {bytes} from {}: {shown}",
+                    log::RECEIVED,
+                    self.peers
+                ));
             }
             let line_ends = count_line_ends(chunk, &mut self.after_cr);
             request.rfile.consume(size);
@@ -88,7 +94,7 @@ impl Handler<StreamRequest> for TimeHandler {
                 request.wfile.write_all(self.reply.as_bytes())?;
                 if !self.quiet {
                     let shown = show::bytes(self.reply.as_bytes());
-                    println!("replied to {}: {shown}", self.peers);
+                    log_line(format!("replied to {}: {shown}", self.peers));
                 }
             }
             // wfile is buffered: send the replies now, the client is waiting for them.
@@ -103,18 +109,32 @@ impl Handler<StreamRequest> for TimeHandler {
 impl Handler<DatagramRequest> for TimeHandler {
     fn handle(&mut self, request: &mut DatagramRequest) -> io::Result<()> {
         let sender = request.client_address();
+        let data = request.data();
         if !self.quiet {
-            let bytes = show::count(request.data().len(), "byte");
-            println!(
-                "received {bytes} from {sender}: {}",
-                show::bytes(request.data())
-            );
+            let bytes = show::count(data.len(), "byte");
+            log_line(format!(
+                "{} {bytes} from {sender}: {}",
+                log::RECEIVED,
+                show::bytes(data)
+            ));
         }
         let mut reply = format!("[{}] ", time::ctime_now()).into_bytes();
-        reply.extend_from_slice(request.data());
+        // The reply is 27 bytes longer than the datagram, and a datagram has a largest
+        // size (65,507 bytes over IPv4): echo what fits, and say what was left out.
+        let room = request.max_reply_size().saturating_sub(reply.len());
+        let echoed = &data[..data.len().min(room)];
+        if echoed.len() < data.len() && !self.quiet {
+            let left_out = show::count(data.len() - echoed.len(), "byte");
+            log_line(format!(
+                "truncated the reply to {sender} to {} bytes, the largest datagram: \
+                 the datagram's last {left_out} are not echoed",
+                request.max_reply_size()
+            ));
+        }
+        reply.extend_from_slice(echoed);
         request.reply(&reply)?;
         if !self.quiet {
-            println!("replied to {sender}: {}", show::bytes(&reply));
+            log_line(format!("replied to {sender}: {}", show::bytes(&reply)));
         }
         Ok(())
     }
@@ -271,17 +291,17 @@ fn run<S: BaseServer>(server: Result<S, String>, quiet: bool, allow: Option<Stri
     let handle = server.shutdown_handle();
     signal::on_shutdown(move || handle.shutdown())
         .unwrap_or_else(|message| exit_with_error(&message));
-    println!("listening on {}", server.server_address());
+    log::listening(server.server_address());
     if !quiet {
-        println!("mode: {}", server.describe());
+        workbook::log!("mode: {}", server.describe());
         if let Some(allow) = allow {
-            println!("allow: {allow} (verify_request turns away everyone else)");
+            workbook::log!("allow: {allow} (verify_request turns away everyone else)");
         }
     }
     server.serve_forever();
     // Every request has ended, every thread is joined, every child reaped: only now.
     let summary = server.server_close();
-    println!("shutting down: {summary}");
+    log::last_line(format!("{}: {summary}", log::SHUTTING_DOWN));
 }
 // ANCHOR_END: run
 
