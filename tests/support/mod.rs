@@ -922,7 +922,7 @@ pub mod contract {
     fn start_reading_first_line(
         server_exe: &str,
         args: &[&str],
-    ) -> (Child, SocketAddr, std::process::ChildStdout) {
+    ) -> (KillOnDrop, SocketAddr, std::process::ChildStdout) {
         let mut command = Command::new(server_exe);
         command.args(args);
         if !args.contains(&"--port") {
@@ -935,6 +935,7 @@ pub mod contract {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {server_exe}: {err}"));
         let mut stdout = child.stdout.take().unwrap();
+        let child = KillOnDrop(Some(child));
         // Byte by byte, so that nothing after the first line is taken from the pipe.
         let (sender, receiver) = mpsc::channel();
         let reader = thread::spawn(move || {
@@ -960,13 +961,26 @@ pub mod contract {
         (child, addr, stdout)
     }
 
+    /// The server under a stdout test: killed if the test fails before it is stopped.
+    struct KillOnDrop(Option<Child>);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(child) = self.0.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
     /// SIGINT, then the exit status within [`STOP_WAIT`] (the test fails otherwise).
-    fn interrupt_and_wait(mut child: Child, how: &str) -> ExitStatus {
+    /// SIGINT, then the exit status within [`STOP_WAIT`] (the test fails otherwise).
+    fn interrupt_and_wait(mut server: KillOnDrop, how: &str) -> ExitStatus {
+        let child = server.0.as_mut().expect("the server is running");
         kill(Pid::from_raw(child.id() as i32), SIGINT).unwrap();
-        let status = wait_with_timeout(&mut child, STOP_WAIT);
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let status = wait_with_timeout(child, STOP_WAIT);
+        if status.is_some() {
+            server.0 = None;
         }
         status.unwrap_or_else(|| panic!("with {how}, the server ignored SIGINT for {STOP_WAIT:?}"))
     }
@@ -976,10 +990,10 @@ pub mod contract {
     /// must go on serving (`serve` talks to it) and stop on SIGINT with status 0:
     /// a log line it can no longer write is no reason to die.
     pub fn survives_closed_stdout(server_exe: &str, args: &[&str], serve: impl FnOnce(SocketAddr)) {
-        let (child, addr, stdout) = start_reading_first_line(server_exe, args);
+        let (server, addr, stdout) = start_reading_first_line(server_exe, args);
         drop(stdout);
         serve(addr);
-        let status = interrupt_and_wait(child, "stdout closed");
+        let status = interrupt_and_wait(server, "stdout closed");
         assert!(
             status.success(),
             "with stdout closed, exit status {status:?}"
@@ -996,9 +1010,9 @@ pub mod contract {
         args: &[&str],
         serve: impl FnOnce(SocketAddr),
     ) {
-        let (child, addr, stdout) = start_reading_first_line(server_exe, args);
+        let (server, addr, stdout) = start_reading_first_line(server_exe, args);
         serve(addr);
-        let status = interrupt_and_wait(child, "stdout stalled");
+        let status = interrupt_and_wait(server, "stdout stalled");
         drop(stdout);
         assert!(
             status.success(),
