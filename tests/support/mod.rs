@@ -901,3 +901,36 @@ pub mod udp {
         assert_error_line(&exited, &[&format!("127.0.0.1:{port}"), "in use"]);
     }
 }
+
+/// Runs a client with its stdout a pipe whose read end is already closed, as in
+/// `client | head -0`: its first write to stdout fails with EPIPE. Returns how it
+/// ended (stdout is empty: nobody could read it).
+pub fn run_with_closed_stdout(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe(2) failed");
+    drop(read_end);
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let stderr = read_all_later(child.stderr.take().unwrap());
+    let Some(status) = wait_with_timeout(&mut child, WAIT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{exe} {args:?} with stdout closed did not finish within {WAIT:?}");
+    };
+    Exited {
+        status,
+        stdout: String::new(),
+        stderr: stderr.join().unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
