@@ -37,6 +37,7 @@ pub fn shutdown_wakeup() -> Result<std::os::unix::net::UnixStream, String> {
 // ANCHOR_END: shutdown_wakeup
 
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use socket2::Socket;
@@ -68,12 +69,13 @@ struct ClientBeingServed {
 impl WakeOnShutdown {
     /// Installs the SIGINT/SIGTERM handler that shuts down `listener` and the client
     /// being served.
-    pub fn install(listener: &Socket) -> Result<Arc<WakeOnShutdown>, String> {
+    pub fn install<S: AsFd>(listener: &S) -> Result<Arc<WakeOnShutdown>, String> {
         let listener = listener
-            .try_clone()
+            .as_fd()
+            .try_clone_to_owned()
             .map_err(|err| format!("cannot duplicate the listening socket: {err}"))?;
         let wake = Arc::new(WakeOnShutdown {
-            listener,
+            listener: Socket::from(listener),
             state: Mutex::new(ClientBeingServed {
                 stopping: false,
                 client: None,
