@@ -107,6 +107,7 @@ fn write_forever(log: &'static Log) {
             let dropped = std::mem::take(&mut queue.dropped);
             (queue.lines.pop_front(), dropped)
         };
+        // ANCHOR: write
         // Outside the lock: this write may block for as long as stdout is stalled,
         // and nobody else waits for it. Errors (EPIPE: stdout was closed) are ignored;
         // the server's work does not depend on its log.
@@ -120,9 +121,11 @@ fn write_forever(log: &'static Log) {
             let _ = writeln!(stdout, "{line}");
         }
         let _ = stdout.flush();
+        // ANCHOR_END: write
     }
 }
 
+// ANCHOR: line
 /// Queues one line for stdout and returns at once; never panics, never blocks on
 /// stdout. Use it through [`log!`](crate::log!).
 pub fn line(text: String) {
@@ -135,6 +138,7 @@ pub fn line(text: String) {
     }
     log.changed.notify_all();
 }
+// ANCHOR_END: line
 
 /// The first line of every server, `listening on IP:PORT`, with the address bound.
 pub fn listening(addr: SocketAddr) {

@@ -2,8 +2,8 @@
 
 mod support;
 
-use std::io::Write;
-use std::net::Shutdown;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
 
 use regex::Regex;
@@ -259,6 +259,52 @@ fn contract_server() {
 fn contract_client() {
     contract::rejects_bad_flags(CLIENT);
     contract::client_reports_no_server(CLIENT, "01_tcp_basics_server", &[]);
+}
+
+/// The lesson's protocol on a few connections, many lines each, every reply checked:
+/// the server logs a `received` line for each, far more than the 64 KiB a pipe holds.
+fn many_lines_on_a_few_connections(addr: SocketAddr) {
+    for connection in 0..4 {
+        let conn = connect(addr);
+        let mut replies = BufReader::new(conn.try_clone().unwrap());
+        let mut conn = conn;
+        for n in 0..250 {
+            let line = format!("connection {connection}, line {n}: {}\n", "x".repeat(40));
+            conn.write_all(line.as_bytes()).unwrap();
+            // The reply ends with our newline, however many chunks the server read.
+            let mut reply = String::new();
+            replies.read_line(&mut reply).unwrap();
+            assert_eq!(prefix().replace_all(&reply, ""), line, "{reply:?}");
+        }
+    }
+}
+
+/// `01_tcp_basics_server | head -1`: a log line it cannot write must not kill it.
+#[test]
+fn serves_and_stops_with_stdout_closed() {
+    contract::survives_closed_stdout(SERVER, &[], many_lines_on_a_few_connections);
+}
+
+/// stdout a pipe nobody reads: a full pipe must not freeze the server or Ctrl-C.
+#[test]
+fn serves_and_stops_with_stdout_stalled() {
+    contract::survives_stalled_stdout(SERVER, &[], many_lines_on_a_few_connections);
+}
+
+/// `01_tcp_basics_client hello | head -0`: the reply cannot be printed, and the
+/// client stops quietly (no panic, no error line).
+#[test]
+fn the_client_stops_quietly_when_stdout_is_closed() {
+    let server = Server::start(SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let client = run_with_closed_stdout(CLIENT, &["--port", &port, "hello", "again"], b"");
+    assert!(
+        client.status.success(),
+        "{:?}: {}",
+        client.status,
+        client.stderr
+    );
+    assert_eq!(client.stderr, "");
 }
 
 /// The book shows these two failures; the test writes them from real runs.

@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -707,6 +707,8 @@ struct ClosedFirst {
     port: u16,
     client_port: u16,
     server: Exited,
+    /// How many lines the server had logged when it got SIGINT.
+    lines_before_signal: usize,
     client: Exited,
 }
 
@@ -740,6 +742,7 @@ fn server_closes_first(args: &[&str]) -> ClosedFirst {
     // The whole echo is back, so the server has written it before the signal.
     client.wait_for_output(b"hello\n\nI get it!\n");
     server.wait_for_line("received");
+    let lines_before_signal = server.seen.len();
 
     // Ctrl-C while the client is connected: the server's end closes first.
     let server = server.stop(SIGINT);
@@ -753,6 +756,7 @@ fn server_closes_first(args: &[&str]) -> ClosedFirst {
         port,
         client_port,
         server,
+        lines_before_signal,
         client,
     }
 }
@@ -766,6 +770,7 @@ fn time_wait_blocks_a_restart_without_reuseaddr() {
         port,
         client_port,
         server: stopped,
+        lines_before_signal,
         client: client_done,
     } = server_closes_first(&[]);
     let port_text = port.to_string();
@@ -781,10 +786,23 @@ fn time_wait_blocks_a_restart_without_reuseaddr() {
     let restarted = restarted.stop(SIGTERM);
     assert_clean_shutdown(&restarted);
 
-    // The story, as the terminals show it (the option tables left out).
-    let events: Vec<&str> = stopped
+    // The story, as the terminals show it (the option tables left out), with ^C
+    // where Ctrl-C was pressed: before the lines the signal made the server log.
+    let log: Vec<String> = stopped
         .stdout
         .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            if index == lines_before_signal {
+                format!("^C{line}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    let events: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
         .filter(|line| {
             [
                 "listening",
@@ -794,7 +812,7 @@ fn time_wait_blocks_a_restart_without_reuseaddr() {
                 "shutting",
             ]
             .iter()
-            .any(|start| line.starts_with(start))
+            .any(|start| line.trim_start_matches("^C").starts_with(start))
         })
         .collect();
     let (listening, served) = events.split_first().unwrap();
@@ -824,7 +842,7 @@ fn time_wait_blocks_a_restart_without_reuseaddr() {
          # and with SO_REUSEADDR on, the default\n\
          $ cargo run --bin 02_socket_options_server\n\
          {restarted_first}\n",
-        served = with_ctrl_c(&format!("\n{}", served.join("\n"))).trim_start(),
+        served = served.join("\n"),
         client_out = client_done.stdout,
         client_err = client_done.stderr,
         refused_err = refused.stderr,
@@ -864,6 +882,49 @@ fn contract_client() {
     contract::rejects_bad_flags(CLIENT);
     contract::client_reports_no_server(CLIENT, "02_socket_options_server", &[]);
     contract::client_reports_no_server(CLIENT, "02_socket_options_server", &["hello"]);
+}
+
+/// The lesson's protocol, one client after another, every reply checked: the server
+/// logs each connection with its table of options, far more than a pipe holds (64 KiB).
+fn many_clients_one_after_another(addr: SocketAddr) {
+    for n in 0..150 {
+        let mut conn = connect(addr);
+        let message = format!("client {n}: {}", "y".repeat(60));
+        conn.write_all(message.as_bytes()).unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let reply = read_to_eof(&mut conn);
+        let (echoed, markers) = strip_markers(&reply);
+        assert_eq!(echoed, message.as_bytes(), "{reply:?}");
+        assert!(markers >= 1 && reply.ends_with(I_GET_IT), "{reply:?}");
+    }
+}
+
+/// `02_socket_options_server | head -1`: a log line it cannot write must not kill it.
+#[test]
+fn serves_and_stops_with_stdout_closed() {
+    contract::survives_closed_stdout(SERVER, &[], many_clients_one_after_another);
+}
+
+/// stdout a pipe nobody reads: a full pipe must not freeze the server or Ctrl-C.
+#[test]
+fn serves_and_stops_with_stdout_stalled() {
+    contract::survives_stalled_stdout(SERVER, &[], many_clients_one_after_another);
+}
+
+/// `02_socket_options_client hello | head -0`: the reply cannot be printed, and the
+/// client stops quietly (no panic, no error line).
+#[test]
+fn the_client_stops_quietly_when_stdout_is_closed() {
+    let server = Server::start(SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let client = run_with_closed_stdout(CLIENT, &["--port", &port, "hello"], b"");
+    assert!(
+        client.status.success(),
+        "{:?}: {}",
+        client.status,
+        client.stderr
+    );
+    assert_eq!(client.stderr, "");
 }
 
 #[test]

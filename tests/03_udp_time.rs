@@ -508,6 +508,49 @@ fn retries_zero_means_one_try() {
     );
 }
 
+/// 2,000 datagrams, one after another, every reply checked: without --quiet the
+/// server logs two lines for each, far more than a pipe holds (64 KiB).
+fn two_thousand_datagrams(addr: SocketAddr) {
+    let raw = udp::socket();
+    for n in 0..2000 {
+        let before = now();
+        let (reply, from) = udp::ask(&raw, addr, format!("datagram {n}").as_bytes());
+        assert_is_now(&reply, before, now());
+        assert_eq!(from, addr);
+    }
+}
+
+/// `03_udp_time_server | head -1` (and with --quiet, where only the last line is
+/// left to write): a log line it cannot write must not kill it or make it deaf to
+/// SIGINT.
+#[test]
+fn serves_and_stops_with_stdout_closed() {
+    contract::survives_closed_stdout(SERVER, &["--quiet"], two_thousand_datagrams);
+    contract::survives_closed_stdout(SERVER, &[], two_thousand_datagrams);
+}
+
+/// stdout a pipe nobody reads: a full pipe must not freeze the server or Ctrl-C.
+#[test]
+fn serves_and_stops_with_stdout_stalled() {
+    contract::survives_stalled_stdout(SERVER, &[], two_thousand_datagrams);
+}
+
+/// `03_udp_time_client | head -0`: the time cannot be printed, and the client stops
+/// quietly (no panic, no error line).
+#[test]
+fn the_client_stops_quietly_when_stdout_is_closed() {
+    let server = Server::start(SERVER, &["--quiet"]);
+    let port = server.port().to_string();
+    let client = run_with_closed_stdout(CLIENT, &["--port", &port], b"");
+    assert!(
+        client.status.success(),
+        "{:?}: {}",
+        client.status,
+        client.stderr
+    );
+    assert_eq!(client.stderr, "");
+}
+
 #[test]
 fn contract_server() {
     udp::server_reports_port_in_use(SERVER, &[]);

@@ -74,6 +74,17 @@ fn exchange(stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
         }
     }
     // ANCHOR_END: exchange
-    io::stdout().write_all(&reply)?;
-    io::stdout().flush()
+    print_or_stop(&reply);
+    Ok(())
+}
+
+/// Prints a reply. If stdout is closed (`01_tcp_basics_client | head -1`), nobody
+/// reads what we print any more: the client stops quietly instead of panicking as
+/// `print!` would, or reporting the EPIPE as the server's fault.
+fn print_or_stop(reply: &[u8]) {
+    let mut stdout = io::stdout().lock();
+    let printed = stdout.write_all(reply).and_then(|()| stdout.flush());
+    if printed.is_err() {
+        std::process::exit(0);
+    }
 }

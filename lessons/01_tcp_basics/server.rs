@@ -10,12 +10,11 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal, time};
+use workbook::{bind_failed, exit_with_error, log, show, signal, time};
 
 const DEFAULT_PORT: u16 = 21567;
 // ANCHOR: constants
@@ -44,64 +43,66 @@ fn main() {
 
     // ANCHOR: shutdown
     // The main thread will be blocked in accept(2) or recv(2) and cannot notice
-    // Ctrl-C by itself. The handler runs on its own thread, says goodbye and ends the
-    // process; the kernel then closes the listening socket and any open connection.
-    // It is installed before the `listening on` line, so that whoever starts us may
-    // send SIGINT as soon as it reads that line.
-    let served = Arc::new(AtomicU64::new(0));
-    let served_by_then = Arc::clone(&served);
-    signal::on_shutdown(move || {
-        let clients = served_by_then.load(Ordering::Relaxed) as usize;
-        // Holding stdout's lock until the process is gone keeps the main thread from
-        // printing a line after this one: `shutting down` is the last line.
-        let mut stdout = io::stdout().lock();
-        let _ = writeln!(
-            stdout,
-            "shutting down: served {}",
-            show::count(clients, "client")
-        );
-        let _ = stdout.flush();
-        std::process::exit(0);
-    })
-    .unwrap_or_else(|message| exit_with_error(&message));
+    // Ctrl-C by itself. The handler runs on a thread of its own and only calls
+    // shutdown(2) on the sockets the main thread waits on, which wakes it
+    // (src/signal.rs); the main thread then leaves its loop and logs the last line
+    // itself, so no line can come after it. It is installed before the `listening on`
+    // line, so that whoever starts us may send SIGINT as soon as it reads that line.
+    let wake = signal::WakeOnShutdown::install(&listener)
+        .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: shutdown
 
     let bound = match listener.local_addr().map(|a| a.as_socket()) {
         Ok(Some(bound)) => bound,
         _ => addr,
     };
-    println!("listening on {bound}");
+    log::listening(bound);
 
     // ANCHOR: accept_loop
+    let mut served = 0;
     loop {
         // accept(2) waits for a client whose handshake the kernel has completed and
         // gives us a new socket for that one connection; the listener stays as it is.
         let (connection, _) = match listener.accept() {
             Ok(accepted) => accepted,
+            // Ctrl-C: the handler shut the listener down, and accept failed.
+            Err(_) if wake.stopping() => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
                 // E.g. EMFILE (out of descriptors) or ECONNABORTED (the client gave up
                 // while waiting). The server goes on; the pause keeps an error that
                 // repeats at once from spinning a core.
-                eprintln!("error: accept failed: {err}");
+                log!("{} accept failed: {err}", log::ERROR);
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        let stream = TcpStream::from(connection);
+        // Shared with the Ctrl-C handler, which may need to shut it down.
+        let stream = Arc::new(TcpStream::from(connection));
+        if !wake.client_arrived(&stream) {
+            break;
+        }
         let peers = show::peers(&stream);
         if !quiet {
-            println!("connected {peers}");
+            log!("{} {peers}", log::CONNECTED);
         }
         // One client at a time: until serve() returns, nobody else is accepted.
-        match serve(stream, quiet, &peers) {
-            Ok(()) if !quiet => println!("disconnected {peers}"),
+        match serve(&stream, quiet, &peers) {
+            Ok(()) if !quiet => log!("{} {peers}", log::DISCONNECTED),
             Ok(()) => {}
             // A reset or a failed write ends this client only, never the server.
-            Err(err) => println!("disconnected {peers}: {err}"),
+            Err(err) => log!("{} {peers}: {err}", log::DISCONNECTED),
         }
-        served.fetch_add(1, Ordering::Relaxed);
+        wake.client_left();
+        served += 1;
     }
+    // Lines are written to stdout by the log's own thread (src/log.rs): last_line
+    // waits a moment for it, so that this line is not lost when main returns.
+    log::last_line(format!(
+        "{}: served {}",
+        log::SHUTTING_DOWN,
+        show::count(served, "client")
+    ));
     // ANCHOR_END: accept_loop
 }
 
@@ -136,7 +137,7 @@ fn open_listener(addr: SocketAddr) -> Socket {
 }
 
 /// Answers every chunk of one client until it closes its side.
-fn serve(mut stream: TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
+fn serve(mut stream: &TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
     // ANCHOR: serve
     let mut chunk = [0u8; CHUNK_SIZE];
     loop {
@@ -151,8 +152,9 @@ fn serve(mut stream: TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
             Err(err) => return Err(err),
         };
         if !quiet {
-            println!(
-                "received {} from {peers}: {}",
+            log!(
+                "{} {} from {peers}: {}",
+                log::RECEIVED,
                 show::count(received.len(), "byte"),
                 show::bytes(received)
             );

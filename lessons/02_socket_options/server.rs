@@ -13,13 +13,12 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
 use workbook::options::{self, InterfaceName, OptionValue};
-use workbook::{bind_failed, exit_with_error, show, signal};
+use workbook::{bind_failed, exit_with_error, log, show, signal};
 
 const DEFAULT_PORT: u16 = 12345;
 // ANCHOR: constants
@@ -105,74 +104,73 @@ fn main() {
     let listener = open_listener(addr, &settings);
 
     // ANCHOR: shutdown
-    // As in lesson 01: the handler runs on its own thread, prints the last line and
-    // ends the process; the kernel closes the listening socket and any connection.
-    // It keeps stdout locked until the end, so that no line the main thread is
-    // printing (a table, say) can come after `shutting down`.
-    let served = Arc::new(AtomicU64::new(0));
-    let served_by_then = Arc::clone(&served);
-    signal::on_shutdown(move || {
-        let clients = served_by_then.load(Ordering::Relaxed) as usize;
-        let mut stdout = io::stdout().lock();
-        let _ = writeln!(
-            stdout,
-            "shutting down: served {}",
-            show::count(clients, "client")
-        );
-        let _ = stdout.flush();
-        std::process::exit(0);
-    })
-    .unwrap_or_else(|message| exit_with_error(&message));
+    // As in lesson 01: the handler only shuts down the listener and the client being
+    // served, which wakes the main thread; main then logs the last line itself, after
+    // everything else it logged (a table, say).
+    let wake = signal::WakeOnShutdown::install(&listener)
+        .unwrap_or_else(|message| exit_with_error(&message));
     // ANCHOR_END: shutdown
 
     let bound = match listener.local_addr().map(|a| a.as_socket()) {
         Ok(Some(bound)) => bound,
         _ => addr,
     };
-    println!("listening on {bound}");
+    log::listening(bound);
 
     // ANCHOR: show_listener
-    // getsockopt(2) for every option we know, once: the short table is printed now,
+    // getsockopt(2) for every option we know, once: the short table is logged now,
     // the full one is what each connection is compared with.
     // Python: s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), once per option.
     let listening_options = options::read_options(&listener, false);
     if !quiet {
-        println!("options of the listening socket:");
-        print!(
-            "{}",
-            options::option_table(&options::read_options(&listener, true))
-        );
+        log!("options of the listening socket:");
+        log_lines(&options::option_table(&options::read_options(
+            &listener, true,
+        )));
     }
     // ANCHOR_END: show_listener
 
     // ANCHOR: accept_loop
+    let mut served = 0;
     loop {
         let (connection, _) = match listener.accept() {
             Ok(accepted) => accepted,
+            // Ctrl-C: the handler shut the listener down, and accept failed.
+            Err(_) if wake.stopping() => break,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
                 // E.g. EMFILE or ECONNABORTED: this client is lost, the server goes on.
                 // The pause keeps an error that repeats at once from spinning a core.
-                eprintln!("error: accept failed: {err}");
+                log!("{} accept failed: {err}", log::ERROR);
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        served.fetch_add(1, Ordering::Relaxed);
-        let peers = show::peers(&connection);
+        // Shared with the Ctrl-C handler, which may need to shut it down.
+        let stream = Arc::new(TcpStream::from(connection));
+        if !wake.client_arrived(&stream) {
+            break;
+        }
+        served += 1;
+        let peers = show::peers(&stream);
         if !quiet {
-            println!("connected {peers}");
-            log_inherited_options(&listening_options, &connection);
+            log!("{} {peers}", log::CONNECTED);
+            log_inherited_options(&listening_options, &stream);
         }
         // One client at a time, as in lesson 01: the point here is the options.
-        let result = serve(TcpStream::from(connection), quiet, &peers);
-        match result {
-            Ok(()) if !quiet => println!("disconnected {peers}"),
+        match serve(&stream, quiet, &peers) {
+            Ok(()) if !quiet => log!("{} {peers}", log::DISCONNECTED),
             Ok(()) => {}
             // A reset or a failed write ends this client only, never the server.
-            Err(err) => println!("disconnected {peers}: {err}"),
+            Err(err) => log!("{} {peers}: {err}", log::DISCONNECTED),
         }
+        wake.client_left();
     }
+    log::last_line(format!(
+        "{}: served {}",
+        log::SHUTTING_DOWN,
+        show::count(served, "client")
+    ));
     // ANCHOR_END: accept_loop
 }
 
@@ -298,7 +296,7 @@ fn set_options(socket: &Socket, settings: &Settings) {
 }
 
 /// Logs the options of a new connection that differ from the listening socket's.
-fn log_inherited_options(listening: &[OptionValue], connection: &Socket) {
+fn log_inherited_options(listening: &[OptionValue], connection: &TcpStream) {
     // ANCHOR: inherited
     // accept(2) makes a new socket that starts as a copy of the listener: the options
     // set above carry over. What differs is what a connection has and a listener has
@@ -307,18 +305,27 @@ fn log_inherited_options(listening: &[OptionValue], connection: &Socket) {
     let now = options::read_options(connection, false);
     let changed = options::differences(listening, &now);
     if !changed.is_empty() {
-        println!("  options that differ from the listening socket:");
-        print!(
-            "{}",
-            options::differences_table(&changed, "listening", "connection", "  ")
-        );
+        log!("  options that differ from the listening socket:");
+        log_lines(&options::differences_table(
+            &changed,
+            "listening",
+            "connection",
+            "  ",
+        ));
     }
     // ANCHOR_END: inherited
 }
 
+/// Logs a table one line at a time.
+fn log_lines(table: &str) {
+    for line in table.lines() {
+        log!("{line}");
+    }
+}
+
 /// Echoes every chunk of one client, each followed by "\nI get it!\n", until the client
 /// half-closes; then returns, and dropping the stream closes the connection.
-fn serve(mut stream: TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
+fn serve(mut stream: &TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
     // ANCHOR: serve
     let mut chunk = [0u8; CHUNK_SIZE];
     loop {
@@ -332,8 +339,9 @@ fn serve(mut stream: TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
             Err(err) => return Err(err),
         };
         if !quiet {
-            println!(
-                "received {} from {peers}: {}",
+            log!(
+                "{} {} from {peers}: {}",
+                log::RECEIVED,
                 show::count(received.len(), "byte"),
                 show::bytes(received)
             );

@@ -7,7 +7,7 @@
 //!   cargo run --bin 03_udp_time_client
 //!   cargo run --bin 03_udp_time_client -- --timeout-ms 200 --retries 5
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -74,12 +74,18 @@ fn main() {
 
     match ask_time(&socket, addr, Duration::from_millis(timeout_ms), retries) {
         // ANCHOR: print
-        Ok(answer) => println!(
-            "{} (unix time {}; round trip {:.1} ms)",
-            time::ctime_of_unix_seconds(i64::from(answer.seconds)),
-            answer.seconds,
-            answer.round_trip.as_secs_f64() * 1000.0
-        ),
+        // writeln! and not println!, which panics when stdout is closed
+        // (`03_udp_time_client | head -0`): then nobody reads the answer, and there
+        // is nothing left to do.
+        Ok(answer) => {
+            let _ = writeln!(
+                io::stdout(),
+                "{} (unix time {}; round trip {:.1} ms)",
+                time::ctime_of_unix_seconds(i64::from(answer.seconds)),
+                answer.seconds,
+                answer.round_trip.as_secs_f64() * 1000.0
+            );
+        }
         // ANCHOR_END: print
         Err(Failure::NoServer(message)) => exit_with_error(&format!(
             "{message}; is the server running? start it with: cargo run --bin {SERVER_BIN}"
@@ -141,11 +147,14 @@ fn ask_time(
                             round_trip: sent_at.elapsed(),
                         });
                     }
-                    Err(_) => eprintln!(
-                        "ignored a reply of {} from {addr}: {} (a time is exactly 4 bytes)",
-                        show::count(size, "byte"),
-                        show::bytes(&buffer[..size])
-                    ),
+                    Err(_) => {
+                        let _ = writeln!(
+                            io::stderr(),
+                            "ignored a reply of {} from {addr}: {} (a time is exactly 4 bytes)",
+                            show::count(size, "byte"),
+                            show::bytes(&buffer[..size])
+                        );
+                    }
                 },
                 // EINTR. With a timeout set, Linux does not restart recv after a stop
                 // (Ctrl-Z, then fg): wait again, for what is left of this try.
@@ -163,7 +172,8 @@ fn ask_time(
             }
         }
         if attempt < tries {
-            eprintln!(
+            let _ = writeln!(
+                io::stderr(),
                 "no reply from {addr} within {} ms (try {attempt} of {tries}); sending again",
                 timeout.as_millis()
             );

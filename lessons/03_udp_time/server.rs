@@ -10,12 +10,13 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use workbook::cli::Cli;
-use workbook::{bind_failed, exit_with_error, show, signal, time};
+use workbook::{bind_failed, exit_with_error, log, show, signal, time};
 
 const DEFAULT_PORT: u16 = 12345;
 // ANCHOR: constants
@@ -25,6 +26,9 @@ const DEFAULT_PORT: u16 = 12345;
 /// over IPv4 (65,535 minus the 20-byte IP and 8-byte UDP headers), so 64 KiB reads
 /// every datagram whole. Python: s.recvfrom(65536)
 const MAX_DATAGRAM: usize = 65_536;
+/// How long recv_from(2) waits before it gives up and the server looks whether
+/// Ctrl-C came: a stop takes at most this long, and an idle server wakes this often.
+const WAKE_EVERY: Duration = Duration::from_millis(100);
 // ANCHOR_END: constants
 
 fn main() {
@@ -47,38 +51,47 @@ fn main() {
     let socket = open_socket(addr);
 
     // ANCHOR: shutdown
-    // As in lesson 01: the main thread waits in recv_from(2) and cannot notice Ctrl-C,
-    // so the handler thread prints the last line and ends the process. There is no
-    // connection to close: a datagram we have not answered yet is, to its sender, one
-    // more lost datagram, and it will ask again. Only a reply being sent is finished
-    // first: the main thread holds the count's lock from send to count, so the last
-    // line counts every reply that left.
-    let answered = Arc::new(Mutex::new(0u64));
-    let answered_by_then = Arc::clone(&answered);
-    signal::on_shutdown(move || {
-        let count = *answered_by_then
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        println!(
-            "shutting down: answered {}",
-            show::count(count as usize, "datagram")
-        );
-        std::process::exit(0);
-    })
-    .unwrap_or_else(|message| exit_with_error(&message));
+    // The main thread waits in recv_from(2) and cannot notice Ctrl-C by itself. The
+    // handler runs on a thread of its own and only raises a flag: it neither logs nor
+    // takes a lock. With SO_RCVTIMEO, recv_from gives up after WAKE_EVERY when no
+    // datagram comes, so the main thread looks at the flag at least that often, then
+    // logs the last line itself. There is no connection to close: a datagram still
+    // queued, not yet received, is to its sender one more lost datagram, and it will
+    // ask again.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let raise_the_flag = Arc::clone(&stopping);
+    signal::on_shutdown(move || raise_the_flag.store(true, Ordering::Relaxed))
+        .unwrap_or_else(|message| exit_with_error(&message));
+    // Python: s.settimeout(0.1), then socket.timeout (TimeoutError) from recvfrom.
+    if let Err(err) = socket.set_read_timeout(Some(WAKE_EVERY)) {
+        exit_with_error(&format!("cannot set SO_RCVTIMEO: {err}"));
+    }
     // ANCHOR_END: shutdown
 
     let bound = socket.local_addr().unwrap_or(addr);
-    println!("listening on {bound}");
+    log::listening(bound);
 
     // ANCHOR: serve_loop
+    // Counted here, on the one thread that sends: the last line counts every reply
+    // that left, however the signal falls between a send_to and the count.
+    let mut answered = 0;
     let mut buffer = vec![0u8; MAX_DATAGRAM];
-    loop {
+    while !stopping.load(Ordering::Relaxed) {
         // recvfrom(2) waits for the next datagram from anyone and says who sent it:
         // the sender's address is the only way to know where to reply.
         // Python: data, address = s.recvfrom(65536)
         let (size, sender) = match socket.recv_from(&mut buffer) {
             Ok(received) => received,
+            // SO_RCVTIMEO expired (EAGAIN, which Rust calls WouldBlock): nothing came
+            // for WAKE_EVERY. Look at the flag, and wait again.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             // A signal arrived during the call (EINTR): simply call again.
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
@@ -86,7 +99,7 @@ fn main() {
                 // reports an earlier reply's ICMP "port unreachable" here, as
                 // WSAECONNRESET. No datagram is lost by going on; the pause keeps an
                 // error that repeats at once from spinning a core.
-                eprintln!("error: recv_from failed: {err}");
+                log!("{} recv_from failed: {err}", log::ERROR);
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -95,8 +108,9 @@ fn main() {
         // empty datagram (a valid request), not end of file as it is for TCP.
         let request = &buffer[..size];
         if !quiet {
-            println!(
-                "received {} from {sender}: {}",
+            log!(
+                "{} {} from {sender}: {}",
+                log::RECEIVED,
                 show::count(size, "byte"),
                 show::bytes(request)
             );
@@ -104,12 +118,11 @@ fn main() {
         let Some(reply) = time_reply(sender) else {
             continue;
         };
-        let mut answered_so_far = answered.lock().unwrap_or_else(PoisonError::into_inner);
         match send_reply(&socket, &reply, sender) {
             Ok(()) => {
-                *answered_so_far += 1;
+                answered += 1;
                 if !quiet {
-                    println!(
+                    log!(
                         "replied to {sender}: {} (bytes {})",
                         u32::from_be_bytes(reply),
                         hex(&reply)
@@ -118,9 +131,16 @@ fn main() {
             }
             // One sender's trouble (say, a forged address we cannot send to) is
             // logged, and the server goes on with the next datagram.
-            Err(err) => println!("cannot reply to {sender}: {err}"),
+            Err(err) => log!("{} cannot reply to {sender}: {err}", log::ERROR),
         }
     }
+    // Lines are written to stdout by the log's own thread (src/log.rs): last_line
+    // waits a moment for it, so that this line is not lost when main returns.
+    log::last_line(format!(
+        "{}: answered {}",
+        log::SHUTTING_DOWN,
+        show::count(answered, "datagram")
+    ));
     // ANCHOR_END: serve_loop
 }
 
@@ -162,7 +182,10 @@ fn time_reply(sender: SocketAddr) -> Option<[u8; 4]> {
     // that, rather than send a wrong time, we send none (Python's struct.pack('!I', n)
     // raises struct.error for such an n, and its server would not reply either).
     let Ok(seconds) = u32::try_from(now) else {
-        println!("cannot reply to {sender}: {now} seconds does not fit in 32 bits");
+        log!(
+            "{} cannot reply to {sender}: {now} seconds does not fit in 32 bits",
+            log::ERROR
+        );
         return None;
     };
     // Network byte order is big-endian: the most significant byte goes first.
