@@ -2,10 +2,13 @@
 
 /// Runs `on_signal` on a thread of its own each time SIGINT or SIGTERM arrives.
 ///
-/// The `ctrlc` crate installs the signal handlers; the handler itself only writes a
-/// byte to a pipe (about all a signal handler may safely do), and a thread reading
-/// that pipe calls `on_signal`. So `on_signal` is ordinary code: it may print, take
-/// locks, or end the process with `std::process::exit`.
+/// The `ctrlc` crate installs the signal handlers. The handler itself only posts a
+/// semaphore (`sem_post(3)`, one of the few calls a signal handler may safely make);
+/// a thread of ctrlc's waits on that semaphore and calls `on_signal`. So `on_signal`
+/// runs as ordinary code on an ordinary thread, but it should still be short: it must
+/// not log (the log may be what is stuck) nor take a lock that a thread can hold for
+/// long. Set a flag, wake the main loop, shut down a socket; let the main thread
+/// write the `shutting down` line.
 pub fn on_shutdown<F>(on_signal: F) -> Result<(), String>
 where
     F: FnMut() + Send + 'static,
@@ -18,9 +21,12 @@ where
 /// arrives, for a server to watch in the same `select`/`poll` call as its
 /// connections, so that a signal wakes the loop at once (no polling timeout).
 ///
-/// It is one end of a connected pair of Unix sockets (a pipe would do as well); the
-/// handler writes a byte into the other end. Both ends are non-blocking, so the
-/// handler never waits, and the reader can drain it without blocking.
+/// It is one end of a connected pair of Unix sockets (a pipe would do as well); on
+/// a signal, ctrlc's thread (woken by the semaphore its signal handler posts, see
+/// [`on_shutdown`]) writes a byte into the other end. Both ends are non-blocking, so
+/// the writer never waits, and the reader can drain it without blocking. In a C
+/// program the signal handler itself would write the byte: `write(2)` is
+/// async-signal-safe.
 // ANCHOR: shutdown_wakeup
 pub fn shutdown_wakeup() -> Result<std::os::unix::net::UnixStream, String> {
     use std::io::Write;
