@@ -384,3 +384,23 @@ fn each_waiting_accept_holds_a_descriptor() {
         )),
     );
 }
+
+/// The client reads the echo while it is still sending: a message longer than all
+/// the socket buffers between it and the server (32 MiB, from stdin) comes back
+/// whole. A client that wrote all of it before reading would deadlock: the server
+/// blocks writing an echo nobody reads, stops reading, and the client's write waits
+/// for ever (Unix Network Programming's batch-input deadlock).
+#[test]
+fn the_client_reads_while_it_sends_a_long_message() {
+    const LONG: usize = 32 << 20;
+    let server = Server::start(SERVER, &["--threads", "2", "--quiet"]);
+    let port = server.port().to_string();
+    let message: Vec<u8> = (0..LONG).map(|i| b'a' + (i % 26) as u8).collect();
+    let client = run(
+        CLIENT,
+        &["--port", &port, "--conns", "2", "--hold", "0", "-"],
+        &message,
+    );
+    assert!(client.status.success(), "{}", client.stderr);
+    assert_eq!(client.stdout.lines().count(), 2, "{}", client.stdout);
+}
