@@ -515,6 +515,22 @@ mod lesson {
         );
         assert_eq!(server.accept_queue(), backlog + 1);
     }
+
+    /// The chapter's Python (lessons/07_fixed_threads/pool.py), both ways: threads that
+    /// share one listening socket's accept(), and one accepting thread that feeds a
+    /// ThreadPoolExecutor. Both pass the checks the Rust server passes.
+    #[test]
+    fn the_python_pool_passes_the_same_checks() {
+        if !tool_available("python3", &["--version"]) {
+            return;
+        }
+        let pool = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/lessons/07_fixed_threads/pool.py"
+        );
+        support::protocol::all_checks_pass(7, "python3", &[pool, "--threads", "4"]);
+        support::protocol::all_checks_pass(7, "python3", &[pool, "--executor"]);
+    }
 }
 
 /// Polls `check` (a value in /proc: there is no event to wait for) until it holds or
