@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 def serve(conn):
     """Echo one connection to its end. Any error ends this connection only: an
     exception left to escape would end the worker's thread, and the pool would
-    be one worker smaller for good, silently."""
+    be one worker smaller for good (a traceback on stderr is all that says so)."""
     with conn:
         try:
             while data := conn.recv(64 * 1024):  # b"": the client closed
@@ -25,6 +25,13 @@ def serve(conn):
         except OSError:
             pass  # reset by the client, and the like
 # ANCHOR_END: serve
+
+
+# ANCHOR: listen_once
+def listen(host, port):
+    # socket, SO_REUSEADDR, bind, listen(128): once, before any worker exists.
+    return socket.create_server((host, port), backlog=128)
+# ANCHOR_END: listen_once
 
 
 # ANCHOR: pool
@@ -61,10 +68,7 @@ def main():
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--executor", action="store_true")
     args = parser.parse_args()
-    # ANCHOR: listen_once
-    # socket, SO_REUSEADDR, bind, listen(128): once, before any worker exists.
-    server = socket.create_server((args.host, args.port), backlog=128)
-    # ANCHOR_END: listen_once
+    server = listen(args.host, args.port)
     host, port = server.getsockname()[:2]
     print(f"listening on {host}:{port}", flush=True)
     try:
