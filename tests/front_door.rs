@@ -288,3 +288,27 @@ fn check_passes_a_python_poll_server() {
         checked.stderr
     );
 }
+
+#[test]
+fn exercise_says_not_yet_on_the_lesson_as_shipped_and_shows_its_hint() {
+    // 06.2 (an --idle-timeout flag) fails at once on the shipped lesson: the server
+    // refuses the flag it does not have yet.
+    let checked = workbook(&["exercise", "06.2"]);
+    assert_eq!(
+        checked.status.code(),
+        Some(1),
+        "{}\n{}",
+        checked.stdout,
+        checked.stderr
+    );
+    assert!(
+        checked.stdout.contains("06.2: not yet"),
+        "{}",
+        checked.stdout
+    );
+    let hint = workbook(&["exercise", "06.2", "--hint"]);
+    assert!(hint.status.success(), "{}", hint.stderr);
+    assert!(hint.stdout.starts_with("06.2 hint:\n"), "{}", hint.stdout);
+    let unknown = workbook(&["exercise", "06.99"]);
+    assert_error_line(&unknown, &["no exercise '06.99'"]);
+}

@@ -157,7 +157,12 @@ fn check(exercise: &Exercise) -> i32 {
         exercise.id(),
         lesson.name
     ));
-    let status = Command::new(cargo())
+    let mut command = Command::new(cargo());
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        // The test's own message says what it saw; a backtrace only buries it.
+        command.env("RUST_BACKTRACE", "0");
+    }
+    let status = command
         .args([
             "test",
             "--quiet",
@@ -214,7 +219,9 @@ fn show_hint(exercise: &Exercise) -> i32 {
     });
     match hint {
         Some(hint) => {
-            print_or_exit(&format!("{} hint:\n{hint}\n", exercise.id()));
+            // The chapter indents the hint under its list item: show it flush left.
+            let lines: Vec<&str> = hint.lines().map(str::trim).collect();
+            print_or_exit(&format!("{} hint:\n{}\n", exercise.id(), lines.join("\n")));
             0
         }
         None => error(&format!(
