@@ -123,11 +123,27 @@ mod exercises {
     use super::*;
 
     /// 05.1: `--read-size BYTES` sets how much one read may take. With one byte per
-    /// read, every protocol check still passes (poll is level-triggered).
+    /// read, the protocol checks still pass (poll is level-triggered). The 4 MiB
+    /// check is left out (a read, a write and a poll per byte take half a minute);
+    /// 256 KiB stand in for it.
     #[test]
     #[ignore]
     fn exercise_1_read_size_one() {
-        support::protocol::all_checks_pass(5, SERVER, &["--quiet", "--read-size", "1"]);
+        use workbook::protocol::{self, Target};
+        const ONE_BYTE: &[&str] = &["--quiet", "--read-size", "1"];
+        let server = Server::start(SERVER, ONE_BYTE);
+        let mut target = Target::new(server.addr);
+        target.timeout = WAIT;
+        let checks = protocol::checks(5).expect("lesson 05 has protocol checks");
+        for check in checks.iter().filter(|check| check.name != "echo-large") {
+            if let Err(why) = (check.run)(&target) {
+                panic!(
+                    "protocol check {} ({}), one byte per read:\n  {why}",
+                    check.name, check.about
+                );
+            }
+        }
+        echo::large_payload(SERVER, ONE_BYTE, 256 << 10);
     }
 
     /// 05.2: `--send-timeout SECS` closes a connection whose echo has been waiting
