@@ -201,11 +201,13 @@ impl EchoConnection {
     }
     // ANCHOR_END: write_pending
 
+    // ANCHOR: fail
     /// One client's error: log it, close that connection, and nothing else.
     fn fail(&mut self, err: &io::Error) {
         log!("{} {}: {err}", log::DISCONNECTED, self.peers);
         self.closed = true;
     }
+    // ANCHOR_END: fail
 }
 
 /// The socket's descriptor, for the server to put in its select sets or poll array.
@@ -351,6 +353,7 @@ impl EchoServer {
     }
     // ANCHOR_END: handle_ready
 
+    // ANCHOR: shut_down
     /// Closes every connection (dropping them: close(2) on each socket, so each
     /// client reads EOF) and logs the last line, `shutting down (<reason>): ...`.
     pub fn shut_down(self, reason: &str) {
@@ -363,6 +366,7 @@ impl EchoServer {
             show::count(open, "connection")
         ));
     }
+    // ANCHOR_END: shut_down
 }
 
 /// accept(2) failed with EMFILE (this process has all the descriptors it may have)
