@@ -26,6 +26,7 @@ use workbook::log;
 const SERVER: &str = env!("CARGO_BIN_EXE_04_select_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_04_select_client");
 const MINIMAL: &str = env!("CARGO_BIN_EXE_04_select_minimal");
+const WORKBOOK: &str = env!("CARGO_BIN_EXE_workbook");
 const DEFAULT_PORT: u16 = 10001;
 
 /// select(2) has a bit for each descriptor below this, none above.
@@ -502,6 +503,36 @@ mod minimal {
                 exited.stdout,
                 exited.stderr,
                 exited.status.code().unwrap_or(-1)
+            )),
+        );
+    }
+
+    /// The same reset, found by the protocol checks: `cargo run -- check 04` against
+    /// the minimal server passes every check until `echo-after-reset`, the last.
+    #[test]
+    fn the_protocol_check_finds_the_reset() {
+        let server = Server::start(MINIMAL, &[]);
+        let port = server.port().to_string();
+        let check = run(WORKBOOK, &["check", "04", "--port", &port], b"");
+        assert_eq!(check.status.code(), Some(1), "{}", check.stderr);
+        assert!(
+            check.stdout.contains("FAIL echo-after-reset"),
+            "{}",
+            check.stdout
+        );
+        let exited = wait_for_its_end(server);
+        // Why the check failed depends on a race: the server may still accept the
+        // next connection before it reads the reset (that connection is then closed
+        // with it), or may be gone already (connection refused).
+        let normal = Normaliser::new()
+            .port(exited.listening_port(), DEFAULT_PORT)
+            .pattern(r"(?m)^(FAIL echo-after-reset: ).*$", "$1...");
+        transcript::check(
+            "04_minimal_check",
+            &normal.apply(&format!(
+                "# terminal 2, with the first version in terminal 1\n\
+                 $ cargo run -- check 04 --port 10001\n{}",
+                check.stdout
             )),
         );
     }
