@@ -414,6 +414,19 @@ mod minimal {
         server.stop(SIGINT)
     }
 
+    /// How a server ended, for a failure message: its status, the end of its log and
+    /// of its stderr (never all of it: the crowd test logs a thousand lines).
+    fn how_it_ended(exited: &Exited) -> String {
+        let out: Vec<String> = exited.stdout.lines().map(str::to_string).collect();
+        let err: Vec<String> = exited.stderr.lines().map(str::to_string).collect();
+        format!(
+            "status {:?}; {}{}",
+            exited.status,
+            tail(&out, "stdout"),
+            tail(&err, "stderr")
+        )
+    }
+
     /// Is the process's one thread asleep inside a send? /proc/PID/syscall starts with
     /// the number of the system call a sleeping thread is in (`running` otherwise).
     fn blocked_in_send(pid: u32) -> bool {
@@ -455,11 +468,16 @@ mod minimal {
         server.wait_for_line("disconnected");
         server.wait_for_line("disconnected");
         let exited = server.stop(SIGINT);
-        assert_eq!(exited.status.signal(), Some(SIGINT as i32), "{exited:?}");
+        assert_eq!(
+            exited.status.signal(),
+            Some(SIGINT as i32),
+            "{}",
+            how_it_ended(&exited)
+        );
         assert!(
             !exited.stdout.contains(log::SHUTTING_DOWN),
             "{}",
-            exited.stdout
+            how_it_ended(&exited)
         );
         let normal = Normaliser::new().port(exited.listening_port(), DEFAULT_PORT);
         let (first, rest) = exited.stdout.split_once('\n').unwrap_or_default();
@@ -487,7 +505,7 @@ mod minimal {
         round_trip(&mut doomed, b"about to reset\n");
         reset(doomed);
         let exited = wait_for_its_end(server);
-        assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+        assert_eq!(exited.status.code(), Some(1), "{}", how_it_ended(&exited));
         assert!(
             exited.stderr.contains("Connection reset by peer"),
             "{}",
@@ -618,7 +636,7 @@ mod minimal {
             }
         }
         let exited = wait_for_its_end(server);
-        assert_eq!(exited.status.code(), Some(1), "{exited:?}");
+        assert_eq!(exited.status.code(), Some(1), "{}", how_it_ended(&exited));
         assert!(
             exited.stderr.contains("Too many open files"),
             "{}",
