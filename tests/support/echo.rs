@@ -133,7 +133,11 @@ pub fn resets_and_half_close(server_exe: &str, args: &[&str]) {
     half.write_all(b"half-closed: the echo still comes")
         .unwrap();
     half.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut half), b"half-closed: the echo still comes");
+    assert_same_bytes(
+        &read_to_eof(&mut half),
+        b"half-closed: the echo still comes",
+        "the echo after a half-close",
+    );
     let mut after = connect(server.addr);
     round_trip(&mut after, b"\xff\xfe not UTF-8 \x00\n");
     assert!(server.is_running());
@@ -227,7 +231,11 @@ pub fn busy_with_logging(addr: SocketAddr) {
     let mut half = connect(addr);
     half.write_all(b"half-closed").unwrap();
     half.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut half), b"half-closed");
+    assert_same_bytes(
+        &read_to_eof(&mut half),
+        b"half-closed",
+        "the echo after a half-close",
+    );
     let mut after = connect(addr);
     round_trip(&mut after, b"still serving\n");
 }
