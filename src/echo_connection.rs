@@ -38,6 +38,13 @@ pub const OUTPUT_CAP: usize = 1024 * 1024;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 // ANCHOR_END: constants
 
+/// The words of the log line when a connection's output buffer reaches OUTPUT_CAP
+/// (tests wait for it: reword it here and they follow).
+pub const OUTPUT_FULL: &str = "output buffer full";
+/// The first word of the log line of a server that closes a connection at once,
+/// without serving it (lesson 04, at FD_SETSIZE).
+pub const REFUSED: &str = "refused";
+
 // ANCHOR: connection
 /// One client: its socket, and the echo not yet written to it.
 pub struct EchoConnection {
@@ -115,13 +122,13 @@ impl EchoConnection {
         }
         if self.output.is_full() != self.output_full {
             self.output_full = self.output.is_full();
-            let change = if self.output_full {
-                "output buffer full (OUTPUT_CAP), not reading until the client reads"
-            } else {
-                "output buffer drained, reading again"
-            };
             if !quiet {
-                log!("{}: {change}", self.peers);
+                let peers = &self.peers;
+                if self.output_full {
+                    log!("{peers}: {OUTPUT_FULL} (OUTPUT_CAP), not reading until the client reads");
+                } else {
+                    log!("{peers}: output buffer drained, reading again");
+                }
             }
         }
         if self.read_closed && self.output.is_empty() {
@@ -194,11 +201,13 @@ impl EchoConnection {
     }
     // ANCHOR_END: write_pending
 
+    // ANCHOR: fail
     /// One client's error: log it, close that connection, and nothing else.
     fn fail(&mut self, err: &io::Error) {
         log!("{} {}: {err}", log::DISCONNECTED, self.peers);
         self.closed = true;
     }
+    // ANCHOR_END: fail
 }
 
 /// The socket's descriptor, for the server to put in its select sets or poll array.
@@ -344,6 +353,7 @@ impl EchoServer {
     }
     // ANCHOR_END: handle_ready
 
+    // ANCHOR: shut_down
     /// Closes every connection (dropping them: close(2) on each socket, so each
     /// client reads EOF) and logs the last line, `shutting down (<reason>): ...`.
     pub fn shut_down(self, reason: &str) {
@@ -356,6 +366,7 @@ impl EchoServer {
             show::count(open, "connection")
         ));
     }
+    // ANCHOR_END: shut_down
 }
 
 /// accept(2) failed with EMFILE (this process has all the descriptors it may have)

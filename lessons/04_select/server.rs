@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::sys::select::{FD_SETSIZE, FdSet, select};
 use nix::sys::time::{TimeVal, TimeValLike};
 use workbook::cli::Cli;
-use workbook::echo_connection::EchoServer;
+use workbook::echo_connection::{EchoServer, REFUSED};
 use workbook::listener::{self, Accept};
 use workbook::{exit_with_error, log, show, signal};
 
@@ -153,7 +153,7 @@ fn accept_all(server: &mut EchoServer) {
         let fd = stream.as_raw_fd();
         if !fits_in_fd_set(fd) {
             log!(
-                "refused {}: descriptor {fd} is not below FD_SETSIZE ({FD_SETSIZE}), \
+                "{REFUSED} {}: descriptor {fd} is not below FD_SETSIZE ({FD_SETSIZE}), \
                  select cannot watch it",
                 show::peers(&stream)
             );

@@ -133,7 +133,11 @@ pub fn resets_and_half_close(server_exe: &str, args: &[&str]) {
     half.write_all(b"half-closed: the echo still comes")
         .unwrap();
     half.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut half), b"half-closed: the echo still comes");
+    assert_same_bytes(
+        &read_to_eof(&mut half),
+        b"half-closed: the echo still comes",
+        "the echo after a half-close",
+    );
     let mut after = connect(server.addr);
     round_trip(&mut after, b"\xff\xfe not UTF-8 \x00\n");
     assert!(server.is_running());
@@ -227,7 +231,11 @@ pub fn busy_with_logging(addr: SocketAddr) {
     let mut half = connect(addr);
     half.write_all(b"half-closed").unwrap();
     half.shutdown(Shutdown::Write).unwrap();
-    assert_eq!(read_to_eof(&mut half), b"half-closed");
+    assert_same_bytes(
+        &read_to_eof(&mut half),
+        b"half-closed",
+        "the echo after a half-close",
+    );
     let mut after = connect(addr);
     round_trip(&mut after, b"still serving\n");
 }
@@ -295,9 +303,12 @@ pub fn slow_reader_memory_stays_bounded(server_exe: &str, args: &[&str]) {
             if n == 0 {
                 return received;
             }
-            for (i, byte) in buffer[..n].iter().enumerate() {
-                assert_eq!(*byte, ((received + i) % 251) as u8, "byte {}", received + i);
-            }
+            let want: Vec<u8> = (received..received + n).map(|i| (i % 251) as u8).collect();
+            assert_same_bytes(
+                &buffer[..n],
+                &want,
+                &format!("the echo from byte {received} on"),
+            );
             received += n;
             // Slow while the writer sends; then fast, to the server's EOF.
             if sending.load(Ordering::SeqCst) {
@@ -356,4 +367,124 @@ pub fn accept_errors_are_rate_limited(server_exe: &str, args: &[&str]) {
         errors.len(),
         errors[..errors.len().min(10)].join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------
+// The single-thread echo lessons (04 select, 05 poll): the same client and the same
+// log, so the same lesson tests, each naming its own transcripts.
+// ---------------------------------------------------------------------------------
+
+/// A server's log as terminal 1 shows it: Ctrl-C echoed as `^C` before the last line.
+pub fn as_in_terminal(stdout: &str) -> String {
+    let last = workbook::log::SHUTTING_DOWN;
+    stdout.replace(&format!("\n{last}"), &format!("\n^C{last}"))
+}
+
+/// Lesson `lesson` (e.g. `04_select`): its client opens three connections and sends
+/// `hello` and `world` on each; every line comes back on every connection, and the
+/// server's log and the client's output are the book's `NN_client` and `NN_server`.
+pub fn client_and_server_transcripts(lesson: &str, server_exe: &str, client_exe: &str, port: u16) {
+    let number = &lesson[..2];
+    let mut server = Server::start(server_exe, &[]);
+    let real_port = server.port().to_string();
+    let client = run(
+        client_exe,
+        &["--port", &real_port, "--conns", "3", "hello", "world"],
+        b"",
+    );
+    assert!(client.status.success(), "{}", client.stderr);
+    let lines: Vec<&str> = client.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "the client printed:\n{}", client.stdout);
+    for (index, line) in lines.iter().enumerate() {
+        let word = if index < 3 { "hello" } else { "world" };
+        let from = format!("conn {} (127.0.0.1:", index % 3 + 1);
+        assert!(
+            line.starts_with(&from) && line.ends_with(&format!("): {word}")),
+            "line {} of the client: {line:?}",
+            index + 1
+        );
+    }
+    for _ in 0..3 {
+        server.wait_for_line(workbook::log::DISCONNECTED);
+    }
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    let normal = transcript::Normaliser::new().port(exited.listening_port(), port);
+    transcript::check(
+        &format!("{number}_client"),
+        &normal.apply(&format!(
+            "$ cargo run --bin {lesson}_client -- --conns 3 hello world\n{}",
+            client.stdout
+        )),
+    );
+    transcript::check(
+        &format!("{number}_server"),
+        &normal.apply(&format!(
+            "$ cargo run --bin {lesson}_server\n{}",
+            as_in_terminal(&exited.stdout)
+        )),
+    );
+}
+
+/// Three connections held idle by the lesson's client (`--hold 30`) do not delay a
+/// fourth client, and Ctrl-C closes them: the book's `NN_hold`.
+pub fn held_clients_transcript(lesson: &str, server_exe: &str, client_exe: &str, port: u16) {
+    let number = &lesson[..2];
+    let mut server = Server::start(server_exe, &[]);
+    let real_port = server.port().to_string();
+    let mut holder =
+        Interactive::start(client_exe, &["--port", &real_port, "--hold", "30", "late"]);
+    assert_eq!(holder.expect_line(), "holding 3 idle connections for 30 s");
+    for _ in 0..3 {
+        server.wait_for_line(workbook::log::CONNECTED);
+    }
+    let other = run(
+        client_exe,
+        &["--port", &real_port, "--conns", "1", "not waiting"],
+        b"",
+    );
+    assert!(other.status.success(), "{}", other.stderr);
+    assert!(
+        other.stdout.ends_with("): not waiting\n"),
+        "the client printed:\n{}",
+        other.stdout
+    );
+    server.wait_for_line(workbook::log::DISCONNECTED);
+    // Stopped while the idle connections are still open: it closes them itself.
+    let exited = server.stop(SIGINT);
+    assert_clean_shutdown(&exited);
+    drop(holder);
+    let normal = transcript::Normaliser::new().port(exited.listening_port(), port);
+    transcript::check(
+        &format!("{number}_hold"),
+        &normal.apply(&format!(
+            "# terminal 2: three connections that stay idle\n\
+             $ cargo run --bin {lesson}_client -- --hold 30 late\n\
+             holding 3 idle connections for 30 s\n\
+             \n\
+             # terminal 3, meanwhile: served at once\n\
+             $ cargo run --bin {lesson}_client -- --conns 1 \"not waiting\"\n\
+             {}\n\
+             # terminal 1: the server, stopped with Ctrl-C while terminal 2 still holds\n\
+             $ cargo run --bin {lesson}_server\n\
+             {}",
+            other.stdout,
+            as_in_terminal(&exited.stdout)
+        )),
+    );
+}
+
+/// SIGTERM with two clients connected: the server closes both (each reads EOF) and
+/// stops cleanly.
+pub fn sigterm_closes_open_connections(server_exe: &str) {
+    let mut server = Server::start(server_exe, &[]);
+    let mut a = connect(server.addr);
+    let mut b = connect(server.addr);
+    round_trip(&mut a, b"one\n");
+    round_trip(&mut b, b"two\n");
+    server.wait_for_line(workbook::log::RECEIVED);
+    let exited = server.stop(SIGTERM);
+    assert_clean_shutdown(&exited);
+    assert_same_bytes(&read_to_eof(&mut a), b"", "connection a after SIGTERM");
+    assert_same_bytes(&read_to_eof(&mut b), b"", "connection b after SIGTERM");
 }

@@ -578,10 +578,11 @@ pub fn assert_clean_shutdown(exited: &Exited) {
         exited.stderr
     );
     let last = exited.stdout.trim_end().lines().last().unwrap_or("");
+    let lines: Vec<String> = exited.stdout.lines().map(str::to_string).collect();
     assert!(
         last.starts_with("shutting down"),
-        "last line should begin `shutting down`, got {last:?}; stdout:\n{}",
-        exited.stdout
+        "last line should begin `shutting down`, got {last:?}; {}",
+        tail(&lines, "stdout")
     );
     assert!(!exited.stderr.contains("panicked"), "{}", exited.stderr);
 }
