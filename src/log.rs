@@ -146,11 +146,14 @@ pub fn listening(addr: SocketAddr) {
 }
 
 /// Queues the server's last line (it should begin with [`SHUTTING_DOWN`]) and waits
-/// until the writer has written everything, or [`LAST_LINE_WAIT`] has passed: a
-/// stalled stdout must not keep a stopping server alive.
+/// until the writer has written everything, at most [`LAST_LINE_WAIT`]: a stalled
+/// stdout must not keep a stopping server alive. When stdout is merely slow and the
+/// backlog has not drained by half that time, the lines still waiting are dropped
+/// (and counted), so that the count and the last line go out next: the last line is
+/// the one a reader must see.
 pub fn last_line(text: String) {
     let log = log();
-    let deadline = Instant::now() + LAST_LINE_WAIT;
+    let started = Instant::now();
     let mut queue = log.queue();
     // The last line is never dropped: make room for it if need be.
     if queue.lines.len() >= QUEUE_LINES {
@@ -159,11 +162,24 @@ pub fn last_line(text: String) {
     }
     queue.lines.push_back(text);
     log.changed.notify_all();
+    let mut backlog_dropped = false;
     while !queue.lines.is_empty() || queue.writing || queue.dropped > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let waited = started.elapsed();
+        if waited >= LAST_LINE_WAIT {
             return;
         }
+        if !backlog_dropped && waited >= LAST_LINE_WAIT / 2 && queue.lines.len() > 1 {
+            let last = queue.lines.pop_back();
+            queue.dropped += queue.lines.len() as u64;
+            queue.lines.clear();
+            queue.lines.extend(last);
+            backlog_dropped = true;
+        }
+        let left = if waited < LAST_LINE_WAIT / 2 {
+            LAST_LINE_WAIT / 2 - waited
+        } else {
+            LAST_LINE_WAIT - waited
+        };
         queue = match log.changed.wait_timeout(queue, left) {
             Ok((queue, _)) => queue,
             Err(poisoned) => poisoned.into_inner().0,

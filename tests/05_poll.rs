@@ -82,6 +82,11 @@ mod lesson {
 
     /// stdout is a pipe nobody reads: the log backs up, the server does not.
     #[test]
+    fn keeps_its_last_line_with_a_slow_stdout() {
+        contract::keeps_its_last_line_with_a_slow_stdout(SERVER, &[], echo::many_small_round_trips);
+    }
+
+    #[test]
     fn survives_stalled_stdout() {
         contract::survives_stalled_stdout(SERVER, &[], echo::busy_with_logging);
     }

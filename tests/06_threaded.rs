@@ -93,6 +93,11 @@ mod protocol {
 mod lesson {
     use super::*;
 
+    #[test]
+    fn keeps_its_last_line_with_a_slow_stdout() {
+        contract::keeps_its_last_line_with_a_slow_stdout(SERVER, &[], echo::many_small_round_trips);
+    }
+
     fn normaliser(exited: &Exited) -> Normaliser {
         Normaliser::new().port(exited.listening_port(), DEFAULT_PORT)
     }

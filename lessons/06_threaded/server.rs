@@ -25,7 +25,9 @@ use workbook::{exit_with_error, log, show, signal};
 const DEFAULT_PORT: u16 = 8080;
 const READ_SIZE: usize = 64 * 1024;
 /// How long live connections get to finish after Ctrl-C.
-const GRACE: Duration = Duration::from_secs(1);
+/// Half a second: the contract is an exit within one second of Ctrl-C, and the grace,
+/// the joins and the last log line must all fit in it.
+const GRACE: Duration = Duration::from_millis(500);
 /// After a failed accept(2) (EMFILE: out of descriptors), wait this long before the
 /// next try, so that a lasting failure does not spin a core.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);

@@ -24,7 +24,9 @@ use workbook::{exit_with_error, log, show, signal};
 const DEFAULT_PORT: u16 = 8081;
 const READ_SIZE: usize = 64 * 1024;
 /// How long busy workers get to finish after Ctrl-C.
-const GRACE: Duration = Duration::from_secs(1);
+/// Half a second: the contract is an exit within one second of Ctrl-C, and the grace,
+/// the joins and the last log line must all fit in it.
+const GRACE: Duration = Duration::from_millis(500);
 /// After a failed accept(2) (EMFILE: out of descriptors), a worker waits this long
 /// before its next try, so that a lasting failure does not spin a core.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);

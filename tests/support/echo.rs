@@ -488,3 +488,12 @@ pub fn sigterm_closes_open_connections(server_exe: &str) {
     assert_same_bytes(&read_to_eof(&mut a), b"", "connection a after SIGTERM");
     assert_same_bytes(&read_to_eof(&mut b), b"", "connection b after SIGTERM");
 }
+
+/// Many small round trips on one connection, each one a `received` line in the log:
+/// about 2 MB of log in a second or two.
+pub fn many_small_round_trips(addr: SocketAddr) {
+    let mut stream = connect(addr);
+    for round in 0..20_000 {
+        round_trip(&mut stream, format!("{round:09}\n").as_bytes());
+    }
+}

@@ -986,6 +986,44 @@ pub mod contract {
         status.unwrap_or_else(|| panic!("with {how}, the server ignored SIGINT for {STOP_WAIT:?}"))
     }
 
+    /// stdout is read, but slowly (about 200 KB/s, a slow terminal): a busy server's
+    /// log backs up in its queue. On SIGINT it must still exit 0 promptly, and the last
+    /// line a reader gets must be its `shutting down` line (the backlog may be dropped,
+    /// with a count, to let it through).
+    pub fn keeps_its_last_line_with_a_slow_stdout(
+        server_exe: &str,
+        args: &[&str],
+        serve: impl FnOnce(SocketAddr),
+    ) {
+        let (mut server, addr, mut stdout) = start_reading_first_line(server_exe, args);
+        let reading = thread::spawn(move || {
+            let mut text = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Pacing the reader is the point of the test, not a wait for readiness.
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                text.extend_from_slice(&chunk[..n]);
+                thread::sleep(Duration::from_millis(20));
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        serve(addr);
+        let child = server.0.as_mut().expect("the server is running");
+        kill(Pid::from_raw(child.id() as i32), SIGINT).unwrap();
+        let status = wait_with_timeout(child, STOP_WAIT)
+            .unwrap_or_else(|| panic!("with a slow stdout, SIGINT was ignored for {STOP_WAIT:?}"));
+        server.0 = None;
+        assert!(
+            status.success(),
+            "with a slow stdout, exit status {status:?}"
+        );
+        let text = reading.join().unwrap();
+        let last = text.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(workbook::log::SHUTTING_DOWN),
+            "with a slow stdout the last line should begin `shutting down`, got {last:?}"
+        );
+    }
+
     // ANCHOR: closed_stdout
     /// `server | head -1`: stdout is closed after the `listening on` line. The server
     /// must go on serving (`serve` talks to it) and stop on SIGINT with status 0:
