@@ -70,6 +70,9 @@ fn fits_in_fd_set(fd: RawFd) -> bool {
 
 /// The event loop. Returns why it stopped.
 fn run(server: &mut EchoServer, wakeup: &UnixStream) -> &'static str {
+    // The kernel's answer for each connection, (readable, writable): one vector made
+    // once and refilled every round, not one allocated per round.
+    let mut ready: Vec<(bool, bool)> = Vec::new();
     loop {
         // ANCHOR: select_call
         // The sets are built anew every round: select(2) overwrites them with its
@@ -120,14 +123,11 @@ fn run(server: &mut EchoServer, wakeup: &UnixStream) -> &'static str {
         // `ready[i]` is (readable, writable) for connection i.
         let woken = read_set.contains(wakeup.as_fd());
         let can_accept = accepting && read_set.contains(server.listener().as_fd());
-        let ready: Vec<(bool, bool)> = server
-            .connections()
-            .iter()
-            .map(|connection| {
-                let fd = connection.as_fd();
-                (read_set.contains(fd), write_set.contains(fd))
-            })
-            .collect();
+        ready.clear();
+        ready.extend(server.connections().iter().map(|connection| {
+            let fd = connection.as_fd();
+            (read_set.contains(fd), write_set.contains(fd))
+        }));
         // ANCHOR_END: select_call
 
         // ANCHOR: dispatch

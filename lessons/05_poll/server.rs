@@ -46,6 +46,9 @@ fn main() {
 
 /// The event loop. Returns why it stopped.
 fn run(server: &mut EchoServer, wakeup: &UnixStream) -> &'static str {
+    // The kernel's answer for each connection, (readable, writable): one vector made
+    // once and refilled every round, not one allocated per round.
+    let mut ready: Vec<(bool, bool)> = Vec::new();
     loop {
         // ANCHOR: poll_call
         // One pollfd per descriptor: [wake-up, listener, connection 0, 1, ...].
@@ -83,37 +86,36 @@ fn run(server: &mut EchoServer, wakeup: &UnixStream) -> &'static str {
                 return "poll failed";
             }
         }
-        // What happened, copied out so that `fds` stops borrowing the sockets.
-        let revents: Vec<PollFlags> = fds
-            .iter()
-            .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
-            .collect();
+        // What happened (`revents`), read out so that `fds` stops borrowing the
+        // sockets. POLLERR and POLLHUP come whether asked for or not: the connection
+        // failed or is closed both ways. A read or a write then returns at once, with
+        // the error (e.g. ECONNRESET) or EOF, so they count as both readable and
+        // writable.
+        let revents = |fd: &PollFd| fd.revents().unwrap_or(PollFlags::empty());
+        let woken = !revents(&fds[0]).is_empty();
+        let can_accept = revents(&fds[1]).contains(PollFlags::POLLIN);
+        let broken = PollFlags::POLLERR | PollFlags::POLLHUP;
+        ready.clear();
+        ready.extend(fds[2..].iter().map(|fd| {
+            let events = revents(fd);
+            (
+                events.intersects(PollFlags::POLLIN | broken),
+                events.intersects(PollFlags::POLLOUT | broken),
+            )
+        }));
         drop(fds);
         // ANCHOR_END: poll_call
 
         // ANCHOR: dispatch
-        if !revents[0].is_empty() {
+        if woken {
             return "signal";
         }
-        if revents[1].contains(PollFlags::POLLIN) {
+        if can_accept {
             // Every queued connection: one readiness event may stand for many.
             while let Some(stream) = server.accept_next() {
                 server.add(stream);
             }
         }
-        // POLLERR and POLLHUP come whether asked for or not: the connection failed or
-        // is closed both ways. A read or a write then returns at once, with the error
-        // (e.g. ECONNRESET) or EOF, so they count as both readable and writable.
-        let broken = PollFlags::POLLERR | PollFlags::POLLHUP;
-        let ready: Vec<(bool, bool)> = revents[2..]
-            .iter()
-            .map(|events| {
-                (
-                    events.intersects(PollFlags::POLLIN | broken),
-                    events.intersects(PollFlags::POLLOUT | broken),
-                )
-            })
-            .collect();
         server.handle(&ready);
         // ANCHOR_END: dispatch
     }
