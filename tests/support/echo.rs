@@ -276,10 +276,13 @@ pub fn slow_reader_rss_bounded(server_exe: &str, args: &[&str]) {
             for (i, byte) in chunk.iter_mut().enumerate() {
                 *byte = ((sent + i) % 251) as u8;
             }
-            writer.write_all(&chunk).unwrap();
+            if writer.write_all(&chunk).is_err() {
+                // The reader found a wrong byte and shut the socket: it says what.
+                break;
+            }
             sent += CHUNK;
         }
-        writer.shutdown(Shutdown::Write).unwrap();
+        let _ = writer.shutdown(Shutdown::Write);
         still_sending.store(false, Ordering::SeqCst);
         sent
     });
@@ -293,8 +296,13 @@ pub fn slow_reader_rss_bounded(server_exe: &str, args: &[&str]) {
             if n == 0 {
                 return received;
             }
-            for (i, byte) in buffer[..n].iter().enumerate() {
-                assert_eq!(*byte, ((received + i) % 251) as u8, "byte {}", received + i);
+            let want: Vec<u8> = (received..received + n).map(|i| (i % 251) as u8).collect();
+            if buffer[..n] != want[..] {
+                // Stop the writer at once (it would wait for a server that stopped
+                // reading), then show the difference as text.
+                let _ = reader.shutdown(Shutdown::Both);
+                let what = format!("the echo (from byte {received} of the stream)");
+                assert_same_bytes(&buffer[..n], &want, &what);
             }
             received += n;
             // Slow while the writer sends; then fast, to the server's EOF.
@@ -309,8 +317,10 @@ pub fn slow_reader_rss_bounded(server_exe: &str, args: &[&str]) {
         rss_most = rss_most.max(server.rss_kib());
         thread::sleep(Duration::from_millis(50));
     }
+    let received = reading
+        .join()
+        .unwrap_or_else(|_| panic!("the slow reader failed: see its message above"));
     let sent = writing.join().unwrap();
-    let received = reading.join().unwrap();
     assert_eq!(received, sent, "the echo is not what was sent");
     let grown = rss_most.saturating_sub(rss_start);
     eprintln!(
