@@ -36,6 +36,13 @@ fn with<'a>(mode: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
     mode.iter().chain(more).copied().collect()
 }
 
+/// The system call the process's main thread is sleeping in: the first field of
+/// /proc/PID/syscall (`running` when it is not in one, so `None`).
+fn sleeping_in(pid: u32) -> Option<nix::libc::c_long> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// A server's log as terminal 1 shows it: Ctrl-C echoed as `^C` before the last line.
 fn as_in_terminal(stdout: &str) -> String {
     stdout.replace(
@@ -245,12 +252,9 @@ mod minimal {
         server.stop(SIGINT)
     }
 
-    /// Is the process's (only) thread blocked inside a send: /proc/PID/syscall starts
-    /// with the number of the system call a sleeping thread is in (`running` when it
-    /// is not in one).
+    /// Is the process's (only) thread blocked inside a send?
     fn blocked_in_send(pid: u32) -> bool {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-        let number = text.split_whitespace().next().and_then(|n| n.parse().ok());
+        let number = sleeping_in(pid);
         [nix::libc::SYS_sendto, nix::libc::SYS_write]
             .iter()
             .any(|call| Some(*call) == number)
@@ -577,9 +581,21 @@ mod exercises {
         false
     }
 
+    /// Is the server's main thread waiting in epoll_wait(2), its loop done with
+    /// everything that happened?
+    fn waiting_for_events(pid: u32) -> bool {
+        let number = sleeping_in(pid);
+        #[cfg(target_arch = "x86_64")]
+        if number == Some(nix::libc::SYS_epoll_wait) {
+            return true;
+        }
+        number == Some(nix::libc::SYS_epoll_pwait)
+    }
+
     /// 08.1: every echo waits for EPOLLOUT, as in lesson 05. The server runs under
-    /// strace, which writes each epoll_ctl(2) to a file; ten echoes, one at a time,
-    /// must cost two EPOLL_CTL_MOD each (EPOLLOUT on, EPOLLOUT off).
+    /// strace, which writes each epoll_ctl(2) to a file; ten echoes, one at a time
+    /// (the next only once the server waits in epoll_wait again), must cost two
+    /// EPOLL_CTL_MOD each: EPOLLOUT on, EPOLLOUT off.
     #[test]
     #[ignore]
     fn exercise_1_every_echo_waits_for_epollout() {
@@ -603,9 +619,16 @@ mod exercises {
             "--quiet",
         ];
         let server = Server::start("strace", &args);
+        let pid = server.pid();
         let mut stream = connect(server.addr);
         for index in 0..ECHOES {
             round_trip(&mut stream, format!("echo {index}\n").as_bytes());
+            // Sending the next at once could let the server read it before its
+            // output is empty, and then its wants would not change.
+            assert!(
+                eventually(|| waiting_for_events(pid)),
+                "the server never went back to epoll_wait"
+            );
         }
         stream.shutdown(Shutdown::Write).unwrap();
         assert_same_bytes(&read_to_eof(&mut stream), b"", "after the half-close");
