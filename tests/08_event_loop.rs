@@ -43,6 +43,41 @@ fn sleeping_in(pid: u32) -> Option<nix::libc::c_long> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// Is the server's main thread waiting in epoll_wait(2), its loop done with
+/// everything that happened?
+fn waiting_for_events(pid: u32) -> bool {
+    let number = sleeping_in(pid);
+    #[cfg(target_arch = "x86_64")]
+    if number == Some(nix::libc::SYS_epoll_wait) {
+        return true;
+    }
+    number == Some(nix::libc::SYS_epoll_pwait)
+}
+
+/// How many bytes from `client` wait unread in the server's receive queue: the
+/// `rx_queue` of the server's end of that connection in /proc/net/tcp (IPv4).
+fn unread_by_server(server: SocketAddr, client: SocketAddr) -> usize {
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // local_address, rem_address, st, tx_queue:rx_queue
+        .find(|fields| fields.len() > 4 && fields[1] == local && fields[2] == remote)
+        .and_then(|fields| fields[4].split(':').nth(1).map(str::to_string))
+        .and_then(|rx| usize::from_str_radix(&rx, 16).ok())
+        .unwrap_or(0)
+}
+
 /// A server's log as terminal 1 shows it: Ctrl-C echoed as `^C` before the last line.
 fn as_in_terminal(stdout: &str) -> String {
     stdout.replace(
@@ -122,10 +157,76 @@ mod lesson {
         }
     }
 
+    /// A client that sends without ever reading: once its echo fills the output
+    /// (OUTPUT_CAP), the server stops reading it, so its bytes wait unread in the
+    /// kernel while the server sleeps in epoll_wait, and the server's memory stays
+    /// put. Others are served meanwhile, and the whole flood comes back at the end.
     #[test]
-    fn a_flood_without_reading_is_bounded() {
+    fn a_client_that_never_reads_is_not_read() {
+        /// More than the server could take before its output is full: 1 MiB of
+        /// output, its send buffer and the client's receive buffer (tcp_wmem and
+        /// tcp_rmem at most 4 and 32 MiB here).
+        const FLOOD: usize = 64 << 20;
+        const MOST_GROWTH_KIB: u64 = 8 * 1024;
         for mode in MODES {
-            echo::flood_without_reading(SERVER, &with(mode, &["--quiet"]), None);
+            let server = Server::start(SERVER, &with(mode, &["--quiet"]));
+            let rss_start = server.rss_kib();
+            let mut flooder = connect(server.addr);
+            let flooder_addr = flooder.local_addr().unwrap();
+            let mut writer = flooder.try_clone().unwrap();
+            // No write timeout: this thread blocks once the server stops reading.
+            writer.set_write_timeout(None).unwrap();
+            let writing = thread::spawn(move || {
+                let chunk = vec![b'f'; 1 << 16];
+                let mut written = 0;
+                while written < FLOOD && writer.write_all(&chunk).is_ok() {
+                    written += chunk.len();
+                }
+                written
+            });
+            // Held back: the server waits for events while the client's bytes wait
+            // unread (several samples in a row, not one moment between two reads).
+            let (pid, mut in_a_row) = (server.pid(), 0);
+            let held_back = |in_a_row: &mut usize| {
+                let quiet =
+                    waiting_for_events(pid) && unread_by_server(server.addr, flooder_addr) > 0;
+                *in_a_row = if quiet { *in_a_row + 1 } else { 0 };
+                *in_a_row >= 5
+            };
+            eventually(|| held_back(&mut in_a_row) || writing.is_finished());
+            let what = if writing.is_finished() {
+                "it took all 64 MiB"
+            } else {
+                "its bytes never waited unread"
+            };
+            assert!(
+                held_back(&mut in_a_row),
+                "with flags {mode:?}: the server keeps reading a client that never reads \
+                 ({what}); {}",
+                server.last_lines()
+            );
+            let grown = server.rss_kib().saturating_sub(rss_start);
+            assert!(
+                grown <= MOST_GROWTH_KIB,
+                "with flags {mode:?}: the server grew by {grown} KiB for a client that never reads"
+            );
+            let mut other = connect(server.addr);
+            round_trip(&mut other, b"still served\n");
+            // Now the flood is read back, all of it, in order.
+            let mut received = 0;
+            let mut buffer = vec![0u8; 1 << 16];
+            while received < FLOOD {
+                let n = flooder.read(&mut buffer).unwrap();
+                assert!(n > 0, "the server closed after {received} bytes");
+                let want = vec![b'f'; n];
+                assert_same_bytes(
+                    &buffer[..n],
+                    &want,
+                    &format!("the flood from byte {received}"),
+                );
+                received += n;
+            }
+            assert_eq!(writing.join().unwrap(), FLOOD);
         }
     }
 
@@ -579,17 +680,6 @@ mod exercises {
         );
         eprintln!("skipped: {problem}; install strace to run this test");
         false
-    }
-
-    /// Is the server's main thread waiting in epoll_wait(2), its loop done with
-    /// everything that happened?
-    fn waiting_for_events(pid: u32) -> bool {
-        let number = sleeping_in(pid);
-        #[cfg(target_arch = "x86_64")]
-        if number == Some(nix::libc::SYS_epoll_wait) {
-            return true;
-        }
-        number == Some(nix::libc::SYS_epoll_pwait)
     }
 
     /// 08.1: every echo waits for EPOLLOUT, as in lesson 05. The server runs under
