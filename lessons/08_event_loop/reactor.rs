@@ -1,4 +1,5 @@
-//! A small event loop (a "reactor") on epoll(7), in the spirit of Python's asyncore.
+//! A small event loop (a "reactor") on epoll(7), in the spirit of Python's asyncore
+//! (removed in Python 3.12) and of the selector event loop under asyncio.
 //!
 //! Each socket is owned by a [`Handler`]: it says what it wants (`readable()`,
 //! `writable()`) and the loop calls it back when the kernel says that is possible
@@ -96,6 +97,7 @@ impl Context {
     }
 }
 
+// ANCHOR: interest
 /// What to ask epoll about for this handler.
 fn interest(handler: &dyn Handler, edge_triggered: bool) -> EpollFlags {
     let mut flags = EpollFlags::empty();
@@ -110,6 +112,7 @@ fn interest(handler: &dyn Handler, edge_triggered: bool) -> EpollFlags {
     }
     flags
 }
+// ANCHOR_END: interest
 
 struct Entry {
     handler: Box<dyn Handler>,

@@ -43,11 +43,14 @@ fn main() {
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
 
+    // ANCHOR: setup
     // socket, SO_REUSEADDR, bind, listen (lessons 01-02), non-blocking (lesson 04).
     let listener = listener::open(addr, 1024, Accept::NonBlocking);
+    // Readable once Ctrl-C or SIGTERM came (lesson 05): the loop watches it too.
     let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
     let mut reactor = Reactor::new(edge)
         .unwrap_or_else(|err| exit_with_error(&format!("cannot create an epoll instance: {err}")));
+    // ANCHOR_END: setup
     let bound = listener.local_addr().unwrap_or(addr);
     // ANCHOR: main
     // ANCHOR: new_connection
@@ -176,7 +179,9 @@ impl Connection {
         }
         Ok(())
     }
+    // ANCHOR_END: pump
 
+    // ANCHOR: echo
     /// Sends `received` back: at once, straight from the read buffer, when nothing
     /// is waiting before it (the send buffer nearly always has room, so nothing is
     /// copied and the wants do not change: no epoll_ctl). What does not fit is
@@ -199,8 +204,9 @@ impl Connection {
         }
         Ok(())
     }
-    // ANCHOR_END: pump
+    // ANCHOR_END: echo
 
+    // ANCHOR: flush
     /// Writes until the output is empty or the kernel's buffer is full (WouldBlock).
     /// The output drops what was sent as it goes (src/output.rs).
     fn flush(&mut self) -> io::Result<()> {
@@ -215,6 +221,7 @@ impl Connection {
         }
         Ok(())
     }
+    // ANCHOR_END: flush
 }
 
 // ANCHOR: connection_handler
