@@ -59,6 +59,9 @@ pub struct Server {
     /// Every stdout line read so far, `listening on` first.
     pub seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// The thread reading stderr: finished when the server (and anything it started
+    /// that shares its stderr) has closed it.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 /// How a process ended, with everything it printed.
@@ -160,17 +163,24 @@ fn read_all_later<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<S
 
 /// Reads a whole pipe to a shared string on a thread of its own (readable while
 /// the process still runs).
-fn collect<R: Read + Send + 'static>(mut pipe: R) -> Arc<Mutex<String>> {
+fn collect<R: Read + Send + 'static>(pipe: R) -> Arc<Mutex<String>> {
+    collect_with_end(pipe).0
+}
+
+/// Like [`collect`], with the reader thread's handle: finished once the pipe closed.
+fn collect_with_end<R: Read + Send + 'static>(
+    mut pipe: R,
+) -> (Arc<Mutex<String>>, thread::JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let shared = Arc::clone(&text);
-    thread::spawn(move || {
+    let reader = thread::spawn(move || {
         let mut chunk = [0u8; 4096];
         while let Ok(n @ 1..) = pipe.read(&mut chunk) {
             let text = String::from_utf8_lossy(&chunk[..n]);
             shared.lock().unwrap().push_str(&text);
         }
     });
-    text
+    (text, reader)
 }
 
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
@@ -223,13 +233,14 @@ impl Server {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
         let lines = lines_of(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stderr, stderr_reader) = collect_with_end(child.stderr.take().unwrap());
         let mut server = Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             lines,
             seen: Vec::new(),
             stderr,
+            stderr_reader: Some(stderr_reader),
         };
         let first = server.wait_for_line("listening on");
         let address = first.trim_start_matches("listening on ").trim();
@@ -312,7 +323,16 @@ impl Server {
         Exited {
             status,
             stdout: self.seen.join("\n") + "\n",
-            stderr: self.stderr_text(),
+            stderr: {
+                // All of stderr: wait (bounded) for its reader to see the pipe close.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while !reader.is_finished() && Instant::now() < deadline {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                self.stderr_text()
+            },
             took,
         }
     }
