@@ -11,11 +11,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use support::transcript::{self, Normaliser};
 use support::*;
 use workbook::log;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_12_http_server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_12_http_client");
 const WORKBOOK: &str = env!("CARGO_BIN_EXE_workbook");
+const DEFAULT_PORT: u16 = 10012;
 
 /// `GET path` on HTTP/1.1, as a polite client sends it.
 fn get(path: &str) -> Vec<u8> {
@@ -102,6 +105,14 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
             ),
         }
     }
+}
+
+/// `Date: Sat, 05 Dec 2026 00:30:44 GMT` and the client's ports, made stable.
+fn normaliser(port: u16) -> Normaliser {
+    Normaliser::new().port(port, DEFAULT_PORT).pattern(
+        r"Date: [A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT",
+        "Date: Sun, 22 Nov 2026 10:00:00 GMT",
+    )
 }
 
 /// A directory under the system's temporary directory, removed when dropped.
@@ -197,6 +208,213 @@ mod protocol {
 
 mod lesson {
     use super::*;
+
+    // Our client.
+
+    #[test]
+    fn client_fetches_paths_on_one_connection() {
+        let mut server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        let fetched = run(
+            CLIENT,
+            &["--port", &port, "/hello", "/favicon.ico", "/nope"],
+            b"",
+        );
+        assert!(fetched.status.success(), "{}", fetched.stderr);
+        assert_eq!(
+            fetched.stdout.matches("* connected").count(),
+            1,
+            "{}",
+            fetched.stdout
+        );
+        assert!(
+            fetched.stdout.contains("\n\nHello WORD\n"),
+            "{}",
+            fetched.stdout
+        );
+        assert!(
+            fetched
+                .stdout
+                .contains("(1150 bytes of image/x-icon, not shown; --raw shows them)"),
+            "{}",
+            fetched.stdout
+        );
+        server.wait_for_line(log::DISCONNECTED);
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        assert!(
+            exited
+                .stdout
+                .contains("after 3 requests: the client closed"),
+            "{}",
+            exited.stdout
+        );
+        transcript::check(
+            "12_client",
+            &normaliser(exited.listening_port()).apply(&format!(
+                "# terminal 2\n\
+                 $ cargo run --bin 12_http_client -- /hello /favicon.ico /nope\n\
+                 {}\n\
+                 # terminal 1: the server, stopped with Ctrl-C afterwards\n\
+                 $ cargo run --bin 12_http_server\n\
+                 {}",
+                fetched.stdout,
+                exited
+                    .stdout
+                    .replace("\nshutting down", "\n^Cshutting down")
+            )),
+        );
+    }
+
+    #[test]
+    fn client_raw_shows_the_exact_bytes() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let fetched = run(CLIENT, &["--port", &port, "--raw", "/hello"], b"");
+        assert!(fetched.status.success(), "{}", fetched.stderr);
+        for line in [
+            "> GET /hello HTTP/1.1\\r\\n",
+            "> \\r\\n",
+            "< HTTP/1.1 200 OK\\r\\n",
+            "< Content-Length: 10\\r\\n",
+            "< \\r\\n",
+            "< Hello WORD",
+        ] {
+            assert!(
+                fetched.stdout.lines().any(|l| l == line),
+                "{line:?} missing:\n{}",
+                fetched.stdout
+            );
+        }
+        transcript::check(
+            "12_raw",
+            &normaliser(server.port()).apply(&format!(
+                "$ cargo run --bin 12_http_client -- --raw /hello\n{}",
+                fetched.stdout
+            )),
+        );
+    }
+
+    #[test]
+    fn client_head_prints_the_headers_and_no_body() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let fetched = run(CLIENT, &["--port", &port, "--head", "/hello", "/"], b"");
+        assert!(fetched.status.success(), "{}", fetched.stderr);
+        assert!(
+            fetched.stdout.contains("Content-Length: 10\n"),
+            "{}",
+            fetched.stdout
+        );
+        assert!(!fetched.stdout.contains("Hello WORD"), "{}", fetched.stdout);
+        assert!(!fetched.stdout.contains("<html"), "{}", fetched.stdout);
+    }
+
+    #[test]
+    fn client_connects_again_when_the_server_closes() {
+        let server = Server::start(SERVER, &["--quiet", "--max-requests", "2"]);
+        let port = server.port().to_string();
+        let fetched = run(
+            CLIENT,
+            &[
+                "--port", &port, "/hello", "/hello", "/hello", "/hello", "/hello",
+            ],
+            b"",
+        );
+        assert!(fetched.status.success(), "{}", fetched.stderr);
+        assert_eq!(fetched.stdout.matches("Hello WORD").count(), 5);
+        // Requests 1-2, 3-4, 5: three connections, each closed by the server's limit
+        // with `Connection: close` on its last response.
+        assert_eq!(
+            fetched.stdout.matches("* connected").count(),
+            3,
+            "{}",
+            fetched.stdout
+        );
+        assert_eq!(fetched.stdout.matches("Connection: close").count(), 2);
+    }
+
+    #[test]
+    fn client_repeat_measures_keep_alive_and_new_connections() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let kept = run(CLIENT, &["--port", &port, "--repeat", "50", "/hello"], b"");
+        assert!(kept.status.success(), "{}", kept.stderr);
+        assert!(
+            kept.stdout.starts_with("50 requests on 1 connection in "),
+            "{}",
+            kept.stdout
+        );
+        let closed = run(
+            CLIENT,
+            &["--port", &port, "--repeat", "50", "--close", "/hello"],
+            b"",
+        );
+        assert!(closed.status.success(), "{}", closed.stderr);
+        assert!(
+            closed
+                .stdout
+                .starts_with("50 requests on 50 connections in "),
+            "{}",
+            closed.stdout
+        );
+    }
+
+    #[test]
+    fn client_waits_in_vain_for_the_end_of_a_naive_body() {
+        let server = Server::start(SERVER, &["--naive"]);
+        let port = server.port().to_string();
+        let fetched = run(CLIENT, &["--port", &port, "--timeout", "1", "/"], b"");
+        assert_eq!(fetched.status.code(), Some(1), "{}", fetched.stdout);
+        assert!(
+            fetched.stdout.contains("HTTP/1.1 200 OK\n\nHello WORD\n"),
+            "{}",
+            fetched.stdout
+        );
+        assert!(
+            fetched
+                .stderr
+                .contains("without Content-Length, only a close ends the body"),
+            "{}",
+            fetched.stderr
+        );
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        transcript::check(
+            "12_naive",
+            &normaliser(exited.listening_port())
+                .pattern(r"nothing for 1s", "nothing for 1s")
+                .apply(&format!(
+                    "# terminal 2: our client, which gives up after a second without a byte\n\
+                     $ cargo run --bin 12_http_client -- --timeout 1 /\n\
+                     {}{}\n\
+                     # terminal 1\n\
+                     $ cargo run --bin 12_http_server -- --naive\n\
+                     {}",
+                    fetched.stdout,
+                    fetched.stderr,
+                    exited
+                        .stdout
+                        .replace("\nshutting down", "\n^Cshutting down")
+                )),
+        );
+    }
+
+    #[test]
+    fn contract_client() {
+        contract::rejects_bad_flags(CLIENT);
+        contract::client_reports_no_server(CLIENT, "12_http_server", &[]);
+        assert_usage_error(&run(CLIENT, &["no-slash"], b""));
+        assert_usage_error(&run(CLIENT, &["--repeat", "0"], b""));
+    }
+
+    #[test]
+    fn client_with_stdout_closed_stops_quietly() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let exited = run_with_closed_stdout(CLIENT, &["--port", &port, "/", "/hello"], b"");
+        assert_quiet_stop(&exited, "12_http_client with stdout closed");
+    }
 
     // Other real clients.
 
@@ -760,5 +978,26 @@ mod lesson {
                 assert_eq!(read_exactly(&mut stream, 29).len(), 29);
             }
         });
+    }
+
+    #[test]
+    fn the_front_door_runs_and_checks_lesson_12() {
+        let ran = run(WORKBOOK, &["run", "12"], b"");
+        assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
+        assert!(ran.stdout.contains("client │ Hello WORD"), "{}", ran.stdout);
+        assert!(
+            ran.stdout.contains("server │ shutting down"),
+            "{}",
+            ran.stdout
+        );
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let checked = run(WORKBOOK, &["check", "12", "--port", &port], b"");
+        assert!(checked.status.success(), "{}", checked.stdout);
+        assert!(
+            checked.stdout.contains("20 passed, 0 failed"),
+            "{}",
+            checked.stdout
+        );
     }
 }
