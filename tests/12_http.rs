@@ -734,12 +734,6 @@ mod lesson {
                 "<p>docs index</p>\n",
             ),
             (
-                "/docs",
-                200,
-                "text/html; charset=utf-8",
-                "<p>docs index</p>\n",
-            ),
-            (
                 "/a%20b.txt",
                 200,
                 "text/plain; charset=utf-8",
@@ -999,5 +993,143 @@ mod lesson {
             "{}",
             checked.stdout
         );
+    }
+}
+
+mod exercises {
+    //! The chapter's exercises: each test fails on the lesson as shipped and passes
+    //! once the exercise is done. Run one with `cargo run -- exercise 12.1`.
+    use super::*;
+
+    #[test]
+    #[ignore = "exercise 12.1: cargo run -- exercise 12.1"]
+    fn exercise_1_naive_says_where_the_body_ends() {
+        let server = Server::start(SERVER, &["--naive"]);
+        let mut stream = connect(server.addr);
+        stream.write_all(&get("/")).unwrap();
+        // Either way tells the client that the body is over: a Content-Length, or
+        // the server closing the connection right after the body.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                if head.contains("\r\ncontent-length: 10") && got.len() >= end + 4 + 10 {
+                    assert_same_bytes(&got[end + 4..], b"Hello WORD", "the body");
+                    return;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    assert!(
+                        got.ends_with(b"\r\n\r\nHello WORD"),
+                        "closed after \"{}\"",
+                        escaped(&got)
+                    );
+                    return;
+                }
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(err) => panic!(
+                    "after 5 s ({err}) the reply is \"{}\": no `Content-Length: 10`, and the \
+                     connection is still open. The client cannot tell that the body is over.",
+                    escaped(&got)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "exercise 12.2: cargo run -- exercise 12.2"]
+    fn exercise_2_post_echo_sends_the_body_back() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut request = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        request.extend(get("/hello"));
+        let mut stream = connect(server.addr);
+        let mut writer = stream.try_clone().unwrap();
+        // Written on a thread: the echo comes back while we are still sending.
+        let sending = std::thread::spawn(move || writer.write_all(&request));
+        let mut pending = Vec::new();
+        let echo = read_reply(&mut stream, &mut pending, false);
+        assert_eq!(echo.status(), 200, "POST /echo: {}", echo.head);
+        assert_eq!(
+            echo.header("Content-Type"),
+            Some("application/octet-stream"),
+            "bytes of any kind: {}",
+            echo.head
+        );
+        assert_same_bytes(&echo.body, &body, "the body of the echo");
+        let next = read_reply(&mut stream, &mut pending, false);
+        assert_same_bytes(&next.body, b"Hello WORD", "the response after the echo");
+        sending.join().unwrap().unwrap();
+    }
+
+    #[test]
+    #[ignore = "exercise 12.3: cargo run -- exercise 12.3"]
+    fn exercise_3_etag_and_304_not_modified() {
+        let (_top, root) = site();
+        let server = Server::start(SERVER, &["--quiet", "--root", root.to_str().unwrap()]);
+        let first = ask(server.addr, &get("/notes.txt"));
+        let etag = first
+            .header("ETag")
+            .unwrap_or_else(|| panic!("no ETag header on a file: {}", first.head))
+            .to_string();
+        assert!(
+            etag.len() > 2 && etag.starts_with('"') && etag.ends_with('"'),
+            "an ETag is a quoted string: {etag}"
+        );
+        // The same ETag in If-None-Match: 304, no body; the next response follows.
+        let mut stream = connect(server.addr);
+        let conditional =
+            format!("GET /notes.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n");
+        stream
+            .write_all(&[conditional.into_bytes(), get("/hello")].concat())
+            .unwrap();
+        let mut pending = Vec::new();
+        let not_modified = read_reply(&mut stream, &mut pending, true);
+        assert_eq!(not_modified.status(), 304, "{}", not_modified.head);
+        assert!(
+            matches!(not_modified.header("Content-Length"), None | Some("12")),
+            "a 304's Content-Length, if any, is the 200's (RFC 9110, 8.6): {}",
+            not_modified.head
+        );
+        assert_eq!(not_modified.header("ETag"), Some(etag.as_str()));
+        let next = read_reply(&mut stream, &mut pending, false);
+        assert_same_bytes(
+            &next.body,
+            b"Hello WORD",
+            "the response after the 304 (did it send a body?)",
+        );
+        // Another ETag: the file, whole.
+        let other = ask(
+            server.addr,
+            b"GET /notes.txt HTTP/1.1\r\nHost: t\r\nIf-None-Match: \"nope\"\r\n\r\n",
+        );
+        assert_eq!(other.status(), 200, "{}", other.head);
+        assert_same_bytes(&other.body, b"plain notes\n", "the file");
+    }
+
+    #[test]
+    #[ignore = "exercise 12.4: cargo run -- exercise 12.4"]
+    fn exercise_4_a_directory_without_its_slash_is_redirected() {
+        let (_top, root) = site();
+        let server = Server::start(SERVER, &["--quiet", "--root", root.to_str().unwrap()]);
+        let moved = ask(server.addr, &get("/docs?x=1"));
+        assert_eq!(moved.status(), 301, "{}", moved.head);
+        assert_eq!(moved.header("Location"), Some("/docs/"), "{}", moved.head);
+        let index = ask(server.addr, &get("/docs/"));
+        assert_eq!(index.status(), 200, "{}", index.head);
+        assert_same_bytes(&index.body, b"<p>docs index</p>\n", "/docs/");
+        let file = ask(server.addr, &get("/notes.txt"));
+        assert_eq!(file.status(), 200, "a file is no directory: {}", file.head);
     }
 }
