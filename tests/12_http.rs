@@ -613,6 +613,31 @@ mod lesson {
     }
 
     #[test]
+    fn a_body_that_comes_too_slowly_is_cut_off() {
+        let mut server = Server::start(SERVER, &["--timeout", "0.5"]);
+        let mut stream = connect(server.addr);
+        stream
+            .write_all(b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 200\r\n\r\n")
+            .unwrap();
+        // One byte of body every 100 ms: each read gets a byte well within the
+        // timeout, but the whole body would take 20 s.
+        let mut writer = stream.try_clone().unwrap();
+        let trickle = std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < 200 && writer.write_all(b"x").is_ok() {
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            sent
+        });
+        let got = read_until_closed(&mut stream);
+        assert_same_bytes(&got, b"", "the answer to a body that trickles");
+        server.wait_for_line("the body did not come in time");
+        drop(stream);
+        assert!(trickle.join().unwrap() < 200, "the whole body was accepted");
+    }
+
+    #[test]
     fn the_request_limit_closes_the_connection() {
         let server = Server::start(SERVER, &["--max-requests", "2"]);
         let mut stream = connect(server.addr);
@@ -658,6 +683,10 @@ mod lesson {
             (b"GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
             (b"GET /%zz HTTP/1.1\r\nHost: t\r\n\r\n", 400),
             (b"GET /a%00b HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+            (
+                b"GET /a%0d%0aSet-Cookie:%20x HTTP/1.1\r\nHost: t\r\n\r\n",
+                400,
+            ),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ] {
             let mut stream = connect(server.addr);

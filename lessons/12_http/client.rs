@@ -260,7 +260,26 @@ impl Client {
             Err(NoHead::Failed(err)) if err.kind() == io::ErrorKind::ConnectionReset => {
                 return Err(Exchange::ClosedBeforeAnswer);
             }
-            Err(why) => return Err(Exchange::Failed(format!("no response head: {why:?}"))),
+            Err(NoHead::Failed(err)) => {
+                return Err(Exchange::Failed(format!("reading the response: {err}")));
+            }
+            Err(NoHead::Idle | NoHead::TooSlow) => {
+                return Err(Exchange::Failed(format!(
+                    "no complete response head within {:?}",
+                    self.timeout
+                )));
+            }
+            Err(NoHead::Cut) => {
+                return Err(Exchange::Failed(
+                    "the server closed the connection in the middle of the response head".into(),
+                ));
+            }
+            Err(NoHead::TooLarge) => {
+                return Err(Exchange::Failed(format!(
+                    "the response head is larger than {} bytes",
+                    head::MAX_HEAD
+                )));
+            }
         };
         let head: Vec<u8> = self.buffer.drain(..end).collect();
         output.received(&head);

@@ -206,7 +206,12 @@ fn path_of(target: &str) -> Result<String, Rejection> {
             _ => None,
         };
         match value {
-            Some(0) => return Err(bad("%00 (a NUL byte) is not allowed in a path")),
+            // A control character has no business in a path, and once decoded it
+            // could end a line: `%0d%0a` in a path copied into a header would start
+            // a header of the client's choosing.
+            Some(value) if value < 0x20 || value == 0x7f => {
+                return Err(bad("a control character (%00 to %1f, %7f) in a path"));
+            }
             Some(value) => decoded.push(value),
             None => return Err(bad("a % must be followed by two hex digits")),
         }

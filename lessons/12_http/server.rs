@@ -337,26 +337,31 @@ impl Connection<'_> {
 
     // ANCHOR: skip_body
     /// Reads `length` bytes of body (some may be in the buffer already) and drops them.
+    /// All of it must come within `timeout`, like a head: a client sending one byte
+    /// every few seconds cannot hold the thread for the length of a megabyte.
     fn skip_body(&mut self, length: u64, timeout: Duration) -> Result<(), Ending> {
         let in_buffer = self.buffer.len().min(length as usize);
         self.buffer.drain(..in_buffer);
         let mut left = length - in_buffer as u64;
         let mut scratch = [0u8; 16 * 1024];
-        let _ = self.stream.set_read_timeout(Some(timeout));
+        let until = Instant::now() + timeout;
         while left > 0 {
+            let time_left = until.saturating_duration_since(Instant::now());
+            if time_left.is_zero() || self.stream.set_read_timeout(Some(time_left)).is_err() {
+                return Err(self.close(Ending::Cut("the body did not come in time")));
+            }
             let want = scratch.len().min(left as usize);
             match (&*self.stream).read(&mut scratch[..want]) {
                 Ok(0) => return Err(Ending::Cut("the client closed mid-body")),
                 Ok(n) => left -= n as u64,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // The deadline is checked at the top of the loop.
                 Err(err)
                     if matches!(
                         err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(self.close(Ending::Cut("the body stopped coming")));
-                }
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(err) => return Err(Ending::Failed(err)),
             }
         }
