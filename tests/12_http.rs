@@ -638,6 +638,31 @@ mod lesson {
     }
 
     #[test]
+    fn max_threads_makes_the_next_client_wait_in_the_backlog() {
+        let mut server = Server::start(SERVER, &["--max-threads", "1", "--timeout", "30"]);
+        // The only thread waits for this connection's first request.
+        let holder = connect(server.addr);
+        server.wait_for_line(log::CONNECTED);
+        // The next one connects (the kernel queues it) and asks, but is not served...
+        let mut waiting = connect(server.addr);
+        waiting.write_all(&get("/hello")).unwrap();
+        waiting
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let early = waiting.read(&mut byte);
+        assert!(
+            matches!(&early, Err(err) if err.kind() == std::io::ErrorKind::WouldBlock),
+            "answered while the only thread was taken: {early:?}"
+        );
+        // ...until the first leaves.
+        drop(holder);
+        waiting.set_read_timeout(Some(WAIT)).unwrap();
+        let reply = read_reply(&mut waiting, &mut Vec::new(), false);
+        assert_same_bytes(&reply.body, b"Hello WORD", "the waiting client's answer");
+    }
+
+    #[test]
     fn the_request_limit_closes_the_connection() {
         let server = Server::start(SERVER, &["--max-requests", "2"]);
         let mut stream = connect(server.addr);

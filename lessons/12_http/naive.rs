@@ -4,9 +4,10 @@
 //! One client at a time; one `recv` of at most 1024 bytes, whatever the request's
 //! size; a status line and an empty line, then `Hello WORD`: no Content-Length, and
 //! the socket is not closed. The client cannot tell that the body is over: curl waits,
-//! the browser's tab keeps spinning. The connection is closed only when the next
-//! client is accepted (in the Python original the variable holding the socket is
-//! then bound to the new one, and the old socket object is freed and closed).
+//! and so does a browser, unless its next connection comes first. The connection is
+//! closed only when the next client is accepted (in the Python original the variable
+//! holding the socket is then bound to the new one, and the old socket object is
+//! freed and closed).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
