@@ -14,6 +14,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 mod echo;
+mod http;
 mod lessons;
 
 /// The server under test.
@@ -54,6 +55,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         7 => Some(echo::POOLED),
         9 => Some(lessons::FRAMING),
         10 => Some(lessons::SOCKETSERVER),
+        12 => Some(http::HTTP),
         _ => None,
     }
 }
@@ -267,7 +269,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

@@ -120,6 +120,15 @@ pub static LESSONS: &[Lesson] = &[
              client against a running lesson: `cargo run --release --bin 11_load_test_client -- --port 10008`",
         ),
     },
+    Lesson {
+        number: 12,
+        name: "12_http",
+        topic: "HTTP: a web page from a raw socket, keep-alive, limits, tested in a real browser",
+        transport: "TCP 10012",
+        protocol: "HTTP/1.1: GET / shows your request, /hello, HEAD, keep-alive (open it in a browser)",
+        client_args: &["/hello", "/"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.

@@ -1,8 +1,9 @@
 //! `cargo run -- run NN [CLIENT ARGS]`: a lesson's server and client in one terminal.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::{error, lesson_arg, print_or_exit, usage_error};
+use crate::{error, lesson_arg, usage_error};
 
 /// How long the server may take to print `listening on` (a first build is not counted).
 const START_WAIT: Duration = Duration::from_secs(10);
@@ -18,6 +19,27 @@ const START_WAIT: Duration = Duration::from_secs(10);
 const CLIENT_WAIT: Duration = Duration::from_secs(60);
 /// The contract says a server exits within a second of SIGINT; allow a little more.
 const STOP_WAIT: Duration = Duration::from_secs(3);
+
+/// The programs this run started, so that a closed stdout (`run 05 | head`) stops
+/// them instead of leaving them running with nobody to stop them.
+static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Prints `text`; if stdout is gone, sends SIGINT to the programs started (a server
+/// stops on it by the contract, a client ends) and exits quietly.
+fn show(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        let started = STARTED.lock().map(|pids| pids.clone()).unwrap_or_default();
+        for pid in started {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        }
+        std::process::exit(0);
+    }
+}
 
 /// A line from one of the two programs.
 enum Event {
@@ -73,6 +95,9 @@ pub fn run(args: &[String]) -> i32 {
         Ok(child) => child,
         Err(err) => return error(&format!("cannot start {server_bin}: {err}")),
     };
+    if let Ok(mut started) = STARTED.lock() {
+        started.push(server.id());
+    }
     forward(&mut server, "server", &events);
     let port = match wait_for_port(&received) {
         Ok(port) => port,
@@ -82,7 +107,7 @@ pub fn run(args: &[String]) -> i32 {
             return error(&message);
         }
     };
-    print_or_exit(&format!(
+    show(&format!(
         "workbook │ {client_bin} {} --port {port}\n",
         client_args.join(" ")
     ));
@@ -100,6 +125,9 @@ pub fn run(args: &[String]) -> i32 {
             return error(&format!("cannot start {client_bin}: {err}"));
         }
     };
+    if let Ok(mut started) = STARTED.lock() {
+        started.push(client.id());
+    }
     forward(&mut client, "client", &events);
     drop(events);
 
@@ -108,11 +136,11 @@ pub fn run(args: &[String]) -> i32 {
     let mut client_streams_open = 2;
     while client_streams_open > 0 {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Event::Line(who, line)) => print_or_exit(&format!("{who} │ {line}\n")),
+            Ok(Event::Line(who, line)) => show(&format!("{who} │ {line}\n")),
             Ok(Event::Closed("client")) => client_streams_open -= 1,
             Ok(Event::Closed(_)) => {}
             Err(RecvTimeoutError::Timeout) => {
-                print_or_exit(&format!(
+                show(&format!(
                     "workbook │ the client ran for {} s: stopping it\n",
                     CLIENT_WAIT.as_secs()
                 ));
@@ -123,13 +151,13 @@ pub fn run(args: &[String]) -> i32 {
         }
     }
     let client_status = client.wait().ok();
-    print_or_exit(&format!(
+    show(&format!(
         "workbook │ client {}; stopping the server with SIGINT (Ctrl-C)\n",
         describe(client_status)
     ));
     let server_status = stop(&mut server);
     drain(&received, Duration::from_millis(500));
-    print_or_exit(&format!("workbook │ server {}\n", describe(server_status)));
+    show(&format!("workbook │ server {}\n", describe(server_status)));
     client_status.and_then(|status| status.code()).unwrap_or(1)
 }
 
@@ -185,7 +213,7 @@ fn wait_for_port(received: &Receiver<Event>) -> Result<u16, String> {
     loop {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Event::Line(who, line)) => {
-                print_or_exit(&format!("{who} │ {line}\n"));
+                show(&format!("{who} │ {line}\n"));
                 let port = line
                     .strip_prefix(workbook::log::LISTENING_ON)
                     .and_then(|addr| addr.trim().rsplit(':').next()?.parse().ok());
@@ -227,7 +255,7 @@ fn drain(received: &Receiver<Event>, limit: Duration) {
     while let Ok(event) = received.recv_timeout(deadline.saturating_duration_since(Instant::now()))
     {
         if let Event::Line(who, line) = event {
-            print_or_exit(&format!("{who} │ {line}\n"));
+            show(&format!("{who} │ {line}\n"));
         }
     }
 }
