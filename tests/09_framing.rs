@@ -181,6 +181,22 @@ mod lesson {
 
     use super::*;
 
+    /// `09_framing_client | head -1`: the client's stdout is closed; it stops quietly
+    /// (status 0, no panic, nothing on stderr) instead of dying of EPIPE in println!.
+    #[test]
+    fn the_client_stops_quietly_when_stdout_is_closed() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let client = run_with_closed_stdout(CLIENT, &["--port", &port, "--chunk", "4"], b"");
+        assert!(
+            client.status.success(),
+            "{:?}: {}",
+            client.status,
+            client.stderr
+        );
+        assert_eq!(client.stderr, "");
+    }
+
     #[test]
     fn stepped_client_transcript() {
         // With --step the client sends a piece each time a line comes on its stdin;

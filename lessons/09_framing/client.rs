@@ -11,7 +11,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use workbook::cli::{Args, Cli};
-use workbook::{connect_failed, exit_with_error, show};
+use workbook::{connect_failed, exit_on_stdout_error, exit_with_error, print_line, show};
 
 const DEFAULT_PORT: u16 = 10009;
 /// How long to wait for the reply and the server's close.
@@ -122,8 +122,12 @@ fn send_in_pieces(
     for (index, piece) in request.chunks(chunk).enumerate() {
         if step {
             if prompt {
-                print!("[Enter: send {}] ", show::count(piece.len(), "byte"));
-                io::stdout().flush()?;
+                let mut out = io::stdout().lock();
+                let asked = write!(out, "[Enter: send {}] ", show::count(piece.len(), "byte"))
+                    .and_then(|()| out.flush());
+                if let Err(err) = asked {
+                    exit_on_stdout_error(&err);
+                }
             }
             // EOF on stdin: send the rest without waiting.
             keys.read_until(b'\n', &mut Vec::new())?;
@@ -131,11 +135,12 @@ fn send_in_pieces(
             std::thread::sleep(pause);
         }
         stream.write_all(piece)?;
-        println!(
+        // Not println!: it panics when stdout is closed (`client | head -1`).
+        print_line(&format!(
             "sent {}: {}",
             show::count(piece.len(), "byte"),
             show::bytes(piece)
-        );
+        ));
     }
     // shutdown(SHUT_WR): our FIN. The server may close at once after its reply
     // instead of waiting for more.
