@@ -7,7 +7,7 @@
 //!   pass lesson 05's echo checks, the ones `cargo run -- check 05` runs.
 //! - `mod lesson`: the load client, the runner, and the baseline's contract.
 //! - `mod exercises`: the chapter's exercises, ignored until you do them:
-//!   `cargo run -- exercise 11.2` or `cargo test --test 11_load_test -- --ignored exercise_2`.
+//!   `cargo run -- exercise 11.1` or `cargo test --test 11_load_test -- --ignored exercise_1`.
 
 mod support;
 
@@ -401,7 +401,7 @@ mod exercises {
     use support::echo::eventually;
     use workbook::log;
 
-    /// 11.2: `--rate R` sends each connection's requests on a schedule, R per second,
+    /// 11.1: `--rate R` sends each connection's requests on a schedule, R per second,
     /// and measures each latency from when its request was due. A server that stalls
     /// 300 ms before its first echo: the 30 requests due during the stall waited for
     /// it, from 300 ms (the first) down to 10 ms, so at least half of the 40 took
@@ -409,8 +409,8 @@ mod exercises {
     /// client that measures from when it actually sent (coordinated omission) sees one
     /// slow request and a median of microseconds.
     #[test]
-    #[ignore = "exercise 11.2: cargo run -- exercise 11.2"]
-    fn exercise_2_open_loop_rate() {
+    #[ignore = "exercise 11.1: cargo run -- exercise 11.1"]
+    fn exercise_1_open_loop_rate() {
         let port = fake_server(move |listener| {
             let (mut stream, _) = listener.accept().unwrap();
             let mut buffer = [0u8; 4096];
@@ -451,12 +451,12 @@ mod exercises {
         );
     }
 
-    /// 11.3: lesson 10's handler reads through a 64 KiB buffer. A 32 KiB message that
+    /// 11.2: lesson 10's handler reads through a 64 KiB buffer. A 32 KiB message that
     /// waits whole in the kernel before the server's first read (the sync server is
     /// busy with another client) comes in one read, not in four of 8 KiB.
     #[test]
-    #[ignore = "exercise 11.3: cargo run -- exercise 11.3"]
-    fn exercise_3_framework_reads_64_kib_at_once() {
+    #[ignore = "exercise 11.2: cargo run -- exercise 11.2"]
+    fn exercise_2_framework_reads_64_kib_at_once() {
         let mut server = Server::start(FRAMEWORK_SERVER, &["--mode", "sync"]);
         let mut first = connect(server.addr);
         first.write_all(b"keep the server busy\r\n").unwrap();
@@ -510,12 +510,12 @@ mod exercises {
             .unwrap_or(0)
     }
 
-    /// 11.5: `--connection-per-request`: every request on a connection of its own
+    /// 11.3: `--connection-per-request`: every request on a connection of its own
     /// (connect, send, read the echo, close). A stand-in echo server counts what each
     /// connection carried: 2 x 10 requests are 20 connections of one message each.
     #[test]
-    #[ignore = "exercise 11.5: cargo run -- exercise 11.5"]
-    fn exercise_5_a_connection_per_request() {
+    #[ignore = "exercise 11.3: cargo run -- exercise 11.3"]
+    fn exercise_3_a_connection_per_request() {
         let carried: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(Vec::new()));
         let counts = Arc::clone(&carried);
         let port = fake_server(move |listener| {
