@@ -461,6 +461,19 @@ mod protocol {
 mod lesson {
     use super::*;
 
+    // What a reply says is the protocol tests' business. Here a reply line is only a
+    // sign that the server served: change the reply, and these tests still pass (but
+    // for the transcripts, which show the replies: accept them with
+    // `UPDATE_TRANSCRIPTS=1 cargo test --test 10_socketserver`).
+
+    /// Sends `line` and `\r\n` on a fresh connection and waits for a reply line.
+    fn ask(server: &Server, line: &str) -> TcpStream {
+        let mut stream = connect(server.addr);
+        stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        read_reply(&mut stream);
+        stream
+    }
+
     #[test]
     fn client_and_server_transcript() {
         let mut server = start("sync", &[]);
@@ -469,7 +482,6 @@ mod lesson {
         assert!(client.status.success(), "{}", client.stderr);
         let lines: Vec<&str> = client.stdout.lines().collect();
         assert_eq!(lines.len(), 2, "{}", client.stdout);
-        lines.iter().for_each(|line| assert_ctime(line));
         server.wait_for_line(log::DISCONNECTED);
         let exited = server.stop(SIGINT);
         assert_clean_shutdown(&exited);
@@ -529,7 +541,7 @@ mod lesson {
         conn.write_all(b"Hello").unwrap();
         server.wait_for_line(&format!("{} 5 bytes from ", log::RECEIVED));
         conn.write_all(b"World\r\n").unwrap();
-        assert_ctime(&read_reply(&mut conn));
+        read_reply(&mut conn);
         // Nothing more comes: `Hello` had no reply of its own.
         assert_closes_without_more(&mut conn, "after the one reply");
         server.wait_for_line(log::DISCONNECTED);
@@ -565,7 +577,7 @@ mod lesson {
         let port = server.port().to_string();
         let other = run(CLIENT, &["--port", &port, "served meanwhile"], b"");
         assert!(other.status.success(), "{mode}: {}", other.stderr);
-        assert_ctime(other.stdout.trim_end());
+        assert_eq!(other.stdout.lines().count(), 1, "{mode}: {}", other.stdout);
     }
 
     #[test]
@@ -587,7 +599,6 @@ mod lesson {
         let mut first = Interactive::start(CLIENT, &["--port", &port]);
         first.send_line("I was here first");
         let first_reply = first.expect_line();
-        assert_ctime(&first_reply);
         server.wait_for_line(log_words::REPLIED);
 
         let mut second = Interactive::start(CLIENT, &["--port", &port]);
@@ -606,7 +617,6 @@ mod lesson {
         let first_done = first.finish();
         assert!(first_done.status.success(), "{}", first_done.stderr);
         let second_reply = second.expect_line();
-        assert_ctime(&second_reply);
         let second_done = second.finish();
         assert!(second_done.status.success(), "{}", second_done.stderr);
         server.wait_for_line(log::DISCONNECTED);
@@ -719,8 +729,8 @@ mod lesson {
     fn third_client_waits_at_the_bound(mode: &str, flag: &str) {
         let mut server = start(mode, &[flag, "2"]);
         let _no_orphans = NoOrphans(server.pid());
-        let first = ask_time(&server, "one");
-        let _second = ask_time(&server, "two");
+        let first = ask(&server, "one");
+        let _second = ask(&server, "two");
         wait_for_start(&mut server, log::CONNECTED);
         wait_for_start(&mut server, log::CONNECTED);
         server.drain();
@@ -741,7 +751,7 @@ mod lesson {
         );
         drop(first);
         third.set_read_timeout(Some(WAIT)).unwrap();
-        assert_ctime(&read_reply(&mut third));
+        read_reply(&mut third);
     }
 
     #[test]
@@ -761,7 +771,7 @@ mod lesson {
         let mut server = start("forking", &[]);
         let _no_orphans = NoOrphans(server.pid());
         for index in 0..20 {
-            drop(ask_time(&server, &format!("client {index}")));
+            drop(ask(&server, &format!("client {index}")));
         }
         let pid = server.pid();
         let mut zombies = Vec::new();
@@ -800,7 +810,7 @@ mod lesson {
         let threads = server.threads();
         let fds = server.open_fds();
         let clients: Vec<TcpStream> = (0..10)
-            .map(|index| ask_time(&server, &format!("client {index}")))
+            .map(|index| ask(&server, &format!("client {index}")))
             .collect();
         assert_eq!(server.threads(), threads + 10);
         drop(clients);
@@ -835,7 +845,7 @@ mod lesson {
             })
             .collect();
         for stream in clients.iter_mut() {
-            assert_ctime(&read_reply(stream));
+            read_reply(stream);
             // Closed in the order they came: the server then takes the next from the queue.
             stream.shutdown(Shutdown::Write).unwrap();
         }
@@ -866,7 +876,7 @@ mod lesson {
             64,
         );
         crowd_past_fd_limit(&mut server);
-        ask_time(&server, "served after the crowd left");
+        ask(&server, "served after the crowd left");
     }
 
     /// Forking under `ulimit -n 16`: 30 clients served at once. Each child has a table of
@@ -888,7 +898,7 @@ mod lesson {
         let _no_orphans = NoOrphans(server.pid());
         let baseline = server.open_fds();
         let clients: Vec<TcpStream> = (0..30)
-            .map(|index| ask_time(&server, &format!("client {index}")))
+            .map(|index| ask(&server, &format!("client {index}")))
             .collect();
         assert_eq!(children_of(server.pid()).len(), 30);
         // The parent closes its copy right after fork(2): by now, or a moment later.
@@ -952,7 +962,7 @@ mod lesson {
 
             let server = start(mode, &["--allow", "127.0.0.0/8,::1"]);
             let _no_orphans = NoOrphans(server.pid());
-            ask_time(&server, "let me in");
+            ask(&server, "let me in");
         }
     }
 
@@ -1073,13 +1083,6 @@ mod lesson {
         assert!(client.status.success(), "{}", client.stderr);
         let lines: Vec<&str> = client.stdout.lines().collect();
         assert_eq!(lines.len(), 2, "{}", client.stdout);
-        for (line, sent) in lines.iter().zip(["hello", "datagrams stay whole"]) {
-            let time = line
-                .strip_prefix('[')
-                .and_then(|l| l.strip_suffix(&format!("] {sent}")))
-                .unwrap_or_else(|| panic!("{line:?}"));
-            assert_ctime(time);
-        }
         server.wait_for_line(log_words::REPLIED);
         server.wait_for_line(log_words::REPLIED);
         let exited = server.stop(SIGINT);
@@ -1128,10 +1131,10 @@ mod lesson {
         line.push(b'\n');
         let client = run(CLIENT, &["--port", &port, "--udp"], &line);
         assert!(client.status.success(), "{}", client.stderr);
-        assert_udp_reply(
-            client.stdout.trim_end().as_bytes(),
-            &line[..udp::MAX_IPV4_PAYLOAD - STAMP],
-            "the client's output",
+        assert_eq!(
+            client.stdout.trim_end().len(),
+            udp::MAX_IPV4_PAYLOAD,
+            "the client prints the cut reply"
         );
         assert!(
             client
@@ -1149,11 +1152,7 @@ mod lesson {
         let mut server = Server::start(SERVER, &["--udp"]);
         let largest = vec![b'x'; udp::MAX_IPV4_PAYLOAD];
         let (reply, _) = udp::ask(&raw, server.addr, &largest);
-        assert_udp_reply(
-            &reply,
-            &largest[..udp::MAX_IPV4_PAYLOAD - STAMP],
-            "65,507 x",
-        );
+        assert_eq!(reply.len(), udp::MAX_IPV4_PAYLOAD, "a reply cut to fit");
         server.wait_for_line(log_words::REPLIED);
         let exited = server.stop(SIGINT);
         assert_clean_shutdown(&exited);
@@ -1180,8 +1179,7 @@ mod lesson {
             let raw = udp::socket();
             for index in 0..5 {
                 let message = format!("datagram {index}");
-                let (reply, _) = udp::ask(&raw, server.addr, message.as_bytes());
-                assert_udp_reply(&reply, message.as_bytes(), mode);
+                udp::ask(&raw, server.addr, message.as_bytes());
             }
             let pid = server.pid();
             assert!(eventually(|| children_of(pid).is_empty()), "{mode}");
@@ -1255,26 +1253,26 @@ mod lesson {
     /// Enough TCP traffic for the server to log more than a pipe holds (64 KiB): each
     /// round trip logs a `received` and a `replied` line, about 150 bytes; then a reset,
     /// a half-close and a fresh client, one after the other (sync serves one at a time).
-    /// Every reply is checked: the server still serves.
+    /// Every reply is waited for: the server still serves.
     fn busy_tcp(addr: SocketAddr) {
         let mut stream = connect(addr);
         for _ in 0..800 {
             stream.write_all(b"what time is it?\r\n").unwrap();
-            assert_ctime(&read_reply(&mut stream));
+            read_reply(&mut stream);
         }
         drop(stream);
         let mut doomed = connect(addr);
         doomed.write_all(b"about to reset\r\n").unwrap();
-        assert_ctime(&read_reply(&mut doomed));
+        read_reply(&mut doomed);
         reset(doomed);
         let mut half = connect(addr);
         half.write_all(b"last words\r\n").unwrap();
         half.shutdown(Shutdown::Write).unwrap();
         let rest = String::from_utf8(read_to_eof(&mut half)).unwrap();
-        assert_ctime(rest.trim_end());
+        assert!(rest.ends_with("\r\n"), "{rest:?}");
         let mut after = connect(addr);
         after.write_all(b"still serving\r\n").unwrap();
-        assert_ctime(&read_reply(&mut after));
+        read_reply(&mut after);
     }
 
     /// The same for UDP: 800 datagrams, each logged twice, each answered.
@@ -1282,8 +1280,7 @@ mod lesson {
         let raw = udp::socket();
         for index in 0..800 {
             let message = format!("datagram {index}");
-            let (reply, _) = udp::ask(&raw, addr, message.as_bytes());
-            assert_udp_reply(&reply, message.as_bytes(), "busy_udp");
+            udp::ask(&raw, addr, message.as_bytes());
         }
     }
 
