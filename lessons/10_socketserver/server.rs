@@ -13,6 +13,7 @@
 
 mod cidr;
 mod framework;
+mod log_words;
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
@@ -94,7 +95,7 @@ impl Handler<StreamRequest> for TimeHandler {
                 request.wfile.write_all(self.reply.as_bytes())?;
                 if !self.quiet {
                     let shown = show::bytes(self.reply.as_bytes());
-                    log_line(format!("replied to {}: {shown}", self.peers));
+                    log_line(format!("{} to {}: {shown}", log_words::REPLIED, self.peers));
                 }
             }
             // wfile is buffered: send the replies now, the client is waiting for them.
@@ -126,15 +127,20 @@ impl Handler<DatagramRequest> for TimeHandler {
         if echoed.len() < data.len() && !self.quiet {
             let left_out = show::count(data.len() - echoed.len(), "byte");
             log_line(format!(
-                "truncated the reply to {sender} to {} bytes, the largest datagram: \
+                "{} the reply to {sender} to {} bytes, the largest datagram: \
                  the datagram's last {left_out} are not echoed",
+                log_words::TRUNCATED,
                 request.max_reply_size()
             ));
         }
         reply.extend_from_slice(echoed);
         request.reply(&reply)?;
         if !self.quiet {
-            log_line(format!("replied to {sender}: {}", show::bytes(&reply)));
+            log_line(format!(
+                "{} to {sender}: {}",
+                log_words::REPLIED,
+                show::bytes(&reply)
+            ));
         }
         Ok(())
     }

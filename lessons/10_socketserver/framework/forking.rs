@@ -19,6 +19,7 @@ use workbook::log;
 
 use super::GRACE;
 use super::concurrency::{AdmittedRequest, Concurrency, ServerContext};
+use crate::log_words::REAPED;
 
 /// The longest log line a child can send to its parent (they are much shorter:
 /// `show::bytes` shortens what it shows).
@@ -287,7 +288,7 @@ impl Forking {
                 1 => "1 child".to_string(),
                 n => format!("{n} children"),
             };
-            workbook::log!("reaped pid {pid}: {how} ({left} still running)");
+            workbook::log!("{REAPED} {pid}: {how} ({left} still running)");
         }
     }
 }

@@ -19,6 +19,7 @@ use super::request::{
     self, DatagramRequest, HandleError, Handler, RequestError, RequestLogging, StreamRequest,
     VerifyRequest,
 };
+use crate::log_words::REJECTED;
 
 /// The pause after an error that may repeat at once (EMFILE from accept), so that it
 /// does not spin a core. The wait is on the wake-up, so a shutdown still ends it at once.
@@ -286,7 +287,7 @@ where
         let logging = self.server_loop.logging.clone();
         if let Err(reason) = (self.server_loop.verify_request)(client_address) {
             if !logging.quiet {
-                workbook::log!("rejected {peers}: {reason}");
+                workbook::log!("{REJECTED} {peers}: {reason}");
             }
             return; // dropping the stream closes the connection
         }
@@ -423,7 +424,7 @@ where
         let logging = self.server_loop.logging.clone();
         if let Err(reason) = (self.server_loop.verify_request)(client_address) {
             if !logging.quiet {
-                workbook::log!("rejected {client_address}: {reason}");
+                workbook::log!("{REJECTED} {client_address}: {reason}");
             }
             return;
         }
