@@ -461,6 +461,22 @@ mod protocol {
 mod lesson {
     use super::*;
 
+    /// `10_socketserver_client | head -1` (TCP and UDP): a closed stdout ends the
+    /// client quietly, status 0; it is not reported as a network error.
+    #[test]
+    fn the_client_stops_quietly_when_stdout_is_closed() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let tcp = run_with_closed_stdout(CLIENT, &["--port", &port, "a", "b", "c"], b"");
+        assert!(tcp.status.success(), "{:?}: {}", tcp.status, tcp.stderr);
+        assert_eq!(tcp.stderr, "");
+        let udp_server = Server::start(SERVER, &["--udp", "--quiet"]);
+        let udp_port = udp_server.port().to_string();
+        let udp = run_with_closed_stdout(CLIENT, &["--udp", "--port", &udp_port, "a", "b"], b"");
+        assert!(udp.status.success(), "{:?}: {}", udp.status, udp.stderr);
+        assert_eq!(udp.stderr, "");
+    }
+
     // What a reply says is the protocol tests' business. Here a reply line is only a
     // sign that the server served: change the reply, and these tests still pass (but
     // for the transcripts, which show the replies: accept them with
@@ -1121,7 +1137,7 @@ mod lesson {
             let truncated = server.wait_for_line(log_words::TRUNCATED);
             let cut = size - (udp::MAX_IPV4_PAYLOAD - STAMP);
             assert!(
-                truncated.contains(&format!("last {} are not echoed", show_bytes(cut))),
+                truncated.contains(&format!("last {} left out", show_bytes(cut))),
                 "{truncated}"
             );
         }

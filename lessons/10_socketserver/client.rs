@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use workbook::cli::Cli;
-use workbook::{connect_failed, exit_with_error, show};
+use workbook::{connect_failed, exit_on_stdout_error, exit_with_error, show};
 
 const DEFAULT_PORT: u16 = 10010;
 const SERVER_BIN: &str = "10_socketserver_server";
@@ -134,11 +134,18 @@ fn exchange(
 }
 // ANCHOR_END: exchange
 
+/// Prints one line of bytes. A closed stdout (`client | head -1`) is not a network
+/// error: the client stops there, quietly.
 fn print_line(bytes: &[u8]) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    stdout.write_all(bytes)?;
-    stdout.write_all(b"\n")?;
-    stdout.flush()
+    let written = stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    if let Err(err) = written {
+        exit_on_stdout_error(&err);
+    }
+    Ok(())
 }
 
 /// A UDP socket connected to the server (lesson 03: send without an address, only the

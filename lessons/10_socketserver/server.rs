@@ -128,7 +128,7 @@ impl Handler<DatagramRequest> for TimeHandler {
             let left_out = show::count(data.len() - echoed.len(), "byte");
             log_line(format!(
                 "{} the reply to {sender} to {} bytes, the largest datagram: \
-                 the datagram's last {left_out} are not echoed",
+                 the datagram's last {left_out} left out",
                 log_words::TRUNCATED,
                 request.max_reply_size()
             ));

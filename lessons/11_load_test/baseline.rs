@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use workbook::cli::Args;
 use workbook::listener::{self, Accept};
-use workbook::{exit_with_error, log, signal};
+use workbook::{exit_with_error, log, show, signal};
 
 const LISTENER: u64 = u64::MAX;
 const WAKE_UP: u64 = u64::MAX - 1;
@@ -107,8 +107,9 @@ pub fn serve(args: &Args) {
         }
     }
     log::last_line(format!(
-        "{}: served {served} clients, closed {} still open",
+        "{}: served {}, closed {} still open",
         log::SHUTTING_DOWN,
+        show::count(served, "client"),
         clients.len()
     ));
 }

@@ -115,10 +115,11 @@ fn show_map() -> i32 {
             ));
             continue;
         };
-        let count = all_exercises
+        let checked: Vec<&exercises::Exercise> = all_exercises
             .iter()
             .filter(|exercise| exercise.lesson == lesson.number)
-            .count();
+            .collect();
+        let count = checked.len();
         text.push_str(&format!("{:02}  {}\n", lesson.number, lesson.topic));
         text.push_str(&format!(
             "    protocol: {}, {}\n",
@@ -142,10 +143,10 @@ fn show_map() -> i32 {
             ));
         }
         text.push_str(&format!("    chapter: book/src/{}.md", lesson.name));
-        if count > 0 {
+        if let Some(first) = checked.first() {
             text.push_str(&format!(
-                "; exercises: {count} (cargo run -- exercise {:02}.1)",
-                lesson.number
+                "; exercises with a check: {count} (cargo run -- exercise {:02}.{})",
+                lesson.number, first.number
             ));
         }
         text.push_str("\n\n");
