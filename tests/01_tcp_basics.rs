@@ -1021,6 +1021,12 @@ mod exercises {
     #[test]
     #[ignore]
     fn exercise_2_idle_timeout() {
+        let help = run(SERVER, &["--help"], b"");
+        assert!(
+            help.stdout.contains("--idle-timeout "),
+            "the server has no --idle-timeout flag yet \
+             (see `cargo run --bin 01_tcp_basics_server -- --help`)"
+        );
         let mut server = Server::start(SERVER, &["--idle-timeout", "1"]);
         let mut silent = connect(server.addr);
         wait_for_word(&mut server, log::CONNECTED);
