@@ -27,14 +27,11 @@ fn main() -> std::io::Result<()> {
             if n == 0 {
                 break;
             }
-            let reply = format!(
-                "[{}] {}",
-                ctime_now(),
-                String::from_utf8_lossy(&buffer[..n])
-            );
-            // send(2): like Python's `conn.send`, it may send only part, and this
-            // version does not look (clippy's `unused_io_amount` warns about it).
-            let _sent = conn.write(reply.as_bytes())?;
+            let mut reply = format!("[{}] ", ctime_now()).into_bytes();
+            reply.extend_from_slice(&buffer[..n]);
+            // send(2), like Python's `conn.send`: it returns how much it sent, and
+            // this version does not look.
+            let _sent = conn.write(&reply)?;
         }
         println!("disconnected {addr}");
     }

@@ -19,7 +19,8 @@ use workbook::{bind_failed, exit_with_error, log, show, signal, time};
 const DEFAULT_PORT: u16 = 21567;
 // ANCHOR: constants
 /// How many finished handshakes the kernel may queue while we are busy with a
-/// client. Python tutorials use `listen(5)`; Linux may round it up a little.
+/// client, as in the Python tutorials' `listen(5)`. Linux queues one more than this
+/// (6 here), and drops the SYN of the next client, whose kernel sends it again later.
 const BACKLOG: i32 = 5;
 /// The most one recv(2) takes; a client's message may arrive in several chunks.
 const CHUNK_SIZE: usize = 4096;
@@ -63,6 +64,7 @@ fn main() {
     loop {
         // accept(2) waits for a client whose handshake the kernel has completed and
         // gives us a new socket for that one connection; the listener stays as it is.
+        // ANCHOR: accept_errors
         let (connection, _) = match listener.accept() {
             Ok(accepted) => accepted,
             // Ctrl-C: the handler shut the listener down, and accept failed.
@@ -77,6 +79,7 @@ fn main() {
                 continue;
             }
         };
+        // ANCHOR_END: accept_errors
         // Shared with the Ctrl-C handler, which may need to shut it down.
         let stream = Arc::new(TcpStream::from(connection));
         if !wake.client_arrived(&stream) {
@@ -86,6 +89,7 @@ fn main() {
         if !quiet {
             log!("{} {peers}", log::CONNECTED);
         }
+        // ANCHOR: one_client_fails
         // One client at a time: until serve() returns, nobody else is accepted.
         match serve(&stream, quiet, &peers) {
             Ok(()) if !quiet => log!("{} {peers}", log::DISCONNECTED),
@@ -93,9 +97,11 @@ fn main() {
             // A reset or a failed write ends this client only, never the server.
             Err(err) => log!("{} {peers}: {err}", log::DISCONNECTED),
         }
+        // ANCHOR_END: one_client_fails
         wake.client_left();
         served += 1;
     }
+    // ANCHOR: last_line
     // Lines are written to stdout by the log's own thread (src/log.rs): last_line
     // waits a moment for it, so that this line is not lost when main returns.
     log::last_line(format!(
@@ -103,6 +109,7 @@ fn main() {
         log::SHUTTING_DOWN,
         show::count(served, "client")
     ));
+    // ANCHOR_END: last_line
     // ANCHOR_END: accept_loop
 }
 
@@ -159,11 +166,14 @@ fn serve(mut stream: &TcpStream, quiet: bool, peers: &str) -> io::Result<()> {
                 show::bytes(received)
             );
         }
+        // ANCHOR: send_all
         let mut reply = format!("[{}] ", time::ctime_now()).into_bytes();
         reply.extend_from_slice(received);
-        // send(2) may take only part of the buffer; write_all loops until all of it
-        // is in the kernel's send buffer (Python's sendall, not send).
+        // send(2) may take only part of the buffer (when a signal interrupts it while
+        // it waits for room, for one); write_all calls it again for the rest until
+        // all of it is in the kernel's send buffer (Python's sendall, not send).
         stream.write_all(&reply)?;
+        // ANCHOR_END: send_all
     }
     // ANCHOR_END: serve
 }

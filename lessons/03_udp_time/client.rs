@@ -208,7 +208,9 @@ fn send_request(socket: &UdpSocket, addr: SocketAddr) -> Result<(), Failure> {
 fn receive(socket: &UdpSocket, buffer: &mut [u8], left: Duration) -> io::Result<usize> {
     // ANCHOR: receive
     // SO_RCVTIMEO: recv() gives up after `left` with EAGAIN instead of waiting forever.
-    // Python: s.settimeout(seconds), then socket.timeout (TimeoutError) from recv.
+    // Python: s.setsockopt(SOL_SOCKET, SO_RCVTIMEO, struct.pack('ll', secs, usecs)).
+    // (Its s.settimeout(seconds) gets the same result another way: a non-blocking
+    // socket, and poll(2) before each call, which raises TimeoutError.)
     socket.set_read_timeout(Some(left))?;
     // recv(2) on a connected UDP socket: the next datagram from the server, whole (or
     // cut to the buffer's size). Python: data = s.recv(65536)

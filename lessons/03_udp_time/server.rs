@@ -62,7 +62,10 @@ fn main() {
     let raise_the_flag = Arc::clone(&stopping);
     signal::on_shutdown(move || raise_the_flag.store(true, Ordering::Relaxed))
         .unwrap_or_else(|message| exit_with_error(&message));
-    // Python: s.settimeout(0.1), then socket.timeout (TimeoutError) from recvfrom.
+    // Python: s.setsockopt(SOL_SOCKET, SO_RCVTIMEO, struct.pack('ll', 0, 100000)),
+    // then BlockingIOError (EAGAIN) from recvfrom. Its s.settimeout(0.1) looks the
+    // same but is not this option: it makes the socket non-blocking and waits in
+    // poll(2) before each call, and raises TimeoutError.
     if let Err(err) = socket.set_read_timeout(Some(WAKE_EVERY)) {
         exit_with_error(&format!("cannot set SO_RCVTIMEO: {err}"));
     }
