@@ -285,11 +285,20 @@ impl Server {
                     "no line with {needle:?} within {WAIT:?}; {}",
                     self.last_lines()
                 ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "the server closed its stdout (exited?) before printing a line with \
-                     {needle:?}; {}",
-                    self.last_lines()
-                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Its stderr may still be on its way: give its reader a moment.
+                    if let Some(reader) = self.stderr_reader.take() {
+                        let deadline = Instant::now() + Duration::from_secs(1);
+                        while !reader.is_finished() && Instant::now() < deadline {
+                            thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                    panic!(
+                        "the server closed its stdout (exited?) before printing a line with \
+                         {needle:?}; {}",
+                        self.last_lines()
+                    )
+                }
             }
         }
     }

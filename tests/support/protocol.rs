@@ -5,13 +5,18 @@ use workbook::protocol::{self, Target};
 
 use super::*;
 
+/// The longest one wait of a protocol check may take in the tests.
+pub const PROTOCOL_WAIT: Duration = Duration::from_secs(5);
+
 /// Starts `server_exe` with `args` and runs every protocol check of `lesson` against
 /// it; fails naming each check that failed, with what was sent and what came back.
 pub fn all_checks_pass(lesson: u32, server_exe: &str, args: &[&str]) {
     let mut server = Server::start(server_exe, args);
     let checks = protocol::checks(lesson).expect("the lesson has protocol checks");
     let mut target = Target::new(server.addr);
-    target.timeout = WAIT;
+    // Per wait, not per check: long enough for a loaded machine, short enough that a
+    // server that broke its protocol (and leaves a check waiting) fails in seconds.
+    target.timeout = PROTOCOL_WAIT;
     let failed: Vec<String> = protocol::run_all(checks, &target)
         .into_iter()
         .filter_map(|(check, result)| {
