@@ -21,6 +21,7 @@ const RUNNER: &str = env!("CARGO_BIN_EXE_11_load_test_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_11_load_test_client");
 const POLL_SERVER: &str = env!("CARGO_BIN_EXE_05_poll_server");
 const FRAMEWORK_SERVER: &str = env!("CARGO_BIN_EXE_10_socketserver_server");
+const HTTP_SERVER: &str = env!("CARGO_BIN_EXE_12_http_server");
 
 /// Runs the load client, checks that it succeeded, and returns what it printed.
 fn load_ok(args: &[&str]) -> String {
@@ -79,6 +80,8 @@ mod protocol {
 /// measured, the runner produces its tables, and both stop quietly without a reader.
 mod lesson {
     use super::*;
+    use std::sync::{Arc, Mutex};
+    use support::echo::eventually;
 
     #[test]
     fn client_counts_every_round_trip_against_a_real_server() {
@@ -278,6 +281,143 @@ mod lesson {
         load_fails(&args, "the reply is not a ctime line");
     }
 
+    /// `--reply http` drives lesson 12's server, keep-alive and with a new connection
+    /// per request; every reply's status, Content-Length and body are checked.
+    #[test]
+    fn http_replies_from_lesson_12() {
+        // More requests per connection than the server's default cap of 100 would let
+        // one keep-alive connection carry.
+        let server = Server::start(HTTP_SERVER, &["--quiet", "--max-requests", "1000"]);
+        let port = server.port().to_string();
+        let keep_alive = ["--port", &port, "--reply", "http", "--conns", "3"];
+        let stdout = load_ok(&[&keep_alive[..], &["--requests", "150"]].concat());
+        assert!(stdout.contains("GET /hello, keep-alive"), "{stdout}");
+        assert_eq!(summary_field(&stdout, "requests"), 450.0);
+        assert_eq!(summary_field(&stdout, "errors"), 0.0);
+        let new_connection = [&keep_alive[..], &["--requests", "20"]].concat();
+        let stdout = load_ok(&[&new_connection[..], &["--new-connection-per-request"]].concat());
+        assert!(stdout.contains("a new connection per request"), "{stdout}");
+        assert_eq!(summary_field(&stdout, "requests"), 60.0);
+        assert_eq!(summary_field(&stdout, "errors"), 0.0);
+    }
+
+    /// Per connection: (requests, requests saying `Connection: close`).
+    type Connections = Arc<Mutex<Vec<(usize, usize)>>>;
+
+    /// A stand-in HTTP server that answers every request with `reply` and closes when
+    /// the request says `Connection: close`. It records, per connection, how many
+    /// requests came and how many asked to close. Returns the port and the record.
+    fn fake_http_server(reply: &'static [u8]) -> (String, Connections) {
+        let record = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::clone(&record);
+        let port = fake_server(move |listener| {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let connections = Arc::clone(&connections);
+                thread::spawn(move || {
+                    let (mut requests, mut closing) = (0, 0);
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                        seen.extend_from_slice(&buffer[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = seen.drain(..end + 4).collect();
+                            requests += 1;
+                            let close =
+                                String::from_utf8_lossy(&head).contains("Connection: close");
+                            closing += usize::from(close);
+                            if stream.write_all(reply).is_err() || close {
+                                connections.lock().unwrap().push((requests, closing));
+                                return;
+                            }
+                        }
+                    }
+                    connections.lock().unwrap().push((requests, closing));
+                });
+            }
+        });
+        (port, record)
+    }
+
+    const HELLO_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHello WORD";
+
+    /// Keep-alive sends every request of a connection on it; the other mode opens a
+    /// connection per request and says `Connection: close` on each.
+    #[test]
+    fn http_connections_per_mode() {
+        let (port, record) = fake_http_server(HELLO_REPLY);
+        let base = [
+            "--port",
+            &port,
+            "--reply",
+            "http",
+            "--conns",
+            "2",
+            "--requests",
+            "5",
+        ];
+        load_ok(&base);
+        let mut seen = Vec::new();
+        let both_closed = eventually(|| {
+            seen = record.lock().unwrap().clone();
+            seen.len() >= 2
+        });
+        assert!(both_closed, "{seen:?}");
+        assert_eq!(
+            seen,
+            vec![(5, 0); 2],
+            "keep-alive: (requests, closing) per connection"
+        );
+        record.lock().unwrap().clear();
+        load_ok(&[&base[..], &["--new-connection-per-request"]].concat());
+        let all_closed = eventually(|| {
+            seen = record.lock().unwrap().clone();
+            seen.len() >= 10
+        });
+        assert!(all_closed, "{seen:?}");
+        assert_eq!(
+            seen,
+            vec![(1, 1); 10],
+            "one request per connection, each closing"
+        );
+    }
+
+    /// A wrong status or a wrong body is an error in both modes: non-zero exit, counted.
+    #[test]
+    fn a_wrong_http_reply_is_an_error() {
+        let replies: [(&'static [u8], &str); 3] = [
+            (
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nHello WORD",
+                "the status line is not HTTP/1.1 200",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHello WORM",
+                "the body is not",
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\nHello WORD", "no Content-Length"),
+        ];
+        for (reply, complaint) in replies {
+            let (port, _) = fake_http_server(reply);
+            let base = [
+                "--port",
+                &port,
+                "--reply",
+                "http",
+                "--conns",
+                "2",
+                "--requests",
+                "3",
+            ];
+            let stdout = load_fails(&base, complaint);
+            assert_eq!(summary_field(&stdout, "errors"), 2.0, "{stdout}");
+            let stdout = load_fails(
+                &[&base[..], &["--new-connection-per-request"]].concat(),
+                complaint,
+            );
+            assert_eq!(summary_field(&stdout, "errors"), 2.0, "{stdout}");
+        }
+    }
+
     #[test]
     fn client_contract() {
         contract::rejects_bad_flags(CLIENT);
@@ -291,6 +431,8 @@ mod lesson {
         let too_many = run(CLIENT, &["--port", &port, "--idle", "100000000"], b"");
         assert_error_line(&too_many, &["descriptors needed", "hard limit"]);
         assert_usage_error(&run(CLIENT, &["--reply", "ctime", "--size", "1"], b""));
+        assert_usage_error(&run(CLIENT, &["--reply", "http", "--size", "64"], b""));
+        assert_usage_error(&run(CLIENT, &["--new-connection-per-request"], b""));
     }
 
     /// The baseline server keeps the contract (its echo is checked in `mod protocol`),

@@ -9,12 +9,17 @@
 //! With `--reply ctime` it drives lesson 10's time server instead: each message ends
 //! with its only `\r\n`, and the reply must be one line, `<ctime>\r\n`.
 //!
+//! With `--reply http` it drives lesson 12's web server: each request is
+//! `GET /hello`, and each reply must be `HTTP/1.1 200` with a Content-Length body
+//! `Hello WORD`. Keep-alive by default; `--new-connection-per-request` opens a
+//! connection for each request instead, to measure what keep-alive saves.
+//!
 //! Each thread runs its share of the connections with non-blocking sockets and
 //! epoll(7), so a few threads drive hundreds of connections without becoming the
 //! bottleneck themselves.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -122,11 +127,15 @@ fn pattern(conn: usize, offset: usize) -> u8 {
 /// pattern never puts 10 right after 13, and it carries no stamp (a time line says
 /// nothing of which request it answers).
 fn message(number: usize, load: &Load) -> Vec<u8> {
+    if load.reply == Reply::Http {
+        return HTTP_REQUEST.to_vec();
+    }
     let mut message: Vec<u8> = (0..load.size)
         .map(|offset| pattern(number, offset))
         .collect();
     match load.reply {
         Reply::CtimeLine => message[load.size - 2..].copy_from_slice(b"\r\n"),
+        Reply::Http => {}
         Reply::Echo => {
             let connection = (number as u32).to_le_bytes();
             for (offset, byte) in connection.iter().enumerate() {
@@ -156,6 +165,11 @@ struct Conn {
     done: bool,
     /// `--reply ctime`: the reply line so far.
     line: [u8; CTIME_LINE],
+    /// `--reply http`: the reply so far, the length of its head once its `\r\n\r\n`
+    /// has come (0 before), and the whole reply's length (head plus Content-Length).
+    http: [u8; HTTP_REPLY_MAX],
+    http_head: usize,
+    http_size: usize,
 }
 
 /// What the server sends back for each message.
@@ -165,7 +179,20 @@ enum Reply {
     Echo,
     /// One line, `Fri Dec  4 16:55:42 2026\r\n` (lesson 10).
     CtimeLine,
+    /// `HTTP/1.1 200 ...`, headers, and the body `Hello WORD` (lesson 12).
+    Http,
 }
+
+/// `--reply http`: the request, the same every time. HTTP/1.1 keeps the connection
+/// open unless a side says otherwise.
+const HTTP_REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+/// `--new-connection-per-request`: the client says it will not send another.
+const HTTP_REQUEST_CLOSE: &[u8] =
+    b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+/// The body lesson 12 sends for `/hello`.
+const HTTP_BODY: &[u8] = b"Hello WORD";
+/// A reply longer than this (head and body) is an error: lesson 12's is about 150.
+const HTTP_REPLY_MAX: usize = 1024;
 
 /// A ctime is always 24 characters; the line adds `\r\n`.
 const CTIME_LINE: usize = 26;
@@ -195,7 +222,11 @@ fn main() {
         "M",
         "round trips per connection (default 1000)",
     )
-    .value("--size", "BYTES", "message size (default 64)")
+    .value(
+        "--size",
+        "BYTES",
+        "message size (default 64; not with --reply http, whose request is fixed)",
+    )
     .value(
         "--idle",
         "K",
@@ -214,8 +245,14 @@ fn main() {
     .value(
         "--reply",
         "KIND",
-        "echo (the same bytes back, default) or ctime (one `<ctime>\\r\\n` line per \
-         message, lesson 10)",
+        "echo (the same bytes back, default), ctime (one `<ctime>\\r\\n` line per \
+         message, lesson 10) or http (GET /hello, an HTTP/1.1 reply `Hello WORD`, \
+         lesson 12; keep-alive)",
+    )
+    .switch(
+        "--new-connection-per-request",
+        "with --reply http: each request on a new connection, with Connection: close \
+         (one blocking thread per connection slot; --threads does not apply)",
     )
     .parse();
     let conns: usize = args.get_or("--conns", 50);
@@ -223,7 +260,7 @@ fn main() {
     let duration: Option<f64> = args.get("--duration");
     let default_requests = if duration.is_some() { u64::MAX } else { 1000 };
     let requests: u64 = args.get_or("--requests", default_requests);
-    let size: usize = args.get_or("--size", 64);
+    let mut size: usize = args.get_or("--size", 64);
     let idle: usize = args.get_or("--idle", 0);
     let threads: usize = args.get_or("--threads", 2);
     if conns == 0 || size == 0 || requests == 0 || threads == 0 {
@@ -232,8 +269,25 @@ fn main() {
     let reply = match args.get_or("--reply", "echo".to_string()).as_str() {
         "echo" => Reply::Echo,
         "ctime" => Reply::CtimeLine,
-        other => args.usage_error(&format!("--reply must be echo or ctime, not '{other}'")),
+        "http" => Reply::Http,
+        other => args.usage_error(&format!(
+            "--reply must be echo, ctime or http, not '{other}'"
+        )),
     };
+    let new_connection = args.flag("--new-connection-per-request");
+    if new_connection && reply != Reply::Http {
+        args.usage_error("--new-connection-per-request needs --reply http");
+    }
+    if reply == Reply::Http {
+        if args.get::<String>("--size").is_some() {
+            args.usage_error("--size does not apply to --reply http (the request is fixed)");
+        }
+        size = if new_connection {
+            HTTP_REQUEST_CLOSE.len()
+        } else {
+            HTTP_REQUEST.len()
+        };
+    }
     if reply == Reply::CtimeLine && size < 2 {
         args.usage_error("--reply ctime needs --size 2 or more (the message ends with \\r\\n)");
     }
@@ -245,6 +299,10 @@ fn main() {
         .unwrap_or_else(|message| exit_with_error(&message));
     raise_fd_limit(conns + idle + 64);
 
+    let server = match reply {
+        Reply::Http => "an HTTP server",
+        Reply::Echo | Reply::CtimeLine => "an echo server",
+    };
     // Idle connections first: open, and never used, for as long as the run lasts.
     let mut idle_streams = Vec::with_capacity(idle);
     for _ in 0..idle {
@@ -253,15 +311,16 @@ fn main() {
             Err(err) => exit_with_error(&format!(
                 "opening idle connection {}: {}",
                 idle_streams.len() + 1,
-                connect_failed(addr, &err, "an echo server")
+                connect_failed(addr, &err, server)
             )),
         }
     }
     let mut active = Vec::with_capacity(conns);
-    for number in 0..conns {
+    // With --new-connection-per-request each request opens its own, in the run.
+    for number in (0..conns).filter(|_| !new_connection) {
         match TcpStream::connect(addr) {
             Ok(stream) => active.push((number, stream)),
-            Err(err) => exit_with_error(&connect_failed(addr, &err, "an echo server")),
+            Err(err) => exit_with_error(&connect_failed(addr, &err, server)),
         }
     }
 
@@ -286,6 +345,10 @@ fn main() {
             .into_iter()
             .filter(|share| !share.is_empty())
             .map(|share| scope.spawn(|| drive(share, &load)))
+            .chain((0..conns).filter(|_| new_connection).map(|number| {
+                let load = &load;
+                scope.spawn(move || drive_new_connections(number, addr, load))
+            }))
             .collect();
         running
             .into_iter()
@@ -309,7 +372,16 @@ fn main() {
         latencies.merge(&outcome.latencies);
         errors.extend(outcome.errors.iter().cloned());
     }
-    report(conns, idle, size, reply, &latencies, &errors, elapsed, cpu);
+    report(
+        conns,
+        idle,
+        size,
+        (reply, new_connection),
+        &latencies,
+        &errors,
+        elapsed,
+        cpu,
+    );
     if !errors.is_empty() {
         std::process::exit(1);
     }
@@ -320,7 +392,7 @@ fn report(
     conns: usize,
     idle: usize,
     size: usize,
-    reply: Reply,
+    (reply, new_connection): (Reply, bool),
     latencies: &Histogram,
     errors: &[String],
     elapsed: Duration,
@@ -331,14 +403,22 @@ fn report(
     let rate = done as f64 / seconds;
     let megabytes = rate * size as f64 / 1e6;
     let micros = |nanos: u64| nanos as f64 / 1000.0;
-    print_line(&format!(
-        "{conns} connections (+{idle} idle), {size}-byte messages"
-    ));
+    match reply {
+        Reply::Http if new_connection => print_line(&format!(
+            "{conns} connection slots (+{idle} idle), GET /hello, a new connection per request"
+        )),
+        Reply::Http => print_line(&format!(
+            "{conns} connections (+{idle} idle), GET /hello, keep-alive"
+        )),
+        Reply::Echo | Reply::CtimeLine => print_line(&format!(
+            "{conns} connections (+{idle} idle), {size}-byte messages"
+        )),
+    }
     print_line(&format!(
         "{done} round trips in {seconds:.3} s: {rate:.0} requests/s, {megabytes:.2} MB/s {}",
         match reply {
             Reply::Echo => "each way",
-            Reply::CtimeLine => "sent",
+            Reply::CtimeLine | Reply::Http => "sent",
         }
     ));
     print_line(&format!(
@@ -444,6 +524,9 @@ fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
             draining: false,
             done: false,
             line: [0; CTIME_LINE],
+            http: [0; HTTP_REPLY_MAX],
+            http_head: 0,
+            http_size: HTTP_REPLY_MAX,
         });
     }
     let mut buffer = vec![0u8; load.size.clamp(4096, 1 << 20)];
@@ -562,6 +645,8 @@ fn next_request(conn: &mut Conn, reply: Reply) {
     }
     conn.written = 0;
     conn.echoed = 0;
+    conn.http_head = 0;
+    conn.http_size = HTTP_REPLY_MAX;
 }
 
 // ANCHOR: step
@@ -576,10 +661,6 @@ fn step(
     if conn.draining {
         return drain(conn, buffer);
     }
-    let reply_size = match load.reply {
-        Reply::Echo => conn.message.len(),
-        Reply::CtimeLine => CTIME_LINE,
-    };
     loop {
         // Send what is left of the request. Its clock starts at its first byte.
         if conn.written < conn.message.len() {
@@ -605,13 +686,10 @@ fn step(
             // Stuck: read what has come back, so the server can go on.
         }
         // Read the reply as far as it has come. An echo cannot be longer than what
-        // was sent so far; each byte is checked as it comes.
-        let can_come = match load.reply {
-            Reply::Echo => conn.written,
-            Reply::CtimeLine => CTIME_LINE,
-        };
-        while conn.echoed < can_come {
-            let want = (can_come - conn.echoed).min(buffer.len());
+        // was sent so far; each byte is checked as it comes. An HTTP reply's length
+        // is known once its head is in.
+        while conn.echoed < can_come(conn, load.reply) {
+            let want = (can_come(conn, load.reply) - conn.echoed).min(buffer.len());
             let n = match conn.stream.read(&mut buffer[..want]) {
                 Ok(0) => return Err(closed_early(conn.request)),
                 Ok(n) => n,
@@ -632,15 +710,37 @@ fn step(
                 }
                 Reply::Echo => {}
                 Reply::CtimeLine => conn.line[conn.echoed..conn.echoed + n].copy_from_slice(got),
+                Reply::Http => {
+                    conn.http[conn.echoed..conn.echoed + n].copy_from_slice(got);
+                    if conn.http_head == 0 {
+                        let so_far = &conn.http[..conn.echoed + n];
+                        let head = http_reply_head(so_far).map_err(|complaint| {
+                            wrong_reply(format!("request {}: {complaint}", conn.request))
+                        })?;
+                        if let Some((head, body)) = head {
+                            conn.http_head = head;
+                            conn.http_size = head + body;
+                        }
+                    }
+                }
             }
             conn.echoed += n;
             conn.last_progress = now;
         }
+        let reply_size = match load.reply {
+            Reply::Echo => conn.message.len(),
+            Reply::CtimeLine => CTIME_LINE,
+            Reply::Http => conn.http_size,
+        };
         if conn.echoed < reply_size {
             return Ok(false); // the echo has caught up with a stuck write
         }
-        if load.reply == Reply::CtimeLine {
-            check_ctime_reply(conn)?;
+        match load.reply {
+            Reply::CtimeLine => check_ctime_reply(conn)?,
+            Reply::Http => check_http_reply(&conn.http[..conn.echoed], conn.http_head).map_err(
+                |complaint| wrong_reply(format!("request {}: {complaint}", conn.request)),
+            )?,
+            Reply::Echo => {}
         }
         // A whole reply: record it, then send the next request at once.
         let finished = Instant::now();
@@ -657,6 +757,146 @@ fn step(
     }
 }
 // ANCHOR_END: step
+
+/// How many bytes of the reply may have come by now: an echo is no longer than what
+/// was sent; an HTTP reply is as long as its head says, or at most `HTTP_REPLY_MAX`
+/// until its head is in.
+fn can_come(conn: &Conn, reply: Reply) -> usize {
+    match reply {
+        Reply::Echo => conn.written,
+        Reply::CtimeLine => CTIME_LINE,
+        Reply::Http => conn.http_size,
+    }
+}
+
+// ANCHOR: http_reply
+/// The head of an HTTP/1.1 reply, once its `\r\n\r\n` is among `bytes`: the head's
+/// length and the body's (its Content-Length). `None` while the head is incomplete.
+/// Only what a load test must know is checked: the status is 200, and the length.
+fn http_reply_head(bytes: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if bytes.len() >= HTTP_REPLY_MAX {
+            return Err(format!(
+                "no end of head in the first {HTTP_REPLY_MAX} bytes"
+            ));
+        }
+        return Ok(None);
+    };
+    let head = &bytes[..end + 2]; // each line with its \r\n
+    let mut lines = head.split(|&byte| byte == b'\n');
+    let status = lines.next().unwrap_or_default();
+    if !status.starts_with(b"HTTP/1.1 200 ") {
+        return Err(format!(
+            "the status line is not HTTP/1.1 200: {:?}",
+            String::from_utf8_lossy(status.trim_ascii_end())
+        ));
+    }
+    let mut length = None;
+    for line in lines {
+        let Some(colon) = line.iter().position(|&byte| byte == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(b"content-length") {
+            length = std::str::from_utf8(line[colon + 1..].trim_ascii())
+                .ok()
+                .and_then(|digits| digits.parse::<usize>().ok());
+            if length.is_none() {
+                return Err("a Content-Length that is not a number".into());
+            }
+        }
+    }
+    let Some(length) = length else {
+        return Err("no Content-Length".into());
+    };
+    if end + 4 + length > HTTP_REPLY_MAX {
+        return Err(format!("a reply longer than {HTTP_REPLY_MAX} bytes"));
+    }
+    Ok(Some((end + 4, length)))
+}
+
+/// A whole reply (`bytes`, whose head is `head` bytes long): the body must be lesson
+/// 12's, and nothing may follow it.
+fn check_http_reply(bytes: &[u8], head: usize) -> Result<(), String> {
+    if head == 0 {
+        return Err("the reply has no complete head".into());
+    }
+    if &bytes[head..] != HTTP_BODY {
+        return Err(format!(
+            "the body is not {:?}: {:?}",
+            String::from_utf8_lossy(HTTP_BODY),
+            String::from_utf8_lossy(&bytes[head..])
+        ));
+    }
+    Ok(())
+}
+// ANCHOR_END: http_reply
+
+// ANCHOR: new_connection
+/// `--new-connection-per-request`: one connection slot, on this thread of its own, in
+/// blocking calls: connect, send the request with `Connection: close`, read until the
+/// server closes, check the reply, and again, until `--requests` or `--duration`.
+/// The epoll loop above is built around connections that live for the whole run;
+/// here a request's latency includes its connect and the close, which is the point.
+fn drive_new_connections(number: usize, addr: SocketAddr, load: &Load) -> Outcome {
+    let mut outcome = Outcome {
+        latencies: Histogram::new(),
+        errors: Vec::new(),
+    };
+    let mut reply = [0u8; HTTP_REPLY_MAX];
+    let mut request = 0;
+    while request < load.requests {
+        let started = Instant::now();
+        if load.deadline.is_some_and(|deadline| started >= deadline) {
+            break;
+        }
+        if let Err(err) = one_connection(addr, &mut reply) {
+            outcome
+                .errors
+                .push(format!("conn {number}: request {request}: {err}"));
+            break;
+        }
+        outcome
+            .latencies
+            .record(started.elapsed().as_nanos() as u64);
+        request += 1;
+    }
+    outcome
+}
+
+/// One request on a connection of its own; the reply ends when the server closes.
+fn one_connection(addr: SocketAddr, reply: &mut [u8; HTTP_REPLY_MAX]) -> io::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    // No progress for this long is an error, as in the epoll loop.
+    stream.set_read_timeout(Some(STALL))?;
+    stream.set_write_timeout(Some(STALL))?;
+    stream.write_all(HTTP_REQUEST_CLOSE)?;
+    let mut got = 0;
+    loop {
+        if got == reply.len() {
+            return Err(wrong_reply(format!(
+                "no close after {HTTP_REPLY_MAX} bytes of reply"
+            )));
+        }
+        match stream.read(&mut reply[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    let (head, body) = http_reply_head(&reply[..got])
+        .and_then(|head| head.ok_or_else(|| "the server closed before the end of the head".into()))
+        .map_err(wrong_reply)?;
+    if got < head + body {
+        return Err(wrong_reply(format!(
+            "the server closed after {} of {body} body bytes",
+            got - head
+        )));
+    }
+    check_http_reply(&reply[..got], head).map_err(wrong_reply)
+}
+// ANCHOR_END: new_connection
 
 /// After the last reply: reads until EOF; a byte is an error (an extra reply).
 fn drain(conn: &mut Conn, buffer: &mut [u8]) -> io::Result<bool> {
@@ -759,6 +999,23 @@ mod tests {
                 assert!(message.ends_with(b"\r\n"));
             }
         }
+    }
+
+    #[test]
+    fn http_reply_heads() {
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nHello WORD";
+        assert_eq!(http_reply_head(reply), Ok(Some((39, 10))));
+        assert_eq!(check_http_reply(reply, 39), Ok(()));
+        assert_eq!(http_reply_head(&reply[..37]), Ok(None), "head not yet in");
+        let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+        assert!(http_reply_head(not_found).is_err());
+        assert!(http_reply_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(http_reply_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(
+            http_reply_head(&[b'a'; HTTP_REPLY_MAX]).is_err(),
+            "no end of head"
+        );
+        assert!(check_http_reply(b"HTTP/1.1 200 OK\r\n\r\nHello WORM", 19).is_err());
     }
 
     #[test]
