@@ -212,8 +212,9 @@ struct Outcome {
 fn main() {
     let args = Cli::new(
         "11_load_test_client",
-        "Lesson 11: a closed-loop load generator for the echo servers; checks every \
-         reply byte and reports requests/s and latency percentiles.",
+        "Lesson 11: a closed-loop load generator for the echo servers (and, with \
+         --reply, lesson 10's time server and lesson 12's web server); checks every \
+         reply and reports requests/s and latency percentiles.",
         10008,
     )
     .value("--conns", "N", "active connections (default 50)")
