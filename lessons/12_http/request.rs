@@ -56,6 +56,15 @@ impl Request {
             .map(|(_, value)| value.as_str())
     }
 
+    /// `Expect: 100-continue`: the client waits for `100 Continue` before it sends
+    /// the body. An HTTP/1.0 client cannot read a 1xx response, so it is ignored there.
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::Http11
+            && self
+                .header("Expect")
+                .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"))
+    }
+
     // ANCHOR: wants_to_close
     /// HTTP/1.1 keeps the connection open unless the client says `Connection: close`;
     /// HTTP/1.0 closes after every response (this server does not do 1.0's
