@@ -267,6 +267,39 @@ mod lesson {
     }
 
     #[test]
+    fn client_reads_past_interim_responses() {
+        // A fake server: two 1xx heads (100 Continue, 103 Early Hints), then the
+        // final response, on one connection.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let fake = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nfinal\n",
+            );
+        });
+        let fetched = run(CLIENT, &["--port", &port, "--timeout", "10", "/"], b"");
+        fake.join().unwrap();
+        assert!(fetched.status.success(), "{}", fetched.stderr);
+        assert!(
+            fetched.stdout.contains("HTTP/1.1 200 OK") && fetched.stdout.contains("final\n"),
+            "the client stopped before the final response:\n{}",
+            fetched.stdout
+        );
+    }
+
+    #[test]
     fn client_raw_shows_the_exact_bytes() {
         let server = Server::start(SERVER, &["--quiet"]);
         let port = server.port().to_string();
