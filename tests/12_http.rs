@@ -1368,5 +1368,19 @@ mod exercises {
         assert_same_bytes(&index.body, b"<p>docs index</p>\n", "/docs/");
         let file = ask(server.addr, &get("/notes.txt"));
         assert_eq!(file.status(), 200, "a file is no directory: {}", file.head);
+        // The Location is a URL: what the path decoded to is encoded again, or
+        // `/q%3Fx` would be sent to `/q?x/` (the path `/q` with a query).
+        std::fs::create_dir_all(root.join("q?x")).unwrap();
+        std::fs::create_dir_all(root.join("a b")).unwrap();
+        for (path, location) in [("/q%3Fx", "/q%3Fx/"), ("/a%20b", "/a%20b/")] {
+            let moved = ask(server.addr, &get(path));
+            assert_eq!(moved.status(), 301, "{path}: {}", moved.head);
+            assert_eq!(
+                moved.header("Location"),
+                Some(location),
+                "{path}: {}",
+                moved.head
+            );
+        }
     }
 }
