@@ -746,6 +746,7 @@ mod lesson {
                 400,
             ),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a b/c@d\r\n\r\n", 400),
         ] {
             let mut stream = connect(server.addr);
             stream.write_all(request).unwrap();
