@@ -267,6 +267,39 @@ mod lesson {
     }
 
     #[test]
+    fn client_reads_past_interim_responses() {
+        // A fake server: two 1xx heads (100 Continue, 103 Early Hints), then the
+        // final response, on one connection.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let fake = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nfinal\n",
+            );
+        });
+        let fetched = run(CLIENT, &["--port", &port, "--timeout", "10", "/"], b"");
+        fake.join().unwrap();
+        assert!(fetched.status.success(), "{}", fetched.stderr);
+        assert!(
+            fetched.stdout.contains("HTTP/1.1 200 OK") && fetched.stdout.contains("final\n"),
+            "the client stopped before the final response:\n{}",
+            fetched.stdout
+        );
+    }
+
+    #[test]
     fn client_raw_shows_the_exact_bytes() {
         let server = Server::start(SERVER, &["--quiet"]);
         let port = server.port().to_string();
@@ -713,6 +746,7 @@ mod lesson {
                 400,
             ),
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a b/c@d\r\n\r\n", 400),
         ] {
             let mut stream = connect(server.addr);
             stream.write_all(request).unwrap();
@@ -731,6 +765,156 @@ mod lesson {
                 escaped(request)
             );
         }
+    }
+
+    #[test]
+    fn expect_100_continue_gets_a_final_status_or_continue_at_once() {
+        // --timeout 30: without an answer to Expect, the server would wait for the
+        // body for that long, and the test's reads (20 s) give up first.
+        let server = Server::start(SERVER, &["--quiet", "--timeout", "30"]);
+        // A POST is refused from its head alone: 405 at once, then close, since the
+        // body the client holds back is never read.
+        let mut stream = connect(server.addr);
+        stream
+            .write_all(
+                b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\
+                  Expect: 100-continue\r\n\r\n",
+            )
+            .unwrap();
+        let refused = read_reply(&mut stream, &mut Vec::new(), false);
+        assert_eq!(refused.status(), 405, "{}", refused.head);
+        assert_eq!(
+            refused.header("Connection"),
+            Some("close"),
+            "{}",
+            refused.head
+        );
+        assert!(read_until_closed(&mut stream).is_empty());
+        // A body the server will read: `100 Continue` first, then the response.
+        let mut stream = connect(server.addr);
+        stream
+            .write_all(
+                b"GET /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\
+                  Expect: 100-continue\r\n\r\n",
+            )
+            .unwrap();
+        let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let got = read_exactly(&mut stream, interim.len());
+        assert_same_bytes(&got, interim, "the answer to Expect: 100-continue");
+        stream.write_all(b"hello").unwrap();
+        let reply = read_reply(&mut stream, &mut Vec::new(), false);
+        assert_eq!(reply.status(), 200, "{}", reply.head);
+        assert_same_bytes(&reply.body, b"Hello WORD", "the body of /hello");
+    }
+
+    #[test]
+    fn curl_expect_100_continue_gets_405() {
+        if !tool_available("curl", &["--version"]) {
+            return;
+        }
+        // The server's timeout (5 s) is shorter than curl's wait for `100 Continue`:
+        // a server that waits for the body gives up first, and curl gets no reply.
+        let server = Server::start(SERVER, &["--quiet"]);
+        let url = format!("http://{}/hello", server.addr);
+        let body = "x".repeat(1000);
+        let exited = run(
+            "curl",
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "15",
+                "--expect100-timeout",
+                "10",
+                "-H",
+                "Expect: 100-continue",
+                "--data-binary",
+                &body,
+                &url,
+            ],
+            b"",
+        );
+        assert_eq!(exited.stdout, "405", "curl: {}", exited.stderr);
+    }
+
+    #[test]
+    fn head_gets_the_headers_get_would_get() {
+        let (_top, root) = site();
+        let server = Server::start(SERVER, &["--quiet", "--root", root.to_str().unwrap()]);
+        let without_date = |head: &str| -> String {
+            head.split("\r\n")
+                .filter(|line| !line.starts_with("Date: "))
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        };
+        for path in [
+            "/",
+            "/hello",
+            "/favicon.ico",
+            "/notes.txt",
+            "/docs/",
+            "/nope",
+        ] {
+            let mut stream = connect(server.addr);
+            let mut pending = Vec::new();
+            stream.write_all(&get(path)).unwrap();
+            let full = read_reply(&mut stream, &mut pending, false);
+            stream
+                .write_all(format!("HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+                .unwrap();
+            let head = read_reply(&mut stream, &mut pending, true);
+            assert_eq!(
+                without_date(&head.head),
+                without_date(&full.head),
+                "HEAD {path} and GET {path}"
+            );
+            // Nothing after HEAD's head: the next response comes at once.
+            stream.write_all(&get("/hello")).unwrap();
+            let next = read_reply(&mut stream, &mut pending, false);
+            assert_same_bytes(&next.body, b"Hello WORD", "the response after HEAD");
+        }
+    }
+
+    #[test]
+    fn a_refused_head_request_gets_no_body() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        for request in [
+            &b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n",
+            b"HEAD /%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n",
+        ] {
+            let mut stream = connect(server.addr);
+            stream.write_all(request).unwrap();
+            let mut pending = Vec::new();
+            let reply = read_reply(&mut stream, &mut pending, true);
+            assert!(reply.status() >= 400, "{}", reply.head);
+            pending.extend(read_until_closed(&mut stream));
+            assert_same_bytes(
+                &pending,
+                b"",
+                &format!("after the head of the refusal of \"{}\"", escaped(request)),
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_names_a_client_that_reset_before_it_was_served() {
+        let mut server = Server::start(SERVER, &["--max-threads", "1"]);
+        // The one thread is busy with this client...
+        let mut first = connect(server.addr);
+        first.write_all(&get("/hello")).unwrap();
+        read_reply(&mut first, &mut Vec::new(), false);
+        // ... so this one waits in the backlog, and resets before it is accepted.
+        let second = connect(server.addr);
+        let address = second.local_addr().unwrap().to_string();
+        reset(second);
+        drop(first);
+        let line = server.wait_for_line(&format!("{} {address} ->", log::CONNECTED));
+        assert!(!line.contains('?'), "{line}");
     }
 
     #[test]
@@ -1185,5 +1369,19 @@ mod exercises {
         assert_same_bytes(&index.body, b"<p>docs index</p>\n", "/docs/");
         let file = ask(server.addr, &get("/notes.txt"));
         assert_eq!(file.status(), 200, "a file is no directory: {}", file.head);
+        // The Location is a URL: what the path decoded to is encoded again, or
+        // `/q%3Fx` would be sent to `/q?x/` (the path `/q` with a query).
+        std::fs::create_dir_all(root.join("q?x")).unwrap();
+        std::fs::create_dir_all(root.join("a b")).unwrap();
+        for (path, location) in [("/q%3Fx", "/q%3Fx/"), ("/a%20b", "/a%20b/")] {
+            let moved = ask(server.addr, &get(path));
+            assert_eq!(moved.status(), 301, "{path}: {}", moved.head);
+            assert_eq!(
+                moved.header("Location"),
+                Some(location),
+                "{path}: {}",
+                moved.head
+            );
+        }
     }
 }

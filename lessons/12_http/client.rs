@@ -254,45 +254,55 @@ impl Client {
                 _ => Exchange::Failed(format!("sending the request: {err}")),
             });
         }
-        let end = match head::read_head(&stream, &mut self.buffer, self.timeout) {
-            Ok(end) => end,
-            Err(NoHead::Closed) => return Err(Exchange::ClosedBeforeAnswer),
-            Err(NoHead::Failed(err)) if err.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(Exchange::ClosedBeforeAnswer);
+        let response = loop {
+            let end = match head::read_head(&stream, &mut self.buffer, self.timeout) {
+                Ok(end) => end,
+                Err(NoHead::Closed) => return Err(Exchange::ClosedBeforeAnswer),
+                Err(NoHead::Failed(err)) if err.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Exchange::ClosedBeforeAnswer);
+                }
+                Err(NoHead::Failed(err)) => {
+                    return Err(Exchange::Failed(format!("reading the response: {err}")));
+                }
+                Err(NoHead::Idle | NoHead::TooSlow) => {
+                    return Err(Exchange::Failed(format!(
+                        "no complete response head within {:?}",
+                        self.timeout
+                    )));
+                }
+                Err(NoHead::Cut) => {
+                    return Err(Exchange::Failed(
+                        "the server closed the connection in the middle of the response head"
+                            .into(),
+                    ));
+                }
+                Err(NoHead::TooLarge) => {
+                    return Err(Exchange::Failed(format!(
+                        "the response head is larger than {} bytes",
+                        head::MAX_HEAD
+                    )));
+                }
+            };
+            let head: Vec<u8> = self.buffer.drain(..end).collect();
+            output.received(&head);
+            let response = ResponseHead::parse(&head).map_err(Exchange::Failed)?;
+            if let Output::Plain = output {
+                for line in head::lines(&head) {
+                    print_line(&String::from_utf8_lossy(line));
+                }
+                print_line("");
             }
-            Err(NoHead::Failed(err)) => {
-                return Err(Exchange::Failed(format!("reading the response: {err}")));
+            // A 1xx response (100 Continue, 103 Early Hints) is interim: the final
+            // response follows on the same connection (RFC 9110, 15.2). Not 101: after
+            // it the connection speaks another protocol.
+            if (100..200).contains(&response.status) && response.status != 101 {
+                continue;
             }
-            Err(NoHead::Idle | NoHead::TooSlow) => {
-                return Err(Exchange::Failed(format!(
-                    "no complete response head within {:?}",
-                    self.timeout
-                )));
-            }
-            Err(NoHead::Cut) => {
-                return Err(Exchange::Failed(
-                    "the server closed the connection in the middle of the response head".into(),
-                ));
-            }
-            Err(NoHead::TooLarge) => {
-                return Err(Exchange::Failed(format!(
-                    "the response head is larger than {} bytes",
-                    head::MAX_HEAD
-                )));
-            }
+            break response;
         };
-        let head: Vec<u8> = self.buffer.drain(..end).collect();
-        output.received(&head);
-        let response = ResponseHead::parse(&head).map_err(Exchange::Failed)?;
-        if let Output::Plain = output {
-            for line in head::lines(&head) {
-                print_line(&String::from_utf8_lossy(line));
-            }
-            print_line("");
-        }
         // How long the body is: nothing after HEAD, 204 or 304; Content-Length
         // bytes; or, with neither, everything until the server closes.
-        let length = if self.method == "HEAD" || matches!(response.status, 100..=199 | 204 | 304) {
+        let length = if self.method == "HEAD" || matches!(response.status, 101 | 204 | 304) {
             Some(0)
         } else if response.chunked {
             return Err(Exchange::Failed(

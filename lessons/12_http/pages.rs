@@ -28,12 +28,8 @@ pub struct Origin {
 /// `/favicon.ico` are the server's own; any other path is a file under `--root`, if
 /// one was given.
 pub fn answer(request: &Request, origin: &Origin, root: Option<&Path>) -> Response {
-    if request.method != "GET" && request.method != "HEAD" {
-        return Response::text(
-            METHOD_NOT_ALLOWED,
-            &format!("{} is not allowed here: GET or HEAD", request.method),
-        )
-        .with_header("Allow", "GET, HEAD");
+    if let Some(refusal) = refusal(request) {
+        return refusal;
     }
     match request.path.as_str() {
         "/" => what_you_sent(request, origin),
@@ -44,6 +40,16 @@ pub fn answer(request: &Request, origin: &Origin, root: Option<&Path>) -> Respon
             None => Response::text(NOT_FOUND, &format!("nothing at {path}")),
         },
     }
+}
+
+/// The refusal of a request that can be refused from its head alone, before its
+/// body is read: a method other than GET or HEAD.
+pub fn refusal(request: &Request) -> Option<Response> {
+    if request.method != "GET" && request.method != "HEAD" {
+        let why = format!("{} is not allowed here: GET or HEAD", request.method);
+        return Some(Response::text(METHOD_NOT_ALLOWED, &why).with_header("Allow", "GET, HEAD"));
+    }
+    None
 }
 // ANCHOR_END: answer
 
@@ -70,6 +76,12 @@ pub fn escape_html(text: &str) -> String {
 // ANCHOR: what_you_sent
 /// The page at `/`: the request line, every header, both ends of the connection.
 fn what_you_sent(request: &Request, origin: &Origin) -> Response {
+    // HEAD must get exactly the headers GET would get, Content-Length included:
+    // so the page for HEAD is the page GET would get.
+    let line = match request.line.strip_prefix("HEAD ") {
+        Some(rest) => format!("GET {rest}"),
+        None => request.line.clone(),
+    };
     let mut rows = String::new();
     for (name, value) in &request.headers {
         let _ = writeln!(
@@ -104,7 +116,7 @@ fn what_you_sent(request: &Request, origin: &Origin) -> Response {
         number = origin.number,
         peer = origin.peer,
         local = origin.local,
-        line = escape_html(&request.line),
+        line = escape_html(&line),
     );
     Response::new(OK, "text/html; charset=utf-8", page)
         // It shows this request's headers (cookies too): no cache may keep it.

@@ -56,6 +56,15 @@ impl Request {
             .map(|(_, value)| value.as_str())
     }
 
+    /// `Expect: 100-continue`: the client waits for `100 Continue` before it sends
+    /// the body. An HTTP/1.0 client cannot read a 1xx response, so it is ignored there.
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::Http11
+            && self
+                .header("Expect")
+                .is_some_and(|value| value.eq_ignore_ascii_case("100-continue"))
+    }
+
     // ANCHOR: wants_to_close
     /// HTTP/1.1 keeps the connection open unless the client says `Connection: close`;
     /// HTTP/1.0 closes after every response (this server does not do 1.0's
@@ -121,6 +130,16 @@ pub fn parse(head: &[u8]) -> Result<Request, Rejection> {
             "an HTTP/1.1 request needs exactly one Host header",
         ));
     }
+    // Its value is a host and maybe a port (RFC 9112, 3.2), nothing else: a space,
+    // `/` or `@` would make it a different URL for whoever rebuilds one from it.
+    if let Some(host) = request.header("Host") {
+        if !host.bytes().all(is_host_byte) {
+            return Err(reject(
+                BAD_REQUEST,
+                format!("not a host[:port]: Host: {host}"),
+            ));
+        }
+    }
     request.body_length = body_length(&request)?;
     Ok(request)
 }
@@ -172,6 +191,11 @@ fn request_line(line: &[u8]) -> Result<(String, String, Version), Rejection> {
     // The checks above let only ASCII through.
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     Ok((text(method), text(target), version))
+}
+
+/// A byte of `host[:port]` (RFC 3986's reg-name, IPv4, `[IPv6]`, then `:port`).
+fn is_host_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%[]:".contains(&byte)
 }
 
 // ANCHOR: path_of

@@ -35,6 +35,9 @@ impl Status {
     }
 }
 
+/// The interim response to `Expect: 100-continue`: send the body now.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// What follows the head.
 pub enum Body {
     Bytes(Vec<u8>),

@@ -28,7 +28,7 @@ mod request;
 mod response;
 // ANCHOR_END: modules
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,8 +165,10 @@ fn accept_loop(
 ) {
     let accept_errors = RateLimitedLog::new(ACCEPT_ERROR_INTERVAL);
     while connections.wait_for_room(max_threads) {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+        // accept(2) returns the client's address: kept for the log, because a client
+        // that has already reset has none left to ask for (getpeername fails).
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(_) if connections.is_stopping() => return,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
@@ -184,7 +186,7 @@ fn accept_loop(
             .name(format!("conn-{number}"))
             .spawn(move || {
                 let (connections, site) = for_thread;
-                serve_connection(&stream, registered, &connections, &site);
+                serve_connection(&stream, peer, registered, &connections, &site);
             });
         match spawned {
             Ok(handle) => threads.push(handle),
@@ -213,11 +215,15 @@ enum Ending {
 /// The connection's thread: requests, one after another, until one side ends it.
 fn serve_connection(
     stream: &TcpStream,
+    peer: SocketAddr,
     registered: Registered,
     connections: &LiveConnections,
     site: &Site,
 ) {
-    let peers = show::peers(stream);
+    let local = stream
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |local| local.to_string());
+    let peers = format!("{peer} -> {local}");
     let number = registered.number;
     if !site.quiet {
         log!(
@@ -233,6 +239,7 @@ fn serve_connection(
     let _ = stream.set_write_timeout(Some(site.timeout));
     let mut connection = Connection {
         stream,
+        peer,
         peers,
         buffer: Vec::new(),
         served: 0,
@@ -263,6 +270,8 @@ fn serve_connection(
 /// One client's connection, and the bytes read from it not yet used.
 struct Connection<'a> {
     stream: &'a TcpStream,
+    /// The client's address, as accept(2) gave it.
+    peer: SocketAddr,
     peers: String,
     /// Read but not yet used: the rest of a pipelined request, or of a body.
     buffer: Vec<u8>,
@@ -302,12 +311,33 @@ impl Connection<'_> {
             };
             self.buffer.drain(..end);
             self.served += 1;
-            // 3. Its body, read and dropped, so that the next request starts where
+            // 3. A client that sent `Expect: 100-continue` holds its body back until
+            //    the server says to send it (RFC 9110, 10.1.1). A refusal known from
+            //    the head goes out at once, and the connection is closed: the body
+            //    will not come, or would come unread. Otherwise `100 Continue`.
+            let body_in_buffer = self.buffer.len() as u64 >= request.body_length;
+            if request.expects_continue() && !body_in_buffer {
+                if let Some(refusal) = pages::refusal(&request) {
+                    let status = refusal.status;
+                    let head_only = request.method == "HEAD";
+                    return match response::send(self.stream, refusal, head_only, false) {
+                        Ok(sent) => {
+                            self.log_request(&request, status, sent, site);
+                            self.close(Ending::Closed("refused before the body came"))
+                        }
+                        Err(err) => Ending::Failed(err),
+                    };
+                }
+                if let Err(err) = (&*self.stream).write_all(response::CONTINUE) {
+                    return Ending::Failed(err);
+                }
+            }
+            // 4. Its body, read and dropped, so that the next request starts where
             //    it should.
             if let Err(ending) = self.skip_body(request.body_length, site.timeout) {
                 return ending;
             }
-            // 4. The answer, and whether the connection stays open after it.
+            // 5. The answer, and whether the connection stays open after it.
             let response = pages::answer(&request, &self.origin(), site.root.as_deref());
             let keep_alive = !request.wants_to_close()
                 && self.served < site.max_requests
@@ -329,7 +359,7 @@ impl Connection<'_> {
     fn origin(&self) -> Origin {
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         Origin {
-            peer: self.stream.peer_addr().unwrap_or(unknown),
+            peer: self.peer,
             local: self.stream.local_addr().unwrap_or(unknown),
             number: self.served,
         }
@@ -374,7 +404,9 @@ impl Connection<'_> {
     /// `Connection: close`, and close.
     fn refuse(&mut self, status: Status, why: &str, site: &Site) -> Ending {
         let response = Response::text(status, why);
-        if let Err(err) = response::send(self.stream, response, false, false) {
+        // A HEAD request gets no body, even in a refusal (RFC 9110, 9.3.2).
+        let head_only = is_head_request(&self.buffer);
+        if let Err(err) = response::send(self.stream, response, head_only, false) {
             return Ending::Failed(err);
         }
         if !site.quiet {
@@ -435,6 +467,17 @@ impl Connection<'_> {
         ending
     }
     // ANCHOR_END: close
+}
+
+/// Whether `buffer` starts with a whole request line whose method is HEAD.
+fn is_head_request(buffer: &[u8]) -> bool {
+    let Some(newline) = buffer.iter().position(|&byte| byte == b'\n') else {
+        return false;
+    };
+    let line = &buffer[..newline];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&byte| byte == b' ').collect();
+    parts.len() == 3 && parts[0] == b"HEAD"
 }
 
 /// Why the server closed after a response, for the log.
