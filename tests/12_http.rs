@@ -1013,6 +1013,7 @@ mod lesson {
     #[test]
     fn paths_that_leave_root_are_refused() {
         let (_top, root) = site();
+        std::os::unix::fs::symlink(root.join(".env"), root.join("cfg")).unwrap();
         let server = Server::start(SERVER, &["--root", root.to_str().unwrap()]);
         for (path, status) in [
             ("/../secret.txt", 403),
@@ -1028,6 +1029,10 @@ mod lesson {
             ("/.env", 404),
             ("/docs/./../.env", 403),
             ("/docs/.hidden", 404),
+            // A link inside the site to a hidden file: its own name is not hidden.
+            ("/cfg", 404),
+            // A file asked for as a directory.
+            ("/notes.txt/", 404),
         ] {
             let reply = ask(server.addr, &get(path));
             assert_eq!(reply.status(), status, "{path}: {}", reply.head);

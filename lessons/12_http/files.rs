@@ -31,18 +31,25 @@ pub fn serve(root: &Path, path: &str) -> Response {
     }
     // 2. Resolve symbolic links and check that the real path is still under root.
     //    `starts_with` compares whole components: /srv/www2 is not under /srv/www.
+    //    The real path must not be hidden either: a link `cfg -> .env` inside root
+    //    passes step 1 by its own name.
     let real = match fs::canonicalize(root.join(&relative)) {
-        Ok(real) if real.starts_with(root) => real,
+        Ok(real) if real.starts_with(root) && !hidden_under(root, &real) => real,
+        Ok(real) if real.starts_with(root) => return not_found(),
         Ok(_) => return forbidden(),
         Err(_) => return not_found(),
     };
-    // 3. A directory means its index.html (checked again: it may be a link too).
+    // 3. A directory means its index.html (checked again: it may be a link too). A
+    //    file asked for as a directory (`/a.txt/`) is not there.
     let real = if real.is_dir() {
         match fs::canonicalize(real.join("index.html")) {
-            Ok(index) if index.starts_with(root) => index,
+            Ok(index) if index.starts_with(root) && !hidden_under(root, &index) => index,
+            Ok(index) if index.starts_with(root) => return not_found(),
             Ok(_) => return forbidden(),
             Err(_) => return not_found(),
         }
+    } else if path.ends_with('/') {
+        return not_found();
     } else {
         real
     };
@@ -59,6 +66,15 @@ pub fn serve(root: &Path, path: &str) -> Response {
     }
 }
 // ANCHOR_END: serve
+
+/// Does any part of `real` below `root` start with `.`?
+fn hidden_under(root: &Path, real: &Path) -> bool {
+    real.strip_prefix(root).is_ok_and(|below| {
+        below
+            .components()
+            .any(|part| part.as_os_str().to_string_lossy().starts_with('.'))
+    })
+}
 
 /// The open file and its length, or `None` if it is not a regular file (a fifo or a
 /// device would block or never end). O_NONBLOCK: opening a fifo for reading would
