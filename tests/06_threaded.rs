@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::transcript::{self, Normaliser};
@@ -20,59 +20,6 @@ use workbook::log;
 const SERVER: &str = env!("CARGO_BIN_EXE_06_threaded_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_06_threaded_client");
 const DEFAULT_PORT: u16 = 8080;
-
-/// Waits for a log line holding `word` as a word of its own: `connected` does not
-/// match a `disconnected` line.
-fn wait_for_word(server: &mut Server, word: &str) -> String {
-    loop {
-        let line = server.wait_for_line(word);
-        if has_word(&line, word) {
-            return line;
-        }
-    }
-}
-
-/// Like [`wait_for_word`], for a line that also names `about` (a client's address).
-fn wait_for_word_about(server: &mut Server, word: &str, about: &str) -> String {
-    loop {
-        let line = wait_for_word(server, word);
-        if line.contains(about) {
-            return line;
-        }
-    }
-}
-
-fn has_word(line: &str, word: &str) -> bool {
-    line.match_indices(word).any(|(at, _)| {
-        let before = line[..at].chars().next_back();
-        let after = line[at + word.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
-}
-
-/// Reads until the server closes (EOF or reset), at most `limit`; `None` if the
-/// connection is still open then. What came before the close is returned.
-fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut got = Vec::new();
-    let mut buffer = [0u8; 1024];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return Some(got),
-            Ok(n) => got.extend_from_slice(&buffer[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return None;
-            }
-            Err(err) => panic!("read failed after {} bytes: {err}", got.len()),
-        }
-    }
-}
 
 mod protocol {
     use super::*;

@@ -33,49 +33,6 @@ fn worker_of(line: &str) -> String {
     line.split(':').next().unwrap_or_default().to_string()
 }
 
-/// Waits for a log line holding `word` as a word of its own: `connected` does not
-/// match a `disconnected` line.
-fn wait_for_word(server: &mut Server, word: &str) -> String {
-    loop {
-        let line = server.wait_for_line(word);
-        if has_word(&line, word) {
-            return line;
-        }
-    }
-}
-
-fn has_word(line: &str, word: &str) -> bool {
-    line.match_indices(word).any(|(at, _)| {
-        let before = line[..at].chars().next_back();
-        let after = line[at + word.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
-}
-
-/// Reads until the server closes (EOF or reset), at most `limit`; `None` if the
-/// connection is still open then. What came before the close is returned.
-fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut got = Vec::new();
-    let mut buffer = [0u8; 1024];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return Some(got),
-            Ok(n) => got.extend_from_slice(&buffer[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return None;
-            }
-            Err(err) => panic!("read failed after {} bytes: {err}", got.len()),
-        }
-    }
-}
-
 mod protocol {
     use super::*;
 
