@@ -184,13 +184,6 @@ fn minimal_until_it_exits(close_stdout: bool, during: impl FnOnce(SocketAddr)) -
 
 // The kernel's view, from /proc: a process's state and system call, TCP sockets.
 
-/// The state letter of a process (`S` sleeping, `T` stopped...), from /proc/PID/stat.
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `PID (name) STATE ...`: the name may hold spaces, so look after its last `)`.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 /// Is the process's main thread blocked in sendto(2), send(2)'s system call?
 fn blocked_in_send(pid: u32) -> bool {
     let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();

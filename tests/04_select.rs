@@ -391,29 +391,6 @@ mod minimal {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
 
-    /// The state letter of process `pid` in /proc/PID/stat (`Z`: exited, not yet
-    /// reaped), if it is there.
-    fn process_state(pid: u32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "PID (name) STATE ...": the name may hold spaces; the state follows the `)`.
-        stat.rsplit_once(')')?.1.trim_start().chars().next()
-    }
-
-    /// Waits until the server has exited on its own (a zombie: gone, not yet reaped),
-    /// then collects its exit status and everything it printed.
-    fn wait_for_its_end(server: Server) -> Exited {
-        let pid = server.pid();
-        let ended = eventually(|| process_state(pid) == Some('Z'));
-        assert!(
-            ended,
-            "the minimal server is still running; {}",
-            server.last_lines()
-        );
-        // A signal to a process that has exited does nothing: `stop` only reaps it
-        // and gathers what it printed.
-        server.stop(SIGINT)
-    }
-
     /// How a server ended, for a failure message: its status, the end of its log and
     /// of its stderr (never all of it: the crowd test logs a thousand lines).
     fn how_it_ended(exited: &Exited) -> String {
@@ -504,7 +481,7 @@ mod minimal {
         let mut doomed = connect(server.addr);
         round_trip(&mut doomed, b"about to reset\n");
         reset(doomed);
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         assert_eq!(exited.status.code(), Some(1), "{}", how_it_ended(&exited));
         assert!(
             exited.stderr.contains("Connection reset by peer"),
@@ -538,7 +515,7 @@ mod minimal {
             "{}",
             check.stdout
         );
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         // Why the check failed depends on a race: the server may still accept the
         // next connection before it reads the reset (that connection is then closed
         // with it), or may be gone already (connection refused).
@@ -635,7 +612,7 @@ mod minimal {
                 Err(_) => break,
             }
         }
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         assert_eq!(exited.status.code(), Some(1), "{}", how_it_ended(&exited));
         assert!(
             exited.stderr.contains("Too many open files"),
@@ -671,7 +648,7 @@ mod minimal {
                 Err(_) => break,
             }
         }
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         assert_eq!(
             exited.status.code(),
             Some(101),

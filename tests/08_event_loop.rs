@@ -327,32 +327,6 @@ mod minimal {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
 
-    /// The state letter of process `pid` in /proc/PID/stat (`Z`: exited, not yet
-    /// reaped), if it is there.
-    fn process_state(pid: u32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "PID (name) STATE ...": the name may hold spaces; the state follows the `)`.
-        stat.rsplit_once(')')?.1.trim_start().chars().next()
-    }
-
-    /// Waits until the server has exited on its own (it is a zombie: gone, not yet
-    /// reaped) after writing something on stderr, then collects its exit status and
-    /// everything it printed.
-    fn wait_for_its_end(server: Server) -> Exited {
-        let pid = server.pid();
-        let ended = eventually(|| process_state(pid) == Some('Z'));
-        assert!(
-            ended,
-            "the minimal server is still running; {}",
-            server.last_lines()
-        );
-        // Its last words on stderr are read by a thread of the test: let it get them.
-        eventually(|| !server.stderr_text().is_empty());
-        // A signal to a process that has already exited does nothing; `stop` then
-        // only reaps it and gathers its output.
-        server.stop(SIGINT)
-    }
-
     /// Is the process's (only) thread blocked inside a send?
     fn blocked_in_send(pid: u32) -> bool {
         let number = sleeping_in(pid);
@@ -457,7 +431,7 @@ mod minimal {
         let mut doomed = connect(server.addr);
         round_trip(&mut doomed, b"about to reset\n");
         reset(doomed);
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         assert_eq!(exited.status.code(), Some(1), "{exited:?}");
         assert!(
             exited.stderr.contains("Connection reset by peer"),
@@ -489,7 +463,7 @@ mod minimal {
             "{}",
             check.stdout
         );
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         // Why the check failed depends on a race: the server may still accept the
         // next connection before it reads the reset (the read then finds the
         // connection reset), or may be gone already (connection refused).
@@ -518,7 +492,7 @@ mod minimal {
                 Err(_) => break,
             }
         }
-        let exited = wait_for_its_end(server);
+        let exited = server.wait_for_its_end();
         assert_eq!(
             exited.status.code(),
             Some(1),

@@ -405,6 +405,18 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Waits until the server has exited on its own (a zombie: gone, not yet reaped),
+    /// then collects its exit status and everything it printed: for a server that
+    /// is expected to die (the first versions of lessons 01, 04, 08).
+    pub fn wait_for_its_end(self) -> Exited {
+        let pid = self.pid();
+        let ended = echo::eventually(|| process_state(pid) == Some('Z'));
+        assert!(ended, "the server is still running; {}", self.last_lines());
+        // A signal to a process that has already exited does nothing: `stop` only
+        // reaps it and gathers what it printed (all of stderr, see `stop`).
+        self.stop(SIGINT)
+    }
+
     /// How many descriptors the server has open (`/proc/PID/fd`).
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
@@ -1256,4 +1268,12 @@ pub fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<
             Err(err) => panic!("read failed after {} bytes: {err}", got.len()),
         }
     }
+}
+
+/// The state letter of a process (`S` sleeping, `T` stopped, `Z` exited and not yet
+/// reaped...), from /proc/PID/stat, if the process is there.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (name) STATE ...`: the name may hold spaces, so look after its last `)`.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
