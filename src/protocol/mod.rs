@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+mod chat;
 mod echo;
 mod http;
 mod lessons;
@@ -56,6 +57,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         9 => Some(lessons::FRAMING),
         10 => Some(lessons::SOCKETSERVER),
         12 => Some(http::HTTP),
+        13 => Some(chat::CHAT),
         _ => None,
     }
 }
@@ -269,7 +271,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

@@ -129,6 +129,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["/hello", "/"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 13,
+        name: "13_chat",
+        topic: "chat: a room for many clients, slow readers dropped, commands looked up in a table",
+        transport: "TCP 10013",
+        protocol: "UTF-8 lines: a name first, then `<NAME> text` to the others, /who /msg /me /nick /quit /help",
+        client_args: &["--name", "ada", "hello, room", "/who", "/help"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.
