@@ -727,3 +727,77 @@ print(repr(f.read()))
         );
     }
 }
+
+mod exercises {
+    //! The chapter's exercises: each test fails on the lesson as shipped and passes
+    //! once the exercise is done. Run one with `cargo run -- exercise 13.1`.
+    use super::*;
+
+    #[test]
+    #[ignore = "exercise 13.1: cargo run -- exercise 13.1"]
+    fn exercise_1_a_time_command() {
+        let server = Server::start(SERVER, &[]);
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        ada.send("/time");
+        let line = ada.line();
+        let time = line.strip_prefix("* ").unwrap_or_default();
+        assert!(
+            workbook::protocol::is_ctime(time),
+            "/time should answer `* ` and a time like `Sun Nov 22 10:00:00 2026`, got {line:?}"
+        );
+        ada.send("/help");
+        ada.send("/who");
+        let mut help = Vec::new();
+        loop {
+            let line = ada.line();
+            if line.starts_with("* here: ") {
+                break;
+            }
+            help.push(line);
+        }
+        assert!(
+            help.iter().any(|line| line.contains("/time")),
+            "/help should list /time: {help:?}"
+        );
+    }
+
+    #[test]
+    #[ignore = "exercise 13.2: cargo run -- exercise 13.2"]
+    fn exercise_2_no_name_in_time_and_the_server_closes() {
+        let server = Server::start(SERVER, &["--name-timeout", "1"]);
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let mut silent = Raw::connect(server.addr);
+        assert_eq!(silent.lines_to_close(), ["* no name within 1 s; bye"]);
+        // Ada, who gave her name in time, is still here.
+        ada.send("/who");
+        ada.expect("* here: ada");
+    }
+
+    #[test]
+    #[ignore = "exercise 13.3: cargo run -- exercise 13.3"]
+    fn exercise_3_a_newcomer_gets_the_last_ten_lines() {
+        let server = Server::start(SERVER, &[]);
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        for i in 1..=12 {
+            ada.send(&format!("line {i}"));
+        }
+        // Private, and a command: neither is part of what the room said.
+        ada.send("/msg ada to myself");
+        ada.expect("*ada* to myself");
+        ada.send("/me waits");
+        ada.expect("* ada waits");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        // What came between the welcome and the answer to /who.
+        bob.send("/who");
+        let mut before_who = Vec::new();
+        loop {
+            let line = bob.line();
+            if line.starts_with("* here: ") {
+                break;
+            }
+            before_who.push(line);
+        }
+        let want: Vec<String> = (3..=12).map(|i| format!("<ada> line {i}")).collect();
+        assert_eq!(before_who, want, "what the newcomer got after the welcome");
+    }
+}
