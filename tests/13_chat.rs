@@ -544,6 +544,16 @@ print(repr(f.read()))
     }
 
     #[test]
+    fn out_of_descriptors_the_room_waits_and_goes_on() {
+        let mut server = Server::start_with_fd_limit(SERVER, &[], 64);
+        support::echo::crowd_past_fd_limit(&mut server);
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let (_bob, _) = Raw::join(server.addr, "bob");
+        ada.expect("* bob joined");
+        assert!(server.is_running());
+    }
+
+    #[test]
     fn sigint_tells_everyone_and_closes_even_with_a_client_that_does_not_read() {
         let server = Server::start(SERVER, &[]);
         let (mut ada, _) = Raw::join(server.addr, "ada");

@@ -135,7 +135,7 @@ pub static LESSONS: &[Lesson] = &[
         topic: "chat: a room for many clients, slow readers dropped, commands looked up in a table",
         transport: "TCP 10013",
         protocol: "UTF-8 lines: a name first, then `<NAME> text` to the others, /who /msg /me /nick /quit /help",
-        client_args: &["--name", "ada", "hello, room", "/who", "/help"],
+        client_args: &["--name", "ada", "hello", "/who", "/help"],
         not_a_pair: None,
     },
 ];
