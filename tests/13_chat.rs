@@ -79,6 +79,8 @@ impl Raw {
             match self.stream.read(&mut chunk) {
                 Ok(0) => panic!("the server closed; lines so far: {:?}", self.seen),
                 Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                // A signal reached this test process while it waited (EINTR).
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(err) => panic!("no line ({err}); lines so far: {:?}", self.seen),
             }
         }

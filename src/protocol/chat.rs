@@ -200,7 +200,7 @@ impl Chatter {
             if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
                 let text = String::from_utf8_lossy(&line[..end]).into_owned();
-                self.recent.push(text.clone());
+                self.recent.push(shortened(&text));
                 if self.recent.len() > 5 {
                     self.recent.remove(0);
                 }
@@ -247,7 +247,7 @@ impl Chatter {
 
     /// Reads lines until one is `want`; other lines (other people's) are skipped.
     fn expect(&mut self, want: &str) -> Result<(), String> {
-        self.expect_where(&format!("{want:?}"), |line| line == want)
+        self.expect_where(&format!("{:?}", shortened(want)), |line| line == want)
             .map(|_| ())
     }
 
@@ -301,6 +301,16 @@ impl Chatter {
             self.name
         ))
     }
+}
+
+/// A line as a message shows it: at most 100 characters, then how many more.
+fn shortened(line: &str) -> String {
+    let count = line.chars().count();
+    if count <= 100 {
+        return line.to_string();
+    }
+    let start: String = line.chars().take(100).collect();
+    format!("{start}... ({} more characters)", count - 100)
 }
 
 /// The names in a `* welcome X; here: a, b` or `* here: a, b` line.
@@ -495,7 +505,7 @@ fn long_line(target: &Target) -> Result<(), String> {
     bob.send_bytes(format!("{}\nstill here\n", &long[4500..]).as_bytes())?;
     bob.expect("* line too long (max 4096 bytes)")?;
     let after = format!("<{}> still here", bob.name);
-    let got = ada.expect_where(&format!("{after:?}"), |line| {
+    let got = ada.expect_where(&format!("{:?}", shortened(&after)), |line| {
         line == after || line.contains("bbbb")
     })?;
     if got != after {

@@ -1256,6 +1256,7 @@ pub fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<
         match stream.read(&mut buffer) {
             Ok(0) => return Some(got),
             Ok(n) => got.extend_from_slice(&buffer[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Some(got),
             Err(err)
                 if matches!(
