@@ -94,8 +94,10 @@ fn main() {
         ));
     }
     // ANCHOR_END: send
-    // The reading thread ends the program; wait for it to do so.
-    thread::park();
+    // The reading thread ends the program (with its status); wait for it to do so.
+    loop {
+        thread::park();
+    }
 }
 
 /// Sends each line of stdin (without its line end) until the end of input, with a
