@@ -246,13 +246,13 @@ impl Chatter {
     }
 
     /// Reads lines until one is `want`; other lines (other people's) are skipped.
-    fn expect(&mut self, want: &str) -> Result<(), String> {
-        self.expect_where(&format!("{:?}", shortened(want)), |line| line == want)
+    fn wait_for(&mut self, want: &str) -> Result<(), String> {
+        self.wait_until(&format!("{:?}", shortened(want)), |line| line == want)
             .map(|_| ())
     }
 
     /// Reads lines until one satisfies `wanted`, and returns it.
-    fn expect_where(
+    fn wait_until(
         &mut self,
         what: &str,
         mut wanted: impl FnMut(&str) -> bool,
@@ -284,7 +284,7 @@ impl Chatter {
     }
 
     /// Waits until the server closes the connection (EOF or reset).
-    fn expect_close(&mut self, why: &str) -> Result<(), String> {
+    fn wait_for_close(&mut self, why: &str) -> Result<(), String> {
         let deadline = Instant::now() + self.timeout;
         let mut chunk = [0u8; 4096];
         while Instant::now() < deadline {
@@ -343,7 +343,7 @@ fn join(target: &Target) -> Result<(), String> {
             ada.name
         ));
     }
-    ada.expect(&format!("* {bob_name} joined"))
+    ada.wait_for(&format!("* {bob_name} joined"))
 }
 
 fn message(target: &Target) -> Result<(), String> {
@@ -351,7 +351,7 @@ fn message(target: &Target) -> Result<(), String> {
     let mut bob = Chatter::join(target)?;
     bob.send("hello, room")?;
     let line = format!("<{}> hello, room", bob.name);
-    ada.expect(&line)?;
+    ada.wait_for(&line)?;
     let (seen, _) = bob.lines_before_who()?;
     never_saw(&seen, &line, &bob.name)
 }
@@ -360,7 +360,7 @@ fn crlf(target: &Target) -> Result<(), String> {
     let mut ada = Chatter::join(target)?;
     let mut bob = Chatter::join(target)?;
     bob.send_bytes(b"from windows\r\n")?;
-    ada.expect(&format!("<{}> from windows", bob.name))
+    ada.wait_for(&format!("<{}> from windows", bob.name))
 }
 
 /// After a refused name: a `* ` line saying why, then the first question again.
@@ -395,9 +395,9 @@ fn chinese_name(target: &Target) -> Result<(), String> {
     let (mut ming, _) = Chatter::connect(target)?;
     let name = format!("小明{}", fresh_name().trim_start_matches("ck"));
     ming.take_name(&name)?;
-    ada.expect(&format!("* {name} joined"))?;
+    ada.wait_for(&format!("* {name} joined"))?;
     ming.send("你好")?;
-    ada.expect(&format!("<{name}> 你好"))
+    ada.wait_for(&format!("<{name}> 你好"))
 }
 
 fn who(target: &Target) -> Result<(), String> {
@@ -419,8 +419,8 @@ fn nick(target: &Target) -> Result<(), String> {
     let new = fresh_name();
     bob.send(&format!("/nick {new}"))?;
     let line = format!("* {} is now known as {new}", bob.name);
-    ada.expect(&line)?;
-    bob.expect(&line)?;
+    ada.wait_for(&line)?;
+    bob.wait_for(&line)?;
     bob.name = new.clone();
     ada.send(&format!("/nick {new}"))?;
     let refusal = ada.line("the refusal of a taken name")?;
@@ -444,8 +444,8 @@ fn me(target: &Target) -> Result<(), String> {
     let mut bob = Chatter::join(target)?;
     bob.send("/me waves")?;
     let line = format!("* {} waves", bob.name);
-    ada.expect(&line)?;
-    bob.expect(&line)
+    ada.wait_for(&line)?;
+    bob.wait_for(&line)
 }
 
 fn msg(target: &Target) -> Result<(), String> {
@@ -454,12 +454,12 @@ fn msg(target: &Target) -> Result<(), String> {
     let mut cy = Chatter::join(target)?;
     bob.send(&format!("/msg {} just between us", ada.name))?;
     let line = format!("*{}* just between us", bob.name);
-    ada.expect(&line)?;
+    ada.wait_for(&line)?;
     let (seen, _) = cy.lines_before_who()?;
     never_saw(&seen, &line, &cy.name)?;
     let missing = fresh_name();
     bob.send(&format!("/msg {missing} hello?"))?;
-    bob.expect(&format!("* no one named {missing}"))
+    bob.wait_for(&format!("* no one named {missing}"))
 }
 
 fn help(target: &Target) -> Result<(), String> {
@@ -481,15 +481,15 @@ fn help(target: &Target) -> Result<(), String> {
 fn unknown_command(target: &Target) -> Result<(), String> {
     let mut ada = Chatter::join(target)?;
     ada.send("/frobnicate now")?;
-    ada.expect("* unknown command /frobnicate; try /help")
+    ada.wait_for("* unknown command /frobnicate; try /help")
 }
 
 fn quit(target: &Target) -> Result<(), String> {
     let mut ada = Chatter::join(target)?;
     let mut bob = Chatter::join(target)?;
     bob.send("/quit gone fishing")?;
-    ada.expect(&format!("* {} left (gone fishing)", bob.name))?;
-    bob.expect_close("after /quit")
+    ada.wait_for(&format!("* {} left (gone fishing)", bob.name))?;
+    bob.wait_for_close("after /quit")
 }
 
 fn long_line(target: &Target) -> Result<(), String> {
@@ -497,15 +497,15 @@ fn long_line(target: &Target) -> Result<(), String> {
     let mut bob = Chatter::join(target)?;
     let longest = "a".repeat(4096);
     bob.send(&longest)?;
-    ada.expect(&format!("<{}> {longest}", bob.name))?;
+    ada.wait_for(&format!("<{}> {longest}", bob.name))?;
     // 5,000 bytes in three writes, so that no single read holds the whole line.
     let long = "b".repeat(5000);
     bob.send_bytes(&long.as_bytes()[..2000])?;
     bob.send_bytes(&long.as_bytes()[2000..4500])?;
     bob.send_bytes(format!("{}\nstill here\n", &long[4500..]).as_bytes())?;
-    bob.expect("* line too long (max 4096 bytes)")?;
+    bob.wait_for("* line too long (max 4096 bytes)")?;
     let after = format!("<{}> still here", bob.name);
-    let got = ada.expect_where(&format!("{:?}", shortened(&after)), |line| {
+    let got = ada.wait_until(&format!("{:?}", shortened(&after)), |line| {
         line == after || line.contains("bbbb")
     })?;
     if got != after {
@@ -522,7 +522,7 @@ fn invalid_utf8(target: &Target) -> Result<(), String> {
     let mut bob = Chatter::join(target)?;
     bob.send_bytes(b"ok \xff\xfe end\n")?;
     let start = format!("<{}> ok ", bob.name);
-    let line = ada.expect_where(&format!("a line starting {start:?}"), |line| {
+    let line = ada.wait_until(&format!("a line starting {start:?}"), |line| {
         line.starts_with(&start)
     })?;
     let rest = &line[start.len()..];
@@ -549,11 +549,11 @@ fn split_character(target: &Target) -> Result<(), String> {
     bob.send_bytes(&cafe[..4])?;
     std::thread::sleep(Duration::from_millis(50));
     bob.send_bytes(&cafe[4..])?;
-    ada.expect(&format!("<{}> café", bob.name))?;
+    ada.wait_for(&format!("<{}> café", bob.name))?;
     for byte in b"one byte at a time\n" {
         bob.send_bytes(&[*byte])?;
     }
-    ada.expect(&format!("<{}> one byte at a time", bob.name))
+    ada.wait_for(&format!("<{}> one byte at a time", bob.name))
 }
 
 fn slow_reader_dropped(target: &Target) -> Result<(), String> {
@@ -587,14 +587,14 @@ fn slow_reader_dropped(target: &Target) -> Result<(), String> {
         // The drop may be told among this batch's lines or after them (then it
         // comes among the next batch's).
         let mut was_dropped = false;
-        ada.expect_where(&format!("the last line of batch {batch}"), |line| {
+        ada.wait_until(&format!("the last line of batch {batch}"), |line| {
             was_dropped |= line == dropped;
             line == last
         })
         .map_err(|why| format!("{why} (did the client that does not read slow the room down?)"))?;
         if was_dropped {
             bob.send("still chatting")?;
-            return ada.expect(&format!("<{}> still chatting", bob.name));
+            return ada.wait_for(&format!("<{}> still chatting", bob.name));
         }
     }
     Err(format!(
