@@ -7,6 +7,10 @@ mod support;
 #[path = "../lessons/13_chat/lines.rs"]
 #[allow(dead_code)]
 mod lines;
+/// ... and its room, for the tests of the queue (`mod queue` below).
+#[path = "../lessons/13_chat/room.rs"]
+#[allow(dead_code)]
+mod room;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -121,6 +125,83 @@ fn typed_into(received: &[String], typed: &[(usize, &str)]) -> String {
 
 fn normaliser(port: u16) -> Normaliser {
     Normaliser::new().port(port, DEFAULT_PORT)
+}
+
+mod queue {
+    //! The bounded queue of lines for one client (room.rs), on its own.
+    use super::room::{MAX_QUEUED_BYTES, MAX_QUEUED_LINES, Outbox};
+    use std::io::{self, Write};
+
+    /// A peer that takes at most `per_write` bytes per write, then says WouldBlock
+    /// once every `block_every` writes.
+    struct Slow {
+        taken: Vec<u8>,
+        per_write: usize,
+        writes: usize,
+        block_every: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            if self.writes % self.block_every == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = data.len().min(self.per_write);
+            self.taken.extend_from_slice(&data[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_go_out_whole_and_in_order_across_partial_writes() {
+        let mut outbox = Outbox::new();
+        let mut peer = Slow {
+            taken: Vec::new(),
+            per_write: 3,
+            writes: 0,
+            block_every: 4,
+        };
+        let mut want = Vec::new();
+        for i in 0..20 {
+            let line = format!("<ada> line {i}");
+            assert!(outbox.push(&line));
+            want.extend_from_slice(line.as_bytes());
+            want.push(b'\n');
+        }
+        while !outbox.is_empty() {
+            outbox.write_to(&mut peer).unwrap();
+        }
+        crate::support::assert_same_bytes(&peer.taken, &want, "what the peer got");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_the_whole_line() {
+        let mut outbox = Outbox::new();
+        for _ in 0..MAX_QUEUED_LINES {
+            assert!(outbox.push("x"));
+        }
+        assert!(!outbox.push("x"), "more than MAX_QUEUED_LINES lines");
+        let mut outbox = Outbox::new();
+        let line = "y".repeat(1023);
+        for _ in 0..MAX_QUEUED_BYTES / 1024 {
+            assert!(outbox.push(&line));
+        }
+        assert!(!outbox.push("z"), "more than MAX_QUEUED_BYTES bytes");
+        // Once the peer reads, there is room again.
+        let mut peer = Slow {
+            taken: Vec::new(),
+            per_write: 4096,
+            writes: 0,
+            block_every: usize::MAX,
+        };
+        outbox.write_to(&mut peer).unwrap();
+        assert!(outbox.is_empty());
+        assert!(outbox.push("z"));
+    }
 }
 
 mod protocol {

@@ -32,7 +32,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    fn new() -> Outbox {
+    pub fn new() -> Outbox {
         Outbox {
             lines: VecDeque::new(),
             bytes: 0,
