@@ -294,7 +294,7 @@ fn send_and_close(room: &mut Room) {
         let State::Closed(why) = member.state else {
             return true;
         };
-        if !quiet || why == room::NOT_READING {
+        if !quiet {
             let name = member.name.as_deref().unwrap_or("no name");
             log!("{} {} ({name}): {why}", log::DISCONNECTED, member.peers);
         }
