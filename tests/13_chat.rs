@@ -404,6 +404,27 @@ mod lesson {
     }
 
     #[test]
+    fn on_a_terminal_the_prompt_shows_and_lines_replace_it() {
+        // script(1) runs the client on a pseudo-terminal: stdin and stdout are a tty.
+        if !tool_available("script", &["--version"]) {
+            return;
+        }
+        let server = Server::start(SERVER, &[]);
+        let command = format!("{CLIENT} --port {} --name tty", server.port());
+        // `/who`, then Ctrl-D (end of input at the start of a line on a terminal).
+        let ran = run("script", &["-qc", &command, "/dev/null"], b"/who\n\x04");
+        assert!(ran.status.success(), "{}", ran.stderr);
+        // (The terminal echoes `/who` too, wherever it comes in the output.)
+        // Each line from the server erases the prompt (`\r`, then ESC [ K) and shows
+        // it again after itself.
+        assert!(
+            ran.stdout.contains("\r\x1b[K* here: tty\r\n> "),
+            "{:?}",
+            ran.stdout
+        );
+    }
+
+    #[test]
     fn contract_client() {
         contract::client_reports_no_server(CLIENT, "13_chat_server", &["--name", "ada"]);
         contract::rejects_bad_flags(CLIENT);
