@@ -63,14 +63,16 @@ pub(crate) static TLS: &[Check] = &[
 
 type Session = StreamOwned<ClientConnection, TcpStream>;
 
+fn trust(target: &Target) -> Result<&super::TlsTarget, String> {
+    target.tls.as_ref().ok_or_else(|| {
+        "a TLS check needs the CA that signed the server's certificate: \
+         give --ca FILE (and --server-name if not localhost)"
+            .to_string()
+    })
+}
+
 fn config(target: &Target, tls12_only: bool) -> Result<Arc<ClientConfig>, String> {
-    let Some(tls) = &target.tls else {
-        return Err(
-            "a TLS check needs the CA that signed the server's certificate: \
-                    give --ca FILE (and --server-name if not localhost)"
-                .into(),
-        );
-    };
+    let tls = trust(target)?;
     let config = crate::tls::client_config(&tls.ca)?;
     if !tls12_only {
         return Ok(config);
@@ -91,7 +93,7 @@ fn config(target: &Target, tls12_only: bool) -> Result<Arc<ClientConfig>, String
 /// A verified session with the target: TCP connect, then the whole handshake.
 fn open(target: &Target, tls12_only: bool) -> Result<Session, String> {
     let config = config(target, tls12_only)?;
-    let tls = target.tls.as_ref().expect("config checked it");
+    let tls = trust(target)?;
     let name = crate::tls::server_name(&tls.server_name)?;
     let mut connection =
         ClientConnection::new(config, name).map_err(|err| format!("cannot start TLS: {err}"))?;
