@@ -23,8 +23,8 @@ use workbook::{connect_failed, exit_with_error, print_line, show, tls};
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// A message goes out in pieces of this size, each echoed before the next is sent.
 const PIECE: usize = 16 * 1024;
-/// How many bytes of each read or write `--show-wire` prints.
-const WIRE_BYTES: usize = 24;
+/// How many bytes of each record's body `--show-wire` prints.
+const WIRE_BYTES: usize = 16;
 
 fn main() {
     let args = Cli::new(
@@ -45,7 +45,7 @@ fn main() {
     )
     .switch(
         "--show-wire",
-        "print the first bytes of every read and write on the socket, in hex",
+        "print every TLS record that crosses the socket: its header and first bytes, in hex",
     )
     .positional(
         "MESSAGE",
@@ -202,13 +202,15 @@ fn close(tls: &mut ClientConnection, socket: &mut Wire) -> io::Result<()> {
 // ANCHOR_END: close
 
 // ANCHOR: wire
-/// The TCP socket, with an eye on it: `--show-wire` prints the first bytes of each
-/// read and write, and the TLS records they start with. The first bytes the server
-/// sent are kept to tell "not TLS" from other failures.
+/// The TCP socket, with an eye on it: `--show-wire` prints a line for every TLS record
+/// that crosses it (its 5-byte header: type, version, length; then its first bytes).
+/// The first bytes the server sent are kept to tell "not TLS" from other failures.
 struct Wire {
     stream: TcpStream,
     show: bool,
     first_received: Vec<u8>,
+    sent: Records,
+    received: Records,
 }
 
 impl Wire {
@@ -217,41 +219,59 @@ impl Wire {
             stream,
             show,
             first_received: Vec::new(),
+            sent: Records::default(),
+            received: Records::default(),
         }
-    }
-
-    fn print(&self, arrow: &str, bytes: &[u8]) {
-        if !self.show {
-            return;
-        }
-        let hex: Vec<String> = bytes
-            .iter()
-            .take(WIRE_BYTES)
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
-        let more = if bytes.len() > WIRE_BYTES { " ..." } else { "" };
-        print_line(&format!(
-            "wire {arrow} {:5} bytes  {}{more}  [{}]",
-            bytes.len(),
-            hex.join(" "),
-            records(bytes)
-        ));
     }
 }
 
-/// The records that start in `bytes`: a 5-byte header each (type, version, length).
-fn records(bytes: &[u8]) -> String {
-    let mut names = Vec::new();
-    let mut at = 0;
-    while at + 5 <= bytes.len() {
-        let length = u16::from_be_bytes([bytes[at + 3], bytes[at + 4]]) as usize;
-        names.push(format!("{} {length}", tls::record_type(bytes[at])));
-        at += 5 + length;
-    }
-    if names.is_empty() {
-        "the rest of a record".into()
-    } else {
-        names.join(", ")
+/// Finds record headers in a byte stream that arrives in pieces of any size.
+#[derive(Default)]
+struct Records {
+    /// The header being read (a read may end inside one).
+    header: Vec<u8>,
+    /// Bytes of the current record's body still to come.
+    left: usize,
+}
+
+impl Records {
+    /// Prints `wire > handshake, 278 bytes: 16 03 01 01 16  01 00 01 12 ...` for each
+    /// record that starts in `bytes`.
+    fn show(&mut self, arrow: &str, bytes: &[u8]) {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.left > 0 {
+                let skipped = self.left.min(bytes.len() - at);
+                self.left -= skipped;
+                at += skipped;
+                continue;
+            }
+            let wanted = (5 - self.header.len()).min(bytes.len() - at);
+            self.header.extend_from_slice(&bytes[at..at + wanted]);
+            at += wanted;
+            if self.header.len() < 5 {
+                continue;
+            }
+            let length = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+            let body = &bytes[at..bytes.len().min(at + WIRE_BYTES).min(at + length)];
+            let hex = |bytes: &[u8]| {
+                bytes
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let more = if length > body.len() { " ..." } else { "" };
+            print_line(&format!(
+                "wire {arrow} {}, {}: {}  {}{more}",
+                tls::record_type(self.header[0]),
+                show::count(length, "byte"),
+                hex(&self.header),
+                hex(body)
+            ));
+            self.header.clear();
+            self.left = length;
+        }
     }
 }
 
@@ -261,7 +281,9 @@ impl Read for Wire {
         if self.first_received.is_empty() {
             self.first_received = buffer[..n.min(64)].to_vec();
         }
-        self.print("<", &buffer[..n]);
+        if self.show {
+            self.received.show("<", &buffer[..n]);
+        }
         Ok(n)
     }
 }
@@ -269,7 +291,9 @@ impl Read for Wire {
 impl Write for Wire {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.stream.write(data)?;
-        self.print(">", &data[..n]);
+        if self.show {
+            self.sent.show(">", &data[..n]);
+        }
         Ok(n)
     }
 
