@@ -101,7 +101,7 @@ pub fn explain(err: &io::Error, ca: &Path, name: &str, first_bytes: &[u8]) -> St
             return format!(
                 "the server is not speaking TLS: it sent {} (is it a TLS server? this port \
                  may belong to another lesson)",
-                crate::show::bytes(&first_bytes[..first_bytes.len().min(24)])
+                crate::show::bytes(&first_bytes[..first_bytes.len().min(40)])
             );
         }
     }
