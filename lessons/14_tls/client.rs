@@ -104,10 +104,12 @@ fn main() {
     print_session(&tls);
 
     if let Err(err) = args.each_message(|line| exchange(&mut tls, &mut socket, line)) {
-        exit_with_error(&format!(
-            "talking to {addr}: {}",
-            tls::explain(&err, &ca, &name_text, &[])
-        ));
+        // rustls' own errors (an alert from the server) get their explanation.
+        let why = match err.get_ref() {
+            Some(inner) if inner.is::<rustls::Error>() => tls::explain(&err, &ca, &name_text, &[]),
+            _ => err.to_string(),
+        };
+        exit_with_error(&format!("talking to {addr}: {why}"));
     }
     if let Err(err) = close(&mut tls, &mut socket) {
         exit_with_error(&format!("{addr}: closing: {err}"));
@@ -167,7 +169,29 @@ fn exchange(tls: &mut ClientConnection, socket: &mut Wire, line: &[u8]) -> io::R
         session.write_all(piece)?;
         session.flush()?;
         let mut got = vec![0u8; piece.len()];
-        session.read_exact(&mut got)?;
+        let mut filled = 0;
+        while filled < got.len() {
+            match session.read(&mut got[filled..]) {
+                Ok(0) => {
+                    return Err(io::Error::other(format!(
+                        "the server ended the session (close_notify) after echoing {} of {} bytes",
+                        echo.len() + filled,
+                        message.len()
+                    )));
+                }
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(io::Error::other(format!(
+                        "the connection ended without close_notify (a truncated session) \
+                         after {} of {} echoed bytes",
+                        echo.len() + filled,
+                        message.len()
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
+        }
         echo.extend_from_slice(&got);
     }
     let text = echo.strip_suffix(b"\n").unwrap_or(&echo);

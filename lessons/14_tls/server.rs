@@ -121,7 +121,9 @@ fn main() {
     .unwrap_or_else(|message| exit_with_error(&message));
     let bound = listener.local_addr().unwrap_or(addr);
     log::listening(bound);
-    if let Some(files) = made {
+    // The CA's path, for a learner to trust it (not with --quiet, which keeps only
+    // the first and last lines and errors).
+    if let Some(files) = made.filter(|_| !settings.quiet) {
         let how = if files.made_now { "made now" } else { "reused" };
         log!("{} {} ({how})", tls::CA_CERTIFICATE, files.ca.display());
         log!(

@@ -331,11 +331,17 @@ fn check(args: &[String]) -> i32 {
     // A TLS lesson: the checks verify the server as any client must, so they need
     // the CA to trust and the name to ask for.
     if lesson.protocol.starts_with("TLS") {
+        let ca = options
+            .ca
+            .clone()
+            .unwrap_or_else(|| workbook::tls::ca_file(&workbook::tls::default_cert_dir()));
+        if let Err(why) = workbook::tls::client_config(&ca) {
+            return error(&format!(
+                "{why}; give the CA that signed the server's certificate with --ca FILE"
+            ));
+        }
         target.tls = Some(protocol::TlsTarget {
-            ca: options
-                .ca
-                .clone()
-                .unwrap_or_else(|| workbook::tls::ca_file(&workbook::tls::default_cert_dir())),
+            ca,
             server_name: options
                 .server_name
                 .clone()
