@@ -473,6 +473,29 @@ mod lesson {
         drop(server);
     }
 
+    /// Ctrl-C on the server while the client waits for its next line: the server
+    /// says goodbye with close_notify, and the client says so in one line.
+    #[test]
+    fn client_sees_the_server_end_the_session() {
+        let dir = CertDir::new();
+        let server = start(&dir, &[]);
+        let port = server.port().to_string();
+        let ca = dir.ca_arg();
+        let mut client = Interactive::start(CLIENT, &["--port", &port, "--ca", &ca]);
+        assert!(client.expect_line().starts_with("TLS: TLSv1_3"));
+        assert!(
+            client
+                .expect_line()
+                .starts_with("certificate: CN=localhost")
+        );
+        client.send_line("before");
+        assert_eq!(client.expect_line(), "echo: \"before\"");
+        assert_clean_shutdown(&server.stop(SIGINT));
+        client.send_line("after");
+        let exited = client.finish();
+        assert_error_line(&exited, &["ended the session (close_notify)"]);
+    }
+
     #[test]
     fn fifty_clients_at_once() {
         let dir = CertDir::new();
