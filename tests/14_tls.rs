@@ -733,6 +733,46 @@ mod lesson {
         );
         assert_clean_shutdown(&server.stop(SIGINT));
     }
+
+    /// The same client's plain counterpart for the table: a new TCP connection per
+    /// echo, against lesson 06's server (the same server without TLS).
+    #[test]
+    fn load_client_new_connection_per_echo_without_tls() {
+        const LOAD: &str = env!("CARGO_BIN_EXE_11_load_test_client");
+        const PLAIN: &str = env!("CARGO_BIN_EXE_06_threaded_server");
+        let server = Server::start(PLAIN, &["--quiet"]);
+        let port = server.port().to_string();
+        let exited = run(
+            LOAD,
+            &[
+                "--port",
+                &port,
+                "--new-connection-per-request",
+                "--conns",
+                "3",
+                "--requests",
+                "20",
+            ],
+            b"",
+        );
+        assert!(
+            exited.status.success() && exited.stdout.contains("errors: 0"),
+            "{}{}",
+            exited.stdout,
+            exited.stderr
+        );
+        assert!(
+            exited.stdout.contains("a new connection per request"),
+            "{}",
+            exited.stdout
+        );
+        assert!(
+            exited.stdout.contains("summary requests=60 "),
+            "{}",
+            exited.stdout
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
 }
 
 /// The chapter's exercises: each fails on the lesson as shipped and passes once the
