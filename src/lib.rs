@@ -13,6 +13,7 @@
 //! - [`protocol`]: each lesson's wire protocol as checks any server can be put through;
 //! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
 //! - [`time`]: the `ctime` format of Python's `time.ctime()`;
+//! - [`tls`]: PEM files, a client that trusts one CA, TLS errors in a line (lesson 14);
 //! - here: [`exit_with_error`], one clear `error: ...` line and exit status 1, with a
 //!   hint where one helps; [`print_line`] and [`exit_on_stdout_error`], stdout for
 //!   the clients and tools, which stop quietly when nobody reads it any more.
@@ -29,6 +30,7 @@ pub mod protocol;
 pub mod show;
 pub mod signal;
 pub mod time;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;

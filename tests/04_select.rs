@@ -508,7 +508,7 @@ mod minimal {
     fn the_protocol_check_finds_the_reset() {
         let server = Server::start(MINIMAL, &[]);
         let port = server.port().to_string();
-        let check = run(WORKBOOK, &["check", "04", "--port", &port], b"");
+        let check = run_front_door(WORKBOOK, &["check", "04", "--port", &port], b"");
         assert_eq!(check.status.code(), Some(1), "{}", check.stderr);
         assert!(
             check.stdout.contains("FAIL echo-after-reset"),

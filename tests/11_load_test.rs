@@ -432,7 +432,12 @@ mod lesson {
         assert_error_line(&too_many, &["descriptors needed", "hard limit"]);
         assert_usage_error(&run(CLIENT, &["--reply", "ctime", "--size", "1"], b""));
         assert_usage_error(&run(CLIENT, &["--reply", "http", "--size", "64"], b""));
-        assert_usage_error(&run(CLIENT, &["--new-connection-per-request"], b""));
+        assert_usage_error(&run(
+            CLIENT,
+            &["--new-connection-per-request", "--reply", "ctime"],
+            b"",
+        ));
+        assert_usage_error(&run(CLIENT, &["--tls", "ca.pem", "--reply", "http"], b""));
     }
 
     /// The baseline server keeps the contract (its echo is checked in `mod protocol`),

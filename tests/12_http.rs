@@ -1219,7 +1219,7 @@ mod lesson {
 
     #[test]
     fn the_front_door_runs_and_checks_lesson_12() {
-        let ran = run(WORKBOOK, &["run", "12"], b"");
+        let ran = run_front_door(WORKBOOK, &["run", "12"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
         assert!(ran.stdout.contains("client │ Hello WORD"), "{}", ran.stdout);
         assert!(
@@ -1229,7 +1229,7 @@ mod lesson {
         );
         let server = Server::start(SERVER, &["--quiet"]);
         let port = server.port().to_string();
-        let checked = run(WORKBOOK, &["check", "12", "--port", &port], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "12", "--port", &port], b"");
         assert!(checked.status.success(), "{}", checked.stdout);
         assert!(
             checked.stdout.contains("20 passed, 0 failed"),

@@ -813,7 +813,7 @@ print(repr(f.read()))
 
     #[test]
     fn the_front_door_runs_and_checks_lesson_13() {
-        let ran = run(WORKBOOK, &["run", "13"], b"");
+        let ran = run_front_door(WORKBOOK, &["run", "13"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
         assert!(
             ran.stdout.contains("client │ * welcome ada; here: ada"),
@@ -832,7 +832,7 @@ print(repr(f.read()))
         );
         let server = Server::start(SERVER, &["--quiet"]);
         let port = server.port().to_string();
-        let checked = run(WORKBOOK, &["check", "13", "--port", &port], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "13", "--port", &port], b"");
         assert!(checked.status.success(), "{}", checked.stdout);
         assert!(
             checked.stdout.contains("17 passed, 0 failed"),

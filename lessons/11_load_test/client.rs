@@ -14,6 +14,11 @@
 //! `Hello WORD`. Keep-alive by default; `--new-connection-per-request` opens a
 //! connection for each request instead, to measure what keep-alive saves.
 //!
+//! With `--tls CA` it drives lesson 14's TLS echo server, verifying it against the CA
+//! file (one blocking thread per connection; `tls.rs`). `--new-connection-per-request`
+//! with the echo (plain or TLS) makes every request a new connection: what a
+//! handshake costs.
+//!
 //! Each thread runs its share of the connections with non-blocking sockets and
 //! epoll(7), so a few threads drive hundreds of connections without becoming the
 //! bottleneck themselves.
@@ -29,6 +34,8 @@ use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::sys::time::TimeValLike;
 use workbook::cli::Cli;
 use workbook::{connect_failed, exit_with_error, print_line};
+
+mod tls;
 
 /// A connection that makes no progress for this long is reported as stalled.
 const STALL: Duration = Duration::from_secs(10);
@@ -253,7 +260,14 @@ fn main() {
     .switch(
         "--new-connection-per-request",
         "with --reply http: each request on a new connection, with Connection: close \
-         (one blocking thread per connection slot; --threads does not apply)",
+         (one blocking thread per connection slot; --threads does not apply); with the \
+         echo: connect, (handshake,) one echo, close",
+    )
+    .value(
+        "--tls",
+        "CA",
+        "talk TLS to the server (lesson 14), verifying it against the CA file CA, for \
+         the name --host (echo only; one blocking thread per connection)",
     )
     .parse();
     let conns: usize = args.get_or("--conns", 50);
@@ -276,8 +290,27 @@ fn main() {
         )),
     };
     let new_connection = args.flag("--new-connection-per-request");
-    if new_connection && reply != Reply::Http {
-        args.usage_error("--new-connection-per-request needs --reply http");
+    let tls_ca: Option<String> = args.get("--tls");
+    if tls_ca.is_some() && reply != Reply::Echo {
+        args.usage_error("--tls works with the echo (--reply echo) only");
+    }
+    if new_connection && reply == Reply::CtimeLine {
+        args.usage_error("--new-connection-per-request needs --reply http or echo");
+    }
+    // One blocking thread per connection slot: TLS, or a new echo connection each time.
+    let blocking = match &tls_ca {
+        Some(ca) => {
+            let config = workbook::tls::client_config(std::path::Path::new(ca))
+                .unwrap_or_else(|why| exit_with_error(&why));
+            let name =
+                workbook::tls::server_name(&args.host).unwrap_or_else(|why| args.usage_error(&why));
+            Some(tls::Transport::Tls(config, name))
+        }
+        None if new_connection && reply == Reply::Echo => Some(tls::Transport::Plain),
+        None => None,
+    };
+    if let Some(ca) = &tls_ca {
+        print_line(&format!("over TLS, the server verified against {ca}"));
     }
     if reply == Reply::Http {
         if args.get::<String>("--size").is_some() {
@@ -317,8 +350,9 @@ fn main() {
         }
     }
     let mut active = Vec::with_capacity(conns);
-    // With --new-connection-per-request each request opens its own, in the run.
-    for number in (0..conns).filter(|_| !new_connection) {
+    // With --new-connection-per-request each request opens its own, in the run; with
+    // --tls each slot opens its own on its thread.
+    for number in (0..conns).filter(|_| !new_connection && blocking.is_none()) {
         match TcpStream::connect(addr) {
             Ok(stream) => active.push((number, stream)),
             Err(err) => exit_with_error(&connect_failed(addr, &err, server)),
@@ -346,9 +380,19 @@ fn main() {
             .into_iter()
             .filter(|share| !share.is_empty())
             .map(|share| scope.spawn(|| drive(share, &load)))
-            .chain((0..conns).filter(|_| new_connection).map(|number| {
+            .chain(
+                (0..conns)
+                    .filter(|_| new_connection && blocking.is_none())
+                    .map(|number| {
+                        let load = &load;
+                        scope.spawn(move || drive_new_connections(number, addr, load))
+                    }),
+            )
+            .chain(blocking.iter().flat_map(|transport| {
                 let load = &load;
-                scope.spawn(move || drive_new_connections(number, addr, load))
+                (0..conns).map(move |number| {
+                    scope.spawn(move || tls::drive(number, addr, transport, load, new_connection))
+                })
             }))
             .collect();
         running
@@ -410,6 +454,10 @@ fn report(
         )),
         Reply::Http => print_line(&format!(
             "{conns} connections (+{idle} idle), GET /hello, keep-alive"
+        )),
+        Reply::Echo if new_connection => print_line(&format!(
+            "{conns} connection slots (+{idle} idle), {size}-byte messages, a new connection \
+             per request"
         )),
         Reply::Echo | Reply::CtimeLine => print_line(&format!(
             "{conns} connections (+{idle} idle), {size}-byte messages"

@@ -17,6 +17,7 @@ mod chat;
 mod echo;
 mod http;
 mod lessons;
+mod tls;
 
 /// The server under test.
 #[derive(Clone, Debug)]
@@ -24,6 +25,16 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The longest any single wait may take (connect, one read, one write).
     pub timeout: Duration,
+    /// For a TLS server (lesson 14): whom to trust and which name to ask for.
+    pub tls: Option<TlsTarget>,
+}
+
+/// What a TLS check trusts: the CA file (`--ca`) and the name the server's
+/// certificate must carry (`--server-name`, default `localhost`).
+#[derive(Clone, Debug)]
+pub struct TlsTarget {
+    pub ca: std::path::PathBuf,
+    pub server_name: String,
 }
 
 impl Target {
@@ -31,6 +42,7 @@ impl Target {
         Target {
             addr,
             timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -58,6 +70,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         10 => Some(lessons::SOCKETSERVER),
         12 => Some(http::HTTP),
         13 => Some(chat::CHAT),
+        14 => Some(tls::TLS),
         _ => None,
     }
 }
@@ -271,7 +284,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

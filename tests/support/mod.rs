@@ -435,6 +435,20 @@ impl Drop for Server {
 /// Runs a program to its end with `stdin` as its input; fails the test if it
 /// takes longer than [`WAIT`].
 pub fn run(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
+    run_within(exe, args, stdin, WAIT)
+}
+
+/// How long the front door may take: `run` and `exercise` call `cargo build` or
+/// `cargo test`, which on a loaded 2-core machine may compile for minutes.
+pub const FRONT_DOOR_WAIT: Duration = Duration::from_secs(600);
+
+/// Runs the front door (`workbook ARGS`) to its end, with [`FRONT_DOOR_WAIT`].
+pub fn run_front_door(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
+    run_within(exe, args, stdin, FRONT_DOOR_WAIT)
+}
+
+/// Runs a program to its end; fails the test if it takes longer than `wait`.
+pub fn run_within(exe: &str, args: &[&str], stdin: &[u8], wait: Duration) -> Exited {
     let started = Instant::now();
     let mut child = Command::new(exe)
         .args(args)
@@ -451,10 +465,10 @@ pub fn run(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
     });
     let stdout = read_all_later(child.stdout.take().unwrap());
     let stderr = read_all_later(child.stderr.take().unwrap());
-    let Some(status) = wait_with_timeout(&mut child, WAIT) else {
+    let Some(status) = wait_with_timeout(&mut child, wait) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("{exe} {args:?} did not finish within {WAIT:?}");
+        panic!("{exe} {args:?} did not finish within {wait:?}");
     };
     // The process is gone, so its pipes are at EOF and the readers end.
     let stdout = stdout.join().unwrap_or_default();

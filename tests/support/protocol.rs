@@ -11,9 +11,20 @@ pub const PROTOCOL_WAIT: Duration = Duration::from_secs(5);
 /// Starts `server_exe` with `args` and runs every protocol check of `lesson` against
 /// it; fails naming each check that failed, with what was sent and what came back.
 pub fn all_checks_pass(lesson: u32, server_exe: &str, args: &[&str]) {
+    all_checks_pass_with_tls(lesson, server_exe, args, None);
+}
+
+/// [`all_checks_pass`] for a TLS server (lesson 14): the checks trust `tls`'s CA.
+pub fn all_checks_pass_with_tls(
+    lesson: u32,
+    server_exe: &str,
+    args: &[&str],
+    tls: Option<protocol::TlsTarget>,
+) {
     let mut server = Server::start(server_exe, args);
     let checks = protocol::checks(lesson).expect("the lesson has protocol checks");
     let mut target = Target::new(server.addr);
+    target.tls = tls;
     // Per wait, not per check: long enough for a loaded machine, short enough that a
     // server that broke its protocol (and leaves a check waiting) fails in seconds.
     target.timeout = PROTOCOL_WAIT;

@@ -138,6 +138,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["--name", "ada", "hello", "/who", "/help"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 14,
+        name: "14_tls",
+        topic: "TLS: the echo over rustls, a local CA, verification, close_notify",
+        transport: "TCP 10014",
+        protocol: "TLS 1.3/1.2 (the server's certificate signed by its local CA), then echo",
+        client_args: &["hello", "world"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.

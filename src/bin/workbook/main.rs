@@ -32,6 +32,10 @@ usage: cargo run [-- COMMAND]
       --only NAME,...              run only these checks
       --junit FILE                 also write the results as JUnit XML (for graders)
       --timeout SECS               the longest any one wait may take (default 10)
+      --ca FILE                    a TLS server (14): the CA to trust (default: the one the
+                                   lesson 14 server made, target/14_tls_certs/ca.pem)
+      --server-name NAME           a TLS server (14): the name its certificate must carry
+                                   (default localhost)
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
   -h, --help                       this text
@@ -198,6 +202,8 @@ struct CheckOptions {
     only: Option<Vec<String>>,
     junit: Option<PathBuf>,
     timeout: Duration,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
 }
 
 fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
@@ -208,6 +214,8 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
         only: None,
         junit: None,
         timeout: Duration::from_secs(10),
+        ca: None,
+        server_name: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -241,6 +249,8 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
                     .ok_or_else(|| format!("invalid timeout '{text}': 0.1 to 600 seconds"))?;
                 options.timeout = Duration::from_secs_f64(seconds);
             }
+            "--ca" => options.ca = Some(PathBuf::from(value("--ca")?)),
+            "--server-name" => options.server_name = Some(value("--server-name")?),
             other => return Err(format!("unknown option '{other}' for check")),
         }
     }
@@ -318,6 +328,26 @@ fn check(args: &[String]) -> i32 {
     }
     let mut target = Target::new(addr);
     target.timeout = options.timeout;
+    // A TLS lesson: the checks verify the server as any client must, so they need
+    // the CA to trust and the name to ask for.
+    if lesson.protocol.starts_with("TLS") {
+        let ca = options
+            .ca
+            .clone()
+            .unwrap_or_else(|| workbook::tls::ca_file(&workbook::tls::default_cert_dir()));
+        if let Err(why) = workbook::tls::client_config(&ca) {
+            return error(&format!(
+                "{why}; give the CA that signed the server's certificate with --ca FILE"
+            ));
+        }
+        target.tls = Some(protocol::TlsTarget {
+            ca,
+            server_name: options
+                .server_name
+                .clone()
+                .unwrap_or_else(|| "localhost".into()),
+        });
+    }
     let results = protocol::run_all(&selected, &target);
     let mut text = String::new();
     let mut failed = 0;

@@ -107,6 +107,18 @@ pub fn run(args: &[String]) -> i32 {
             return error(&message);
         }
     };
+    // A TLS lesson's client must trust the CA its server made (or was given): pass
+    // it, as a learner would, unless the user chose one.
+    if lesson.protocol.starts_with("TLS") && !client_args.iter().any(|arg| arg == "--ca") {
+        let cert_dir = server_args
+            .iter()
+            .position(|arg| arg == "--cert-dir")
+            .and_then(|at| server_args.get(at + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(workbook::tls::default_cert_dir);
+        let ca = workbook::tls::ca_file(&cert_dir);
+        client_args.splice(0..0, ["--ca".to_string(), ca.display().to_string()]);
+    }
     show(&format!(
         "workbook │ {client_bin} {} --port {port}\n",
         client_args.join(" ")
