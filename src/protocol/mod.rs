@@ -16,6 +16,7 @@ use std::time::Duration;
 mod echo;
 mod http;
 mod lessons;
+mod names;
 
 /// The server under test.
 #[derive(Clone, Debug)]
@@ -56,6 +57,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         9 => Some(lessons::FRAMING),
         10 => Some(lessons::SOCKETSERVER),
         12 => Some(http::HTTP),
+        15 => Some(names::NAMES),
         _ => None,
     }
 }
@@ -269,7 +271,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();
