@@ -995,6 +995,86 @@ if n < 65536:
     }
 
     #[test]
+    fn order_shows_the_bytes_lesson_03_sends() {
+        // Lesson 03's server answers any datagram with the time as a u32 in network
+        // order: `order` of that very number must show those 4 bytes on the wire.
+        let server = Server::start(env!("CARGO_BIN_EXE_03_udp_time_server"), &[]);
+        let socket = support::udp::socket();
+        let to = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), server.port());
+        let (reply, _) = support::udp::ask(&socket, to, b"");
+        assert_eq!(reply.len(), 4, "lesson 03 replies with 4 bytes");
+        let seconds = u32::from_be_bytes([reply[0], reply[1], reply[2], reply[3]]);
+        let ran = run(CLIENT, &["order", &seconds.to_string()], b"");
+        let wire: String = reply.iter().map(|b| format!("{b:02x} ")).collect();
+        let line = ran
+            .stdout
+            .lines()
+            .find(|line| line.contains("u32 in network order"))
+            .unwrap_or_else(|| panic!("{}", ran.stdout));
+        assert!(
+            line.contains(wire.trim_end()),
+            "lesson 03 sent {wire}; {line}"
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    #[test]
+    fn strace_shows_the_files_the_resolver_reads() {
+        if !tool_available("strace", &["-V"]) || !netbase_available() {
+            return;
+        }
+        let out = Command::new("strace")
+            .args([
+                "-f",
+                "-e",
+                "trace=openat",
+                CLIENT,
+                "lookup",
+                "localhost",
+                "http",
+            ])
+            .output()
+            .expect("cannot run strace");
+        let trace = String::from_utf8_lossy(&out.stderr);
+        // The first successful opening of each file under /etc, in order.
+        let mut opened: Vec<&str> = Vec::new();
+        for line in trace
+            .lines()
+            .filter(|l| l.contains("openat(") && !l.contains("= -1"))
+        {
+            if let Some(file) = line.split('"').nth(1) {
+                if file.starts_with("/etc/") && !opened.contains(&file) {
+                    opened.push(file);
+                }
+            }
+        }
+        for file in ["/etc/nsswitch.conf", "/etc/services", "/etc/hosts"] {
+            assert!(opened.contains(&file), "{file} not opened:\n{trace}");
+        }
+        let position = |file: &str| opened.iter().position(|f| *f == file).unwrap();
+        assert!(
+            position("/etc/nsswitch.conf") < position("/etc/hosts"),
+            "{opened:?}"
+        );
+        // What `grep -E '/etc/(nsswitch.conf|services|hosts)"' | uniq` keeps.
+        let wanted = Regex::new(r#"/etc/(nsswitch\.conf|services|hosts)""#).unwrap();
+        let mut shown: Vec<&str> = Vec::new();
+        for line in trace.lines().filter(|line| wanted.is_match(line)) {
+            if shown.last() != Some(&line) {
+                shown.push(line);
+            }
+        }
+        transcript::check(
+            "15_strace",
+            &format!(
+                "$ strace -f -e trace=openat target/debug/15_names_client lookup localhost http 2>&1 \\\n  \
+                 | grep -E '/etc/(nsswitch.conf|services|hosts)\"' | uniq\n{}\n",
+                shown.join("\n")
+            ),
+        );
+    }
+
+    #[test]
     fn host_gives_what_python_gethostname_gives() {
         if !tool_available("python3", &["--version"]) {
             return;
@@ -1082,5 +1162,157 @@ if n < 65536:
             "15_split_character",
             &format!("$ python3 tests/python/split_character.py\n{out}"),
         );
+    }
+}
+
+mod exercises {
+    //! The chapter's exercises: each test fails on the lesson as shipped and passes
+    //! once the exercise is done (`cargo run -- exercise 15.K`).
+    use super::*;
+
+    /// The hex the client printed after ` = `, or `None` if it failed.
+    fn aton(text: &str) -> Option<String> {
+        let ran = run(CLIENT, &["aton", text], b"");
+        match ran.status.code() {
+            Some(0) => Some(
+                ran.stdout
+                    .split(" = ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_else(|| panic!("aton {text:?}: {}", ran.stdout))
+                    .to_string(),
+            ),
+            Some(1) => {
+                assert_error_line(&ran, &["inet_aton("]);
+                None
+            }
+            other => panic!("aton {text:?}: exit status {other:?}; {}", ran.stderr),
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn exercise_1_aton_takes_the_old_forms() {
+        // inet_aton(3): 1 to 4 numbers, each decimal, octal (0...) or hex (0x...);
+        // the last fills all the bytes that are left.
+        for (text, want) in [
+            ("127.0.0.1", Some("7f000001")),
+            ("127.1", Some("7f000001")),
+            ("0x7f.1", Some("7f000001")),
+            ("0177.0.0.1", Some("7f000001")),
+            ("2130706433", Some("7f000001")),
+            ("10.1.2", Some("0a010002")),
+            ("1.2.3.4.5", None),
+            ("08.1.1.1", None),
+            ("256.1", None),
+            ("1.0x1000000", None),
+            ("", None),
+        ] {
+            assert_eq!(aton(text).as_deref(), want, "aton {text:?}");
+            if tool_available("python3", &["--version"]) {
+                let theirs = python(
+                    "import socket, sys\n\
+                     try: print(socket.inet_aton(sys.argv[1]).hex())\n\
+                     except OSError: print('error')",
+                    &[text],
+                );
+                assert_eq!(
+                    aton(text).unwrap_or("error".into()),
+                    theirs.trim(),
+                    "aton {text:?} vs Python's inet_aton"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn exercise_2_the_log_shows_ipv4_clients_as_ipv4() {
+        if !ipv6_available() {
+            return;
+        }
+        let mut server = Server::start(SERVER, &[]);
+        let four = greeted_and_echoed(v4(&server), IPV4_CLIENT);
+        let port = four.local_addr().unwrap().port();
+        let line = wait_for_word(&mut server, log::CONNECTED);
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port} -> 127.0.0.1:{}", server.port())),
+            "{line}"
+        );
+        let line = wait_for_word(&mut server, log::RECEIVED);
+        assert!(line.contains(&format!(" 127.0.0.1:{port} -> ")), "{line}");
+        assert!(!line.contains("::ffff:"), "{line}");
+        // IPv6 clients stay as they are, and the greeting (the protocol) is unchanged.
+        drop(greeted_and_echoed(v6(&server), IPV6_CLIENT));
+        let line = wait_for_word(&mut server, log::CONNECTED);
+        assert!(line.contains(" [::1]:"), "{line}");
+        drop(four);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// A server on 127.0.0.1 that greets with `greeting` and echoes one read.
+    fn fake_server(greeting: &'static str) -> (std::thread::JoinHandle<()>, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let serving = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(greeting.as_bytes()).unwrap();
+            let mut buffer = [0u8; 64];
+            let n = stream.read(&mut buffer).unwrap_or(0);
+            let _ = stream.write_all(&buffer[..n]);
+        });
+        (serving, port)
+    }
+
+    #[test]
+    #[ignore]
+    fn exercise_3_connect_says_whether_the_server_sees_us_as_we_are() {
+        if !ipv6_available() {
+            return;
+        }
+        let server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        for host in ["127.0.0.1", "::1"] {
+            let ran = run(CLIENT, &["connect", host, &port, "hi"], b"");
+            assert!(ran.status.success(), "{}", ran.stderr);
+            assert!(
+                ran.stdout
+                    .contains("the server sees our own address and port"),
+                "{}",
+                ran.stdout
+            );
+        }
+        // A server (or a NAT, or a proxy) that sees someone else.
+        let (serving, port) = fake_server(
+            "hello ::ffff:192.0.2.7 port 4242: an IPv4 client (192.0.2.7) on an IPv6 socket\n",
+        );
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(
+            ran.stdout
+                .contains("the server sees 192.0.2.7 port 4242, not us"),
+            "{}",
+            ran.stdout
+        );
+        // A greeting that is not lesson 15's: said so, and the echo goes on.
+        let (serving, port) = fake_server("welcome!\n");
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(
+            ran.stdout.contains("not a lesson 15 greeting"),
+            "{}",
+            ran.stdout
+        );
+        assert!(ran.stdout.contains("echo: \"hi\""), "{}", ran.stdout);
     }
 }
