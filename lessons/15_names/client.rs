@@ -631,7 +631,11 @@ fn connect(args: &Args, rest: &[&str]) -> i32 {
         Some(Ok(port)) if port > 0 => (port, &rest[2..]),
         _ => (args.port, &rest[1..]),
     };
-    let timeout = Duration::from_secs_f64(args.get_or("--timeout", 5.0_f64).clamp(0.01, 3600.0));
+    let timeout: f64 = args.get_or("--timeout", 5.0);
+    if !(0.01..=3600.0).contains(&timeout) {
+        args.usage_error("--timeout must be between 0.01 and 3600 seconds");
+    }
+    let timeout = Duration::from_secs_f64(timeout);
     let hints = Hints {
         family: family_flag(args),
         socktype: libc::SOCK_STREAM,

@@ -74,12 +74,13 @@ enum Family {
 /// ::1 with the target's port; otherwise the target itself if it is of that family.
 fn address(target: &Target, family: Family) -> Result<SocketAddr, String> {
     let port = target.addr.port();
-    let ip = target.addr.ip();
+    // A v4-mapped target (::ffff:127.0.0.1) is an IPv4 address.
+    let ip = target.addr.ip().to_canonical();
     let this_machine = ip.is_loopback() || ip.is_unspecified();
     match (family, ip) {
         (Family::V4, _) if this_machine => Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)),
         (Family::V6, _) if this_machine => Ok(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port)),
-        (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)) => Ok(target.addr),
+        (Family::V4, IpAddr::V4(_)) | (Family::V6, IpAddr::V6(_)) => Ok(SocketAddr::new(ip, port)),
         _ => Err(format!(
             "cannot check over {} with the target {}: run the checks against a server on this \
              machine (127.0.0.1, ::1 or ::), which has both",
@@ -170,11 +171,11 @@ fn greeting_ipv6(target: &Target) -> Result<(), String> {
 }
 
 /// The family of the target as given (for the checks that need only one).
+/// (`::` counts as IPv4: the family every server of this protocol serves.)
 fn any_family(target: &Target) -> Family {
-    match target.addr.ip() {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() && !v6.is_unspecified() => Family::V6,
-        IpAddr::V6(_) => Family::V4,
-        IpAddr::V4(_) => Family::V4,
+    match target.addr.ip().to_canonical() {
+        IpAddr::V6(v6) if !v6.is_unspecified() => Family::V6,
+        _ => Family::V4,
     }
 }
 
