@@ -453,6 +453,24 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     }
 
     #[test]
+    fn connect_without_a_host_uses_the_host_and_port_flags() {
+        if !ipv6_available() {
+            return;
+        }
+        let server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        let ran = run(
+            CLIENT,
+            &["connect", "--host", "::1", "--port", &port],
+            b"hi\n",
+        );
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(ran.stdout.contains(IPV6_CLIENT), "{}", ran.stdout);
+        assert!(ran.stdout.contains("echo: \"hi\""), "{}", ran.stdout);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    #[test]
     fn connect_reports_every_failed_attempt_and_names_the_server() {
         let port = closed_port().to_string();
         let ran = run(CLIENT, &["connect", "127.0.0.1", &port], b"");
@@ -558,6 +576,7 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     fn contract_client() {
         contract::rejects_bad_flags(CLIENT);
         contract::client_reports_no_server(CLIENT, "15_names_server", &["connect", "127.0.0.1"]);
+        contract::client_reports_no_server(CLIENT, "15_names_server", &["connect"]);
         for args in [
             &[][..],
             &["nonsense"],

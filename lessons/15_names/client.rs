@@ -35,7 +35,7 @@ const SERVER_BIN: &str = "15_names_server";
 /// The longest the greeting line may be.
 const GREETING_LIMIT: usize = 1024;
 
-const COMMANDS: &str = "\
+const COMMANDS: &str = "one of
   lookup HOST [SERVICE]        getaddrinfo: every result, as Python prints its tuples
   reverse ADDRESS [PORT]       getnameinfo: the host and service names of an address
   service NAME|PORT [tcp|udp]  getservbyname / getservbyport (/etc/services)
@@ -44,10 +44,11 @@ const COMMANDS: &str = "\
   pton inet|inet6 TEXT         inet_pton: an address as text to its bytes
   ntop inet|inet6 HEX          inet_ntop: bytes (in hex) to the address as text
   order NUMBER                 the bytes of htons/htonl on this machine
-  connect HOST [PORT] [MESSAGE...]
+  connect [HOST [PORT] [MESSAGE...]]
                                try every getaddrinfo result in order; print the
                                server's greeting; send each MESSAGE (or each line of
-                               stdin) and print the echo
+                               stdin) and print the echo (HOST and PORT: by default
+                               --host and --port)
 An empty HOST (\"\") is getaddrinfo's NULL: this machine's loopback addresses.";
 
 fn main() {
@@ -617,19 +618,17 @@ fn order(args: &Args, rest: &[&str]) -> i32 {
 // ANCHOR_END: order
 
 // ANCHOR: connect
-/// `connect HOST [PORT] [MESSAGE...]`: getaddrinfo, then connect(2) to each address
+/// `connect [HOST [PORT] [MESSAGE...]]`: getaddrinfo, then connect(2) to each address
 /// in turn until one answers, as every real client must: a name may have an IPv6 and
 /// an IPv4 address, and a server may listen on only one of them.
 fn connect(args: &Args, rest: &[&str]) -> i32 {
-    if rest.is_empty() {
-        args.usage_error("usage: connect HOST [PORT] [MESSAGE...]");
-    }
-    let host = host_arg(rest[0]);
+    // No HOST: --host (127.0.0.1 unless given).
+    let host = host_arg(rest.first().copied().unwrap_or(&args.host));
     // The second word is the port if it is a number; otherwise --port, and the words
     // from there on are messages.
     let (port, messages) = match rest.get(1).map(|word| word.parse::<u16>()) {
         Some(Ok(port)) if port > 0 => (port, &rest[2..]),
-        _ => (args.port, &rest[1..]),
+        _ => (args.port, rest.get(1..).unwrap_or_default()),
     };
     let timeout: f64 = args.get_or("--timeout", 5.0);
     if !(0.01..=3600.0).contains(&timeout) {
