@@ -13,8 +13,8 @@
 //!
 //! std has inet_pton/inet_ntop (parsing and printing `Ipv4Addr`/`Ipv6Addr`), the
 //! byte orders (`to_be_bytes`) and a plain getaddrinfo (`ToSocketAddrs`); nix has
-//! gethostname. The rest of the C library's name functions are wrapped in
-//! resolver.rs.
+//! uname, where Linux keeps the host name. The rest of the C library's name
+//! functions are wrapped in resolver.rs.
 
 // ANCHOR: modules
 /// getaddrinfo with flags, getnameinfo, getservbyname, getprotobyname: safe wrappers.
