@@ -32,6 +32,8 @@ pub struct Cli {
     program: &'static str,
     about: &'static str,
     default_port: u16,
+    /// `--host` when not given: 127.0.0.1, unless a lesson says otherwise.
+    default_host: &'static str,
     positional: Option<(&'static str, &'static str)>,
     flags: Vec<Flag>,
 }
@@ -63,9 +65,16 @@ impl Cli {
             program,
             about,
             default_port,
+            default_host: "127.0.0.1",
             positional: None,
             flags: Vec::new(),
         }
+    }
+
+    /// Another default for `--host` than 127.0.0.1 (lesson 15's server: `::`).
+    pub fn default_host(mut self, host: &'static str) -> Cli {
+        self.default_host = host;
+        self
     }
 
     /// A flag without a value, e.g. `--quiet`.
@@ -108,12 +117,12 @@ impl Cli {
         text.push_str("\n\noptions:\n");
         let (host_help, port_help) = if self.is_client() {
             (
-                "the server's address (default 127.0.0.1)".to_string(),
+                format!("the server's address (default {})", self.default_host),
                 format!("the server's port (default {})", self.default_port),
             )
         } else {
             (
-                "address to listen on (default 127.0.0.1)".to_string(),
+                format!("address to listen on (default {})", self.default_host),
                 format!(
                     "port to listen on (default {}; 0 = any free port)",
                     self.default_port
@@ -167,7 +176,7 @@ impl Cli {
         S: Into<String>,
     {
         let mut parsed = Args {
-            host: "127.0.0.1".to_string(),
+            host: self.default_host.to_string(),
             port: self.default_port,
             messages: Vec::new(),
             switches: Vec::new(),
@@ -474,6 +483,19 @@ mod tests {
         ));
         let server = Cli::new("05_poll_server", "A server.", 8009);
         assert_eq!(server.try_parse(["--port", "0"]).unwrap().port, 0);
+    }
+
+    #[test]
+    fn a_lesson_may_choose_another_default_host() {
+        let server = Cli::new("15_names_server", "A server.", 10015).default_host("::");
+        assert_eq!(server.try_parse(Vec::<String>::new()).unwrap().host, "::");
+        assert!(
+            server.usage().contains("(default ::)"),
+            "{}",
+            server.usage()
+        );
+        let given = server.try_parse(["--host", "127.0.0.1"]).unwrap();
+        assert_eq!(given.host, "127.0.0.1");
     }
 
     #[test]

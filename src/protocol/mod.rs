@@ -17,6 +17,7 @@ mod chat;
 mod echo;
 mod http;
 mod lessons;
+mod names;
 mod tls;
 
 /// The server under test.
@@ -71,6 +72,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         12 => Some(http::HTTP),
         13 => Some(chat::CHAT),
         14 => Some(tls::TLS),
+        15 => Some(names::NAMES),
         _ => None,
     }
 }
@@ -284,7 +286,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

@@ -147,6 +147,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["hello", "world"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 15,
+        name: "15_names",
+        topic: "names: getaddrinfo, byte order, IPv6 and one dual-stack socket for IPv4 too",
+        transport: "TCP 10015 (IPv6 ::, dual stack)",
+        protocol: "a greeting line (`hello ADDRESS port PORT: ...`), then echo",
+        client_args: &["connect", "localhost", "hello"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.

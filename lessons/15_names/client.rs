@@ -1,0 +1,782 @@
+//! Lesson 15, the client: a tool for names, addresses and byte order, and a client
+//! that connects the way a real one must (every address getaddrinfo gives, in order).
+//!
+//!   cargo run --bin 15_names_client -- lookup localhost http
+//!   cargo run --bin 15_names_client -- reverse 127.0.0.1 80
+//!   cargo run --bin 15_names_client -- service http tcp
+//!   cargo run --bin 15_names_client -- protocol tcp
+//!   cargo run --bin 15_names_client -- host
+//!   cargo run --bin 15_names_client -- pton inet6 2001:db8::1
+//!   cargo run --bin 15_names_client -- ntop inet6 20010db8000000000000000000000001
+//!   cargo run --bin 15_names_client -- order 1780000000
+//!   cargo run --bin 15_names_client -- connect localhost 10015 hello
+//!
+//! std has inet_pton/inet_ntop (parsing and printing `Ipv4Addr`/`Ipv6Addr`), the
+//! byte orders (`to_be_bytes`) and a plain getaddrinfo (`ToSocketAddrs`); nix has
+//! uname, where Linux keeps the host name. The rest of the C library's name
+//! functions are wrapped in resolver.rs.
+
+// ANCHOR: modules
+/// getaddrinfo with flags, getnameinfo, getservbyname, getprotobyname: safe wrappers.
+mod resolver;
+// ANCHOR_END: modules
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use nix::libc;
+use resolver::{AddrInfo, Hints};
+use workbook::cli::{Args, Cli};
+use workbook::{exit_on_stdout_error, exit_with_error, print_line, show};
+
+const DEFAULT_PORT: u16 = 10015;
+const SERVER_BIN: &str = "15_names_server";
+/// The longest the greeting line may be.
+const GREETING_LIMIT: usize = 1024;
+
+const COMMANDS: &str = "one of
+  lookup HOST [SERVICE]        getaddrinfo: every result, as Python prints its tuples
+  reverse ADDRESS [PORT]       getnameinfo: the host and service names of an address
+  service NAME|PORT [tcp|udp]  getservbyname / getservbyport (/etc/services)
+  protocol NAME|NUMBER         getprotobyname / getprotobynumber (/etc/protocols)
+  host                         gethostname, and the canonical name getaddrinfo gives it
+  pton inet|inet6 TEXT         inet_pton: an address as text to its bytes
+  ntop inet|inet6 HEX          inet_ntop: bytes (in hex) to the address as text
+  order NUMBER                 the bytes of htons/htonl on this machine
+  connect [HOST [PORT] [MESSAGE...]]
+                               try every getaddrinfo result in order; print the
+                               server's greeting; send each MESSAGE (or each line of
+                               stdin) and print the echo (HOST and PORT: by default
+                               --host and --port)
+An empty HOST (\"\") is getaddrinfo's NULL: this machine's loopback addresses.";
+
+fn main() {
+    let args = Cli::new(
+        "15_names_client",
+        "Lesson 15: names, addresses and byte order, and a client that tries every \
+         address of a name (against 15_names_server).",
+        DEFAULT_PORT,
+    )
+    .value(
+        "--family",
+        "F",
+        "lookup, connect: only addresses of family F: inet (4) or inet6 (6)",
+    )
+    .value(
+        "--type",
+        "T",
+        "lookup: only sockets of type T: stream, dgram or raw; reverse: dgram looks \
+         the port up as UDP",
+    )
+    .switch(
+        "--canonname",
+        "lookup: ask for the canonical name (AI_CANONNAME)",
+    )
+    .switch(
+        "--numeric",
+        "lookup: HOST must be an address (AI_NUMERICHOST: no resolver at all); \
+         reverse: numbers only (NI_NUMERICHOST | NI_NUMERICSERV)",
+    )
+    .switch(
+        "--passive",
+        "lookup: addresses to bind, not to connect to (AI_PASSIVE; with HOST \"\", the wildcards)",
+    )
+    .value(
+        "--timeout",
+        "SECS",
+        "connect: how long one connection attempt and each read may take (default 5)",
+    )
+    .positional("COMMAND", COMMANDS)
+    .parse();
+    let words: Vec<&str> = args.messages.iter().map(String::as_str).collect();
+    let Some((&command, rest)) = words.split_first() else {
+        args.usage_error("a COMMAND is needed: lookup, reverse, service, protocol, host, pton, ntop, order or connect")
+    };
+    let status = match command {
+        "lookup" => lookup(&args, rest),
+        "reverse" => reverse(&args, rest),
+        "service" => service(&args, rest),
+        "protocol" => protocol(&args, rest),
+        "host" => host(&args, rest),
+        "pton" => pton(&args, rest),
+        "ntop" => ntop(&args, rest),
+        "order" => order(&args, rest),
+        "connect" => connect(&args, rest),
+        other => args.usage_error(&format!("unknown command '{other}'")),
+    };
+    std::process::exit(status);
+}
+
+/// Between `min` and `max` words after the command, or a usage error.
+fn expect_words(args: &Args, rest: &[&str], min: usize, max: usize, form: &str) {
+    if rest.len() < min || rest.len() > max {
+        args.usage_error(&format!("usage: {form}"));
+    }
+}
+
+/// Python's spelling of a string: `'localhost'`.
+fn py_str(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// An empty HOST is C's NULL (Python's None).
+fn host_arg(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn family_name(family: i32) -> String {
+    match family {
+        libc::AF_INET => "AF_INET".into(),
+        libc::AF_INET6 => "AF_INET6".into(),
+        libc::AF_UNSPEC => "AF_UNSPEC".into(),
+        other => format!("family {other}"),
+    }
+}
+
+fn socktype_name(socktype: i32) -> String {
+    match socktype {
+        libc::SOCK_STREAM => "SOCK_STREAM".into(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".into(),
+        libc::SOCK_RAW => "SOCK_RAW".into(),
+        other => format!("type {other}"),
+    }
+}
+
+/// `--family`: inet (4) or inet6 (6); AF_UNSPEC (0) if not given.
+fn family_flag(args: &Args) -> i32 {
+    match args.get::<String>("--family").as_deref() {
+        None | Some("unspec") => libc::AF_UNSPEC,
+        Some("inet" | "4" | "AF_INET") => libc::AF_INET,
+        Some("inet6" | "6" | "AF_INET6") => libc::AF_INET6,
+        Some(other) => args.usage_error(&format!("--family {other}: use inet (4) or inet6 (6)")),
+    }
+}
+
+/// A family word of pton/ntop.
+fn family_word(args: &Args, word: &str) -> i32 {
+    match word {
+        "inet" | "4" | "AF_INET" => libc::AF_INET,
+        "inet6" | "6" | "AF_INET6" => libc::AF_INET6,
+        other => args.usage_error(&format!("unknown family '{other}': use inet or inet6")),
+    }
+}
+
+fn type_flag(args: &Args) -> i32 {
+    match args.get::<String>("--type").as_deref() {
+        None => 0,
+        Some("stream" | "SOCK_STREAM") => libc::SOCK_STREAM,
+        Some("dgram" | "SOCK_DGRAM") => libc::SOCK_DGRAM,
+        Some("raw" | "SOCK_RAW") => libc::SOCK_RAW,
+        Some(other) => args.usage_error(&format!("--type {other}: use stream, dgram or raw")),
+    }
+}
+
+/// Python's sockaddr tuple: `('127.0.0.1', 80)` or `('::1', 80, 0, 0)`.
+fn py_sockaddr(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => format!("({}, {})", py_str(&v4.ip().to_string()), v4.port()),
+        SocketAddr::V6(v6) => format!(
+            "({}, {}, {}, {})",
+            py_str(&v6.ip().to_string()),
+            v6.port(),
+            v6.flowinfo(),
+            v6.scope_id()
+        ),
+    }
+}
+
+/// One getaddrinfo result as Python prints its tuple's parts:
+/// `AF_INET SOCK_STREAM 6 '' ('127.0.0.1', 80)`.
+fn py_addrinfo(info: &AddrInfo) -> String {
+    format!(
+        "{} {} {} {} {}",
+        family_name(info.family),
+        socktype_name(info.socktype),
+        info.protocol,
+        py_str(info.canonname.as_deref().unwrap_or("")),
+        py_sockaddr(info.addr)
+    )
+}
+
+/// The call as a reader would write it in Python: `getaddrinfo('localhost', 'http')`.
+fn py_call(host: Option<&str>, service: Option<&str>, hints: &Hints) -> String {
+    let arg = |text: Option<&str>| text.map_or("None".to_string(), py_str);
+    let mut call = format!("getaddrinfo({}, {}", arg(host), arg(service));
+    if hints.family != 0 {
+        call.push_str(&format!(", family={}", family_name(hints.family)));
+    }
+    if hints.socktype != 0 {
+        call.push_str(&format!(", type={}", socktype_name(hints.socktype)));
+    }
+    let names = [
+        (libc::AI_PASSIVE, "AI_PASSIVE"),
+        (libc::AI_CANONNAME, "AI_CANONNAME"),
+        (libc::AI_NUMERICHOST, "AI_NUMERICHOST"),
+    ];
+    let flags: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| hints.flags & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if !flags.is_empty() {
+        call.push_str(&format!(", flags={}", flags.join("|")));
+    }
+    call.push(')');
+    call
+}
+
+// ANCHOR: lookup
+/// `lookup HOST [SERVICE]`: every result of getaddrinfo, in its order.
+fn lookup(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 1, 2, "lookup HOST [SERVICE]");
+    let host = host_arg(rest[0]);
+    let service = rest.get(1).copied();
+    let mut flags = 0;
+    if args.flag("--canonname") {
+        flags |= libc::AI_CANONNAME;
+    }
+    if args.flag("--numeric") {
+        flags |= libc::AI_NUMERICHOST;
+    }
+    if args.flag("--passive") {
+        flags |= libc::AI_PASSIVE;
+    }
+    let hints = Hints {
+        family: family_flag(args),
+        socktype: type_flag(args),
+        flags,
+    };
+    let call = py_call(host, service, &hints);
+    match resolver::getaddrinfo(host, service, hints) {
+        Ok(found) => {
+            print_line(&format!("{call}: {}", show::count(found.len(), "result")));
+            for info in &found {
+                print_line(&format!("  {}", py_addrinfo(info)));
+            }
+            0
+        }
+        Err(err) => exit_with_error(&format!("{call}: {err}")),
+    }
+}
+// ANCHOR_END: lookup
+
+/// `reverse ADDRESS [PORT]`: getnameinfo.
+fn reverse(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 1, 2, "reverse ADDRESS [PORT]");
+    let ip: IpAddr = rest[0].parse().unwrap_or_else(|_| {
+        exit_with_error(&format!(
+            "'{}' is not an IP address (reverse takes an address; lookup takes a name)",
+            rest[0]
+        ))
+    });
+    let port: u16 = match rest.get(1) {
+        None => 0,
+        Some(text) => text
+            .parse()
+            .unwrap_or_else(|_| args.usage_error(&format!("PORT '{text}': 0 to 65535"))),
+    };
+    let mut flags = 0;
+    if args.flag("--numeric") {
+        flags |= libc::NI_NUMERICHOST | libc::NI_NUMERICSERV;
+    }
+    if type_flag(args) == libc::SOCK_DGRAM {
+        flags |= libc::NI_DGRAM;
+    }
+    let addr = SocketAddr::new(ip, port);
+    let call = format!("getnameinfo({}, {flags})", py_sockaddr(addr));
+    match resolver::getnameinfo(addr, flags) {
+        Ok((host, service)) => {
+            print_line(&format!(
+                "{call} = ({}, {})",
+                py_str(&host),
+                py_str(&service)
+            ));
+            0
+        }
+        Err(err) => exit_with_error(&format!("{call}: {err}")),
+    }
+}
+
+/// `service NAME|PORT [tcp|udp]`: a line of /etc/services.
+fn service(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 1, 2, "service NAME|PORT [tcp|udp]");
+    let protocol = rest.get(1).copied();
+    let by_port = rest[0].parse::<u16>().is_ok();
+    let call = format!(
+        "{}({}{})",
+        if by_port {
+            "getservbyport"
+        } else {
+            "getservbyname"
+        },
+        if by_port {
+            rest[0].to_string()
+        } else {
+            py_str(rest[0])
+        },
+        protocol.map_or(String::new(), |p| format!(", {}", py_str(p)))
+    );
+    let Some(found) = resolver::service(rest[0], protocol) else {
+        exit_with_error(&format!(
+            "{call}: service/proto not found (no such line in /etc/services)"
+        ));
+    };
+    let value = if by_port {
+        py_str(&found.name)
+    } else {
+        found.port.to_string()
+    };
+    let aliases = match found.aliases.as_slice() {
+        [] => String::new(),
+        aliases => format!(", aliases {}", aliases.join(" ")),
+    };
+    print_line(&format!(
+        "{call} = {value}   ({} {}/{}{aliases})",
+        found.name, found.port, found.protocol
+    ));
+    0
+}
+
+/// `protocol NAME|NUMBER`: a line of /etc/protocols.
+fn protocol(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 1, 1, "protocol NAME|NUMBER");
+    let by_number = rest[0].parse::<i32>().is_ok();
+    let call = if by_number {
+        format!("getprotobynumber({})", rest[0])
+    } else {
+        format!("getprotobyname({})", py_str(rest[0]))
+    };
+    let Some(found) = resolver::protocol(rest[0]) else {
+        exit_with_error(&format!(
+            "{call}: protocol not found (no such line in /etc/protocols)"
+        ));
+    };
+    let value = if by_number {
+        py_str(&found.name)
+    } else {
+        found.number.to_string()
+    };
+    let aliases = match found.aliases.as_slice() {
+        [] => String::new(),
+        aliases => format!(", aliases {}", aliases.join(" ")),
+    };
+    print_line(&format!(
+        "{call} = {value}   ({} {}{aliases})",
+        found.name, found.number
+    ));
+    0
+}
+
+/// `host`: this machine's name, and what the resolver makes of it.
+fn host(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 0, 0, "host");
+    // gethostname(2) is uname(2)'s nodename on Linux (nix's `gethostname` needs a
+    // crate feature this workbook does not turn on; `uname` is there).
+    let name = match nix::sys::utsname::uname() {
+        Ok(uts) => uts.nodename().to_string_lossy().into_owned(),
+        Err(err) => exit_with_error(&format!("gethostname: {err}")),
+    };
+    print_line(&format!("gethostname() = {}", py_str(&name)));
+    // The fully qualified name: the canonical name getaddrinfo finds for it.
+    let hints = Hints {
+        socktype: libc::SOCK_STREAM,
+        flags: libc::AI_CANONNAME,
+        ..Hints::default()
+    };
+    let call = py_call(Some(&name), None, &hints);
+    match resolver::getaddrinfo(Some(&name), None, hints) {
+        Ok(found) => {
+            let canonical = found.first().and_then(|info| info.canonname.clone());
+            let addresses: Vec<String> = found.iter().map(|i| i.addr.ip().to_string()).collect();
+            print_line(&format!(
+                "{call}: canonical name {}, addresses {}",
+                py_str(canonical.as_deref().unwrap_or("")),
+                addresses.join(" ")
+            ));
+        }
+        Err(err) => print_line(&format!("{call}: {err}")),
+    }
+    0
+}
+
+// ANCHOR: pton
+/// `pton FAMILY TEXT`: inet_pton, which std calls parsing: `"::1".parse::<Ipv6Addr>()`.
+fn pton(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 2, 2, "pton inet|inet6 TEXT");
+    let family = family_word(args, rest[0]);
+    let text = rest[1];
+    let call = format!("inet_pton({}, {})", family_name(family), py_str(text));
+    let bytes: Vec<u8> = if family == libc::AF_INET {
+        match text.parse::<Ipv4Addr>() {
+            Ok(ip) => ip.octets().to_vec(),
+            Err(_) => exit_with_error(&format!(
+                "{call}: not an IPv4 address: {}",
+                why_not_ipv4(text)
+            )),
+        }
+    } else {
+        match text.parse::<Ipv6Addr>() {
+            Ok(ip) => ip.octets().to_vec(),
+            Err(_) => exit_with_error(&format!(
+                "{call}: not an IPv6 address: {}",
+                why_not_ipv6(text)
+            )),
+        }
+    };
+    print_line(&format!(
+        "{call} = {} ({} bytes, network order)",
+        hex(&bytes),
+        bytes.len()
+    ));
+    0
+}
+// ANCHOR_END: pton
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why `text` is no dotted-quad IPv4 address, in words.
+fn why_not_ipv4(text: &str) -> String {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 4 {
+        return format!(
+            "an IPv4 address is 4 decimal numbers separated by dots, this has {} \
+             (inet_pton takes no short forms like 127.1; the old inet_aton does)",
+            parts.len()
+        );
+    }
+    for part in parts {
+        if part.is_empty() {
+            return "one of the 4 numbers is missing".into();
+        }
+        if let Some(bad) = part.chars().find(|c| !c.is_ascii_digit()) {
+            return format!("{bad:?} in '{part}' is not a decimal digit");
+        }
+        if part.len() > 1 && part.starts_with('0') {
+            return format!("'{part}' has a leading zero (refused: old parsers read it as octal)");
+        }
+        if part.parse::<u32>().is_ok_and(|n| n > 255) || part.len() > 3 {
+            return format!("{part} is more than 255 (each number is one byte)");
+        }
+    }
+    "not valid IPv4 syntax".into()
+}
+
+/// Why `text` is no IPv6 address, in words.
+fn why_not_ipv6(text: &str) -> String {
+    if let Some((_, zone)) = text.split_once('%') {
+        return format!(
+            "'%{zone}' is a zone (a scope id), not part of the address: inet_pton takes \
+             none, getaddrinfo does"
+        );
+    }
+    if text.matches("::").count() > 1 {
+        return "\"::\" may appear only once: with two, nobody could tell how many zero \
+                groups each one stands for"
+            .into();
+    }
+    let (head, last) = match text.rsplit_once(':') {
+        Some(split) => split,
+        None => {
+            return "an IPv6 address has colons: 8 groups of hex digits, or :: for zeros".into();
+        }
+    };
+    let mut groups: Vec<&str> = head.split(':').collect();
+    let mut count = 0;
+    // A dotted quad may end it (::ffff:1.2.3.4): it counts as two groups.
+    if last.contains('.') {
+        if last.parse::<Ipv4Addr>().is_err() {
+            return format!("its IPv4 part '{last}': {}", why_not_ipv4(last));
+        }
+        count += 2;
+    } else {
+        groups.push(last);
+    }
+    for group in groups.iter().filter(|g| !g.is_empty()) {
+        if let Some(bad) = group.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return format!("{bad:?} in '{group}' is not a hex digit");
+        }
+        if group.len() > 4 {
+            return format!("'{group}' has more than 4 hex digits (a group is 16 bits)");
+        }
+        count += 1;
+    }
+    let compressed = text.contains("::");
+    if count > 8 || (compressed && count > 7) {
+        return format!("{count} groups of 16 bits: an IPv6 address has 8 (128 bits)");
+    }
+    if !compressed && count < 8 {
+        return format!("{count} groups of 16 bits: 8 are needed, or :: for the missing zeros");
+    }
+    "not valid IPv6 syntax (a lone ':' at one end?)".into()
+}
+
+// ANCHOR: ntop
+/// `ntop FAMILY HEX`: inet_ntop, which std calls Display: `Ipv6Addr::from(bytes)`.
+fn ntop(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 2, 2, "ntop inet|inet6 HEX");
+    let family = family_word(args, rest[0]);
+    let call = format!("inet_ntop({}, {})", family_name(family), rest[1]);
+    let bytes = parse_hex(rest[1]).unwrap_or_else(|why| exit_with_error(&format!("{call}: {why}")));
+    let text = match (family, bytes.len()) {
+        (libc::AF_INET, 4) => Ipv4Addr::from([bytes[0], bytes[1], bytes[2], bytes[3]]).to_string(),
+        (libc::AF_INET6, 16) => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&bytes);
+            Ipv6Addr::from(octets).to_string()
+        }
+        (_, n) => exit_with_error(&format!(
+            "{call}: {} takes {} bytes, this is {n}",
+            family_name(family),
+            if family == libc::AF_INET { 4 } else { 16 }
+        )),
+    };
+    print_line(&format!("{call} = {}", py_str(&text)));
+    // The one place where std and the C library write the same bytes differently.
+    if family == libc::AF_INET6 && bytes[..12].iter().all(|b| *b == 0) && bytes[12..14] != [0, 0] {
+        print_line(&format!(
+            "note: the C library's inet_ntop writes this one ::{}.{}.{}.{} (the old \
+             \"IPv4-compatible\" form, deprecated by RFC 4291); std writes hex",
+            bytes[12], bytes[13], bytes[14], bytes[15]
+        ));
+    }
+    0
+}
+// ANCHOR_END: ntop
+
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<char> = text.chars().filter(|c| *c != ':' && *c != ' ').collect();
+    if let Some(bad) = digits.iter().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{bad:?} is not a hex digit (give the bytes in hex, e.g. 7f000001)"
+        ));
+    }
+    if digits.len() % 2 != 0 {
+        return Err("an odd number of hex digits: two per byte".into());
+    }
+    Ok(digits
+        .chunks(2)
+        .map(|pair| {
+            let high = pair[0].to_digit(16).unwrap_or(0);
+            let low = pair[1].to_digit(16).unwrap_or(0);
+            (high * 16 + low) as u8
+        })
+        .collect())
+}
+
+// ANCHOR: order
+/// `order NUMBER`: the bytes of a number in this machine's order and in network order
+/// (big-endian), and what htons/htonl return: those network bytes read as a host
+/// integer. On a big-endian machine they are the same and htonl does nothing.
+fn order(args: &Args, rest: &[&str]) -> i32 {
+    expect_words(args, rest, 1, 1, "order NUMBER");
+    let Ok(number) = rest[0].parse::<u32>() else {
+        exit_with_error(&format!(
+            "'{}' is not a number from 0 to 4294967295 (32 bits: what htonl takes)",
+            rest[0]
+        ));
+    };
+    let spaced = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let machine = if cfg!(target_endian = "little") {
+        "little-endian"
+    } else {
+        "big-endian"
+    };
+    print_line(&format!(
+        "{number} = 0x{number:08x}; this machine is {machine}"
+    ));
+    print_line(&format!(
+        "  u32 in memory here (to_ne_bytes):       {}",
+        spaced(&number.to_ne_bytes())
+    ));
+    print_line(&format!(
+        "  u32 in network order (to_be_bytes):     {}   <- what goes on the wire",
+        spaced(&number.to_be_bytes())
+    ));
+    print_line(&format!("  htonl({number}) = {}", number.to_be()));
+    if let Ok(short) = u16::try_from(number) {
+        print_line(&format!(
+            "  u16 in memory here (to_ne_bytes):       {}",
+            spaced(&short.to_ne_bytes())
+        ));
+        print_line(&format!(
+            "  u16 in network order (to_be_bytes):     {}",
+            spaced(&short.to_be_bytes())
+        ));
+        print_line(&format!("  htons({number}) = {}", short.to_be()));
+    }
+    0
+}
+// ANCHOR_END: order
+
+// ANCHOR: connect
+/// `connect [HOST [PORT] [MESSAGE...]]`: getaddrinfo, then connect(2) to each address
+/// in turn until one answers, as every real client must: a name may have an IPv6 and
+/// an IPv4 address, and a server may listen on only one of them.
+fn connect(args: &Args, rest: &[&str]) -> i32 {
+    // No HOST: --host (127.0.0.1 unless given).
+    let host = host_arg(rest.first().copied().unwrap_or(&args.host));
+    // The second word is the port if it is a number; otherwise --port, and the words
+    // from there on are messages.
+    let (port, messages) = match rest.get(1).map(|word| word.parse::<u16>()) {
+        Some(Ok(port)) if port > 0 => (port, &rest[2..]),
+        _ => (args.port, rest.get(1..).unwrap_or_default()),
+    };
+    let timeout: f64 = args.get_or("--timeout", 5.0);
+    if !(0.01..=3600.0).contains(&timeout) {
+        args.usage_error("--timeout must be between 0.01 and 3600 seconds");
+    }
+    let timeout = Duration::from_secs_f64(timeout);
+    let hints = Hints {
+        family: family_flag(args),
+        socktype: libc::SOCK_STREAM,
+        flags: 0,
+    };
+    let service = port.to_string();
+    let call = py_call(host, Some(&service), &hints);
+    let found = match resolver::getaddrinfo(host, Some(&service), hints) {
+        Ok(found) => found,
+        Err(err) => exit_with_error(&format!("{call}: {err}")),
+    };
+    let count = match found.len() {
+        1 => "1 address".to_string(),
+        n => format!("{n} addresses"),
+    };
+    print_line(&format!("{call}: {count}, tried in this order"));
+    let mut failures = Vec::new();
+    let mut connected = None;
+    for info in &found {
+        match TcpStream::connect_timeout(&info.addr, timeout) {
+            Ok(stream) => {
+                let local = stream
+                    .local_addr()
+                    .map_or("?".to_string(), |a| a.to_string());
+                print_line(&format!("  {}: connected, from {local}", info.addr));
+                connected = Some(stream);
+                break;
+            }
+            Err(err) => {
+                print_line(&format!("  {}: {err}", info.addr));
+                failures.push(format!("{}: {err}", info.addr));
+            }
+        }
+    }
+    let Some(stream) = connected else {
+        exit_with_error(&format!(
+            "cannot connect to {} port {port}: every address failed ({}); is the server \
+             running? start it with: cargo run --bin {SERVER_BIN}",
+            host.unwrap_or("\"\""),
+            failures.join(", ")
+        ));
+    };
+    converse(stream, messages, timeout)
+}
+// ANCHOR_END: connect
+
+/// The greeting line, then each message and its echo.
+fn converse(mut stream: TcpStream, messages: &[&str], timeout: Duration) -> i32 {
+    let timeouts = stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)));
+    if let Err(err) = timeouts {
+        exit_with_error(&format!("cannot set the socket's timeouts: {err}"));
+    }
+    match read_line(&mut stream) {
+        Ok(greeting) => print_line(&format!("server: {}", as_text(&greeting))),
+        Err(err) => exit_with_error(&format!(
+            "no greeting line from the server: {err} (is it lesson 15's server?)"
+        )),
+    }
+    let mut each = |message: &[u8]| -> io::Result<()> {
+        stream.write_all(message)?;
+        let mut echo = vec![0u8; message.len()];
+        stream.read_exact(&mut echo)?;
+        print_line(&format!("echo: {}", show::bytes(&echo)));
+        Ok(())
+    };
+    let sent = if messages.is_empty() {
+        each_stdin_line(&mut each)
+    } else {
+        messages.iter().try_for_each(|m| each(m.as_bytes()))
+    };
+    match sent {
+        Ok(()) => 0,
+        Err(err) => exit_with_error(&format!("the echo failed: {err}")),
+    }
+}
+
+/// A line from the server as text: without its line end, control characters escaped
+/// (a server should not be able to move our terminal's cursor).
+fn as_text(line: &[u8]) -> String {
+    String::from_utf8_lossy(line)
+        .trim_end_matches(['\r', '\n'])
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Reads up to and including the first `\n` (a byte at a time: nothing after the
+/// greeting is taken from the socket), at most GREETING_LIMIT bytes.
+fn read_line(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < GREETING_LIMIT {
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(io::Error::other("the server closed the connection")),
+            Ok(_) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    return Ok(line);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::other("nothing came before the timeout"));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(io::Error::other(format!(
+        "no end of line in the first {GREETING_LIMIT} bytes"
+    )))
+}
+
+/// Each line of stdin (without its line end) until an empty line or the end, with a
+/// `> ` prompt on a terminal.
+fn each_stdin_line(each: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let stdin = io::stdin();
+    let prompt = stdin.is_terminal();
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    loop {
+        if prompt {
+            let mut out = io::stdout();
+            if let Err(err) = write!(out, "> ").and_then(|()| out.flush()) {
+                exit_on_stdout_error(&err);
+            }
+        }
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.is_empty() {
+            return Ok(());
+        }
+        each(text)?;
+    }
+}
