@@ -32,6 +32,8 @@ usage: cargo run [-- COMMAND]
       --only NAME,...              run only these checks
       --junit FILE                 also write the results as JUnit XML (for graders)
       --timeout SECS               the longest any one wait may take (default 10)
+      --path PATH [--dgram]        lesson 16: the server's AF_UNIX socket file (stream, or
+                                   datagram with --dgram) instead of --host/--port (UDP)
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
   -h, --help                       this text
@@ -198,6 +200,9 @@ struct CheckOptions {
     only: Option<Vec<String>>,
     junit: Option<PathBuf>,
     timeout: Duration,
+    /// Lesson 16: an AF_UNIX socket file instead of an IP address and port.
+    path: Option<PathBuf>,
+    dgram: bool,
 }
 
 fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
@@ -208,6 +213,8 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
         only: None,
         junit: None,
         timeout: Duration::from_secs(10),
+        path: None,
+        dgram: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -232,6 +239,8 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
                 options.only = Some(value("--only")?.split(',').map(str::to_string).collect())
             }
             "--junit" => options.junit = Some(PathBuf::from(value("--junit")?)),
+            "--path" => options.path = Some(PathBuf::from(value("--path")?)),
+            "--dgram" => options.dgram = true,
             "--timeout" => {
                 let text = value("--timeout")?;
                 let seconds: f64 = text
@@ -264,7 +273,26 @@ fn check(args: &[String]) -> i32 {
         Ok(options) => options,
         Err(message) => return usage_error(&message),
     };
-    let Some(checks) = protocol::checks(lesson.number) else {
+    if options.path.is_some() && (options.host.is_some() || options.port.is_some()) {
+        return usage_error("--path names the server; --host and --port do not go with it");
+    }
+    if options.path.is_none() && options.dgram {
+        return usage_error("--dgram goes with --path (an AF_UNIX datagram server)");
+    }
+    if options.path.is_some() && !lesson.transport.starts_with("AF_UNIX") {
+        return usage_error(&format!(
+            "lesson {:02} does not listen on an AF_UNIX path: give --host/--port",
+            lesson.number
+        ));
+    }
+    // Which checks depends on the transport (lesson 16 has three).
+    let local = options
+        .path
+        .as_deref()
+        .map(|path| Target::unix(path, options.dgram));
+    let placeholder = Target::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let Some(checks) = protocol::checks_for(lesson.number, local.as_ref().unwrap_or(&placeholder))
+    else {
         return error(&format!(
             "lesson {:02} has no protocol to check: {}",
             lesson.number,
@@ -295,29 +323,18 @@ fn check(args: &[String]) -> i32 {
                 .collect()
         }
     };
-    // Loopback unless the user names another host: the checks send real traffic.
-    let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-    let Some(port) = options.port.or_else(|| default_port(lesson)) else {
-        return usage_error("give the server's port with --port");
+    let mut target = match local {
+        Some(target) => target,
+        None => match ip_target(lesson, &options) {
+            Ok(target) => target,
+            Err(status) => return status,
+        },
     };
-    let addr: SocketAddr = match (host.as_str(), port)
-        .to_socket_addrs()
-        .map(|mut a| a.next())
-    {
-        Ok(Some(addr)) => addr,
-        _ => return error(&format!("cannot resolve host '{host}'")),
-    };
-    if lesson.transport.starts_with("TCP") {
-        if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
-            return error(&format!(
-                "nothing listening at {addr} ({err}); start a server there, e.g. \
-                 cargo run --bin {}_server -- --port {port}",
-                lesson.name
-            ));
-        }
-    }
-    let mut target = Target::new(addr);
     target.timeout = options.timeout;
+    let place = match &target.unix_path {
+        Some(path) => format!("unix:{}", path.display()),
+        None => target.addr.to_string(),
+    };
     let results = protocol::run_all(&selected, &target);
     let mut text = String::new();
     let mut failed = 0;
@@ -331,7 +348,7 @@ fn check(args: &[String]) -> i32 {
         }
     }
     text.push_str(&format!(
-        "{} passed, {failed} failed (lesson {:02} at {addr})\n",
+        "{} passed, {failed} failed (lesson {:02} at {place})\n",
         results.len() - failed,
         lesson.number
     ));
@@ -342,6 +359,38 @@ fn check(args: &[String]) -> i32 {
         }
     }
     if failed == 0 { 0 } else { 1 }
+}
+
+/// The target at `--host`/`--port` (default: loopback and the lesson's port), after
+/// making sure something listens there for a TCP lesson.
+fn ip_target(lesson: &Lesson, options: &CheckOptions) -> Result<Target, i32> {
+    // Loopback unless the user names another host: the checks send real traffic.
+    let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let Some(port) = options.port.or_else(|| default_port(lesson)) else {
+        return Err(usage_error(if lesson.transport.starts_with("AF_UNIX") {
+            "give the server's socket file with --path PATH (add --dgram for a datagram \
+             server), or the port of its --udp server with --port"
+        } else {
+            "give the server's port with --port"
+        }));
+    };
+    let addr: SocketAddr = match (host.as_str(), port)
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => addr,
+        _ => return Err(error(&format!("cannot resolve host '{host}'"))),
+    };
+    if lesson.transport.starts_with("TCP") {
+        if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
+            return Err(error(&format!(
+                "nothing listening at {addr} ({err}); start a server there, e.g. \
+                 cargo run --bin {}_server -- --port {port}",
+                lesson.name
+            )));
+        }
+    }
+    Ok(Target::new(addr))
 }
 
 /// The results as JUnit XML, the format most graders and CI systems read.

@@ -99,21 +99,23 @@ pub fn run(args: &[String]) -> i32 {
         started.push(server.id());
     }
     forward(&mut server, "server", &events);
-    let port = match wait_for_port(&received) {
-        Ok(port) => port,
+    let listening = match wait_for_port(&received) {
+        Ok(listening) => listening,
         Err(message) => {
             stop(&mut server);
             drain(&received, Duration::from_millis(200));
             return error(&message);
         }
     };
+    let address_args = listening.client_args();
     show(&format!(
-        "workbook │ {client_bin} {} --port {port}\n",
-        client_args.join(" ")
+        "workbook │ {client_bin} {} {}\n",
+        client_args.join(" "),
+        address_args.join(" ")
     ));
     let mut client = match Command::new(bin_dir.join(&client_bin))
         .args(&client_args)
-        .args(["--port", &port.to_string()])
+        .args(&address_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -207,18 +209,43 @@ fn forward(child: &mut Child, who: &'static str, events: &Sender<Event>) {
     }
 }
 
-/// Shows the server's lines until `listening on IP:PORT`; returns the port.
-fn wait_for_port(received: &Receiver<Event>) -> Result<u16, String> {
+/// Where the server said it listens.
+enum Listening {
+    /// `listening on IP:PORT`: the client gets `--port PORT`.
+    Port(u16),
+    /// `listening on unix:PATH` or `unix:@NAME` (lesson 16): the client gets
+    /// `--path PATH` or `--abstract NAME`.
+    Local(String),
+}
+
+impl Listening {
+    fn client_args(&self) -> Vec<String> {
+        match self {
+            Listening::Port(port) => vec!["--port".into(), port.to_string()],
+            Listening::Local(place) => match place.strip_prefix('@') {
+                Some(name) => vec!["--abstract".into(), name.into()],
+                None => vec!["--path".into(), place.clone()],
+            },
+        }
+    }
+}
+
+/// Shows the server's lines until `listening on IP:PORT` (or `unix:PATH`).
+fn wait_for_port(received: &Receiver<Event>) -> Result<Listening, String> {
     let deadline = Instant::now() + START_WAIT;
     loop {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Event::Line(who, line)) => {
                 show(&format!("{who} │ {line}\n"));
-                let port = line
-                    .strip_prefix(workbook::log::LISTENING_ON)
-                    .and_then(|addr| addr.trim().rsplit(':').next()?.parse().ok());
-                if let Some(port) = port {
-                    return Ok(port);
+                let Some(addr) = line.strip_prefix(workbook::log::LISTENING_ON) else {
+                    continue;
+                };
+                let addr = addr.trim();
+                if let Some(place) = addr.strip_prefix("unix:") {
+                    return Ok(Listening::Local(place.to_string()));
+                }
+                if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    return Ok(Listening::Port(port));
                 }
             }
             Ok(Event::Closed(_)) => {

@@ -1,0 +1,436 @@
+//! Lesson 16, the client: talks to the local server over an AF_UNIX stream (default),
+//! AF_UNIX datagrams (`--dgram`) or UDP (`--udp`); passes an open file to the server
+//! (`--pass-fd FILE`); or, with `--socketpair`, needs no server at all: it makes a
+//! connected pair of sockets, forks, and its child process echoes.
+//!
+//!   terminal 1: cargo run --bin 16_local_server
+//!   terminal 2: cargo run --bin 16_local_client -- hello
+//!               cargo run --bin 16_local_client -- --pass-fd /etc/hostname
+//!               cargo run --bin 16_local_client -- --socketpair hello
+//!
+//! Each message goes out with a `\n`; a stream echo is printed as it comes back, a
+//! datagram reply (`echo:` + the datagram) as one line.
+
+mod local_path;
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+use workbook::cli::{Args, Cli};
+use workbook::{exit_on_stdout_error, exit_with_error, print_line};
+
+const SERVER: &str = "16_local_server";
+/// The longest the client waits for one reply.
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+/// UDP may lose a datagram (lesson 03): ask this many times before giving up.
+const UDP_TRIES: u32 = 3;
+
+fn main() {
+    let args = Cli::new(
+        "16_local_client",
+        "Lesson 16: sends each message to the local server (AF_UNIX stream by default, \
+         --dgram, --udp), passes an open file to it (--pass-fd), or echoes through a \
+         socketpair with a forked child (--socketpair, no server needed).",
+        10000,
+    )
+    .value(
+        "--path",
+        "PATH",
+        "the server's socket file (default $TMPDIR/socket-workbook-UID/16_local.sock)",
+    )
+    .value(
+        "--abstract",
+        "NAME",
+        "the server's Linux abstract name instead",
+    )
+    .switch(
+        "--dgram",
+        "AF_UNIX datagrams (binds a reply path of its own, removed at the end)",
+    )
+    .switch(
+        "--udp",
+        "UDP datagrams to --host/--port (default port 10000)",
+    )
+    .switch(
+        "--socketpair",
+        "no server: socketpair(2), fork(2), the child echoes",
+    )
+    .value(
+        "--pass-fd",
+        "FILE",
+        "open FILE and send its descriptor (SCM_RIGHTS); the server reads it",
+    )
+    .positional("MESSAGE", "messages to send (default: each line of stdin)")
+    .parse();
+    let modes = ["--dgram", "--udp", "--socketpair"]
+        .iter()
+        .filter(|mode| args.flag(mode))
+        .count()
+        + usize::from(args.get::<String>("--pass-fd").is_some());
+    if modes > 1 {
+        args.usage_error("--dgram, --udp, --socketpair and --pass-fd go one at a time");
+    }
+    if args.flag("--udp") {
+        udp(&args);
+    } else if args.flag("--socketpair") {
+        socketpair_and_fork(&args);
+    } else if args.flag("--dgram") {
+        datagrams(&args);
+    } else if let Some(file) = args.get::<String>("--pass-fd") {
+        pass_fd(&args, &file);
+    } else {
+        stream(&args);
+    }
+}
+
+/// The server's address: `--abstract NAME`, `--path PATH`, or the default path.
+fn server_address(args: &Args) -> (SocketAddr, String) {
+    let path = args.get::<String>("--path").map(PathBuf::from);
+    let name = args.get::<String>("--abstract");
+    let addr = match (&path, &name) {
+        (Some(_), Some(_)) => args.usage_error("give --path or --abstract, not both"),
+        (_, Some(name)) => SocketAddr::from_abstract_name(name.as_bytes()),
+        (Some(path), None) => SocketAddr::from_pathname(path),
+        (None, None) => SocketAddr::from_pathname(local_path::default_path()),
+    };
+    let shown = match (&path, &name) {
+        (_, Some(name)) => local_path::shown(None, Some(name)),
+        (Some(path), None) => local_path::shown(Some(path), None),
+        (None, None) => local_path::shown(Some(&local_path::default_path()), None),
+    };
+    match addr {
+        Ok(addr) => (addr, shown),
+        Err(err) => exit_with_error(&format!("bad address {shown}: {err}")),
+    }
+}
+
+fn connect_failed(shown: &str, err: &io::Error, flag: &str) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            format!("; is the server running? start it with: cargo run --bin {SERVER}{flag}")
+        }
+        io::ErrorKind::PermissionDenied => {
+            "; the socket file's permissions do not let this user connect (see --mode)".into()
+        }
+        _ => String::new(),
+    };
+    format!("cannot connect to {shown}: {err}{hint}")
+}
+
+// ANCHOR: stream
+/// connect(2) to the path, then each message and its echo, as over TCP.
+/// (Python: `s = socket(AF_UNIX, SOCK_STREAM); s.connect(path)`.)
+fn stream(args: &Args) {
+    let (addr, shown) = server_address(args);
+    let mut stream = UnixStream::connect_addr(&addr)
+        .unwrap_or_else(|err| exit_with_error(&connect_failed(&shown, &err, "")));
+    set_timeouts(&stream);
+    let result = args.each_message(|message| {
+        stream.write_all(message)?;
+        stream.write_all(b"\n")?;
+        let mut echo = vec![0u8; message.len() + 1];
+        stream.read_exact(&mut echo)?;
+        print_bytes(&echo);
+        Ok(())
+    });
+    if let Err(err) = result {
+        exit_with_error(&format!("talking to {shown}: {}", describe(&err)));
+    }
+}
+// ANCHOR_END: stream
+
+fn set_timeouts(stream: &UnixStream) {
+    let set = stream
+        .set_read_timeout(Some(REPLY_WAIT))
+        .and_then(|()| stream.set_write_timeout(Some(REPLY_WAIT)));
+    if let Err(err) = set {
+        exit_with_error(&format!("cannot set timeouts: {err}"));
+    }
+}
+
+fn describe(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("no reply within {} s", REPLY_WAIT.as_secs())
+        }
+        io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// Writes bytes to stdout as they are (the echo has its own `\n`).
+fn print_bytes(bytes: &[u8]) {
+    let mut out = io::stdout().lock();
+    if let Err(err) = out.write_all(bytes).and_then(|()| out.flush()) {
+        exit_on_stdout_error(&err);
+    }
+}
+
+// ANCHOR: pass_fd
+/// open(2) a file, and send its descriptor with sendmsg(2): the descriptor travels as
+/// ancillary data of type SCM_RIGHTS, with at least one byte of ordinary data (a
+/// stream carries control data only along with data). The kernel installs a new
+/// descriptor for the same open file in the server. (Python:
+/// `socket.send_fds(s, [b"fd"], [f.fileno()])`.)
+fn pass_fd(args: &Args, file_name: &str) {
+    let file = File::open(file_name)
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot open {file_name}: {err}")));
+    let (addr, shown) = server_address(args);
+    let mut stream = UnixStream::connect_addr(&addr)
+        .unwrap_or_else(|err| exit_with_error(&connect_failed(&shown, &err, "")));
+    set_timeouts(&stream);
+    let fds = [file.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(b"fd")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    );
+    if let Err(err) = sent {
+        exit_with_error(&format!("sendmsg to {shown}: {err}"));
+    }
+    // Our descriptor can be closed now: the server has its own for the same file.
+    drop(file);
+    print_line(&format!("sent the descriptor of {file_name} to {shown}"));
+    let reply = read_line(&mut stream)
+        .unwrap_or_else(|err| exit_with_error(&format!("from {shown}: {}", describe(&err))));
+    print_bytes(&reply);
+}
+// ANCHOR_END: pass_fd
+
+/// One reply line, at most 1 KiB (the server's `fd:` line is shorter).
+fn read_line(stream: &mut UnixStream) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        if line.len() > 1024 {
+            return Err(io::Error::other("the reply line is longer than 1 KiB"));
+        }
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => line.push(byte[0]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(line)
+}
+
+// ANCHOR: dgram
+/// AF_UNIX datagrams. The server can answer only a sender with an address, and an
+/// AF_UNIX socket gets none unless it binds one (UDP's kernel picks a port; here
+/// nothing is picked): so the client binds a path of its own, next to the server's
+/// default, and removes it when done, since close(2) leaves the file behind.
+fn datagrams(args: &Args) {
+    let (server, shown) = server_address(args);
+    // Next to the server's socket (the same directory, so the same access rules), or
+    // in the temporary directory when the server has an abstract name.
+    let dir = match (
+        args.get::<String>("--path"),
+        args.get::<String>("--abstract"),
+    ) {
+        (Some(path), _) => PathBuf::from(path)
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from),
+        (None, Some(_)) => std::env::temp_dir(),
+        (None, None) => local_path::default_dir(),
+    };
+    let own = dir.join(format!("16_local_client-{}.sock", std::process::id()));
+    let socket = match UnixDatagram::bind(&own) {
+        Ok(socket) => socket,
+        Err(err) => exit_with_error(&format!(
+            "cannot bind the reply path {}: {err} (is the server running? it makes \
+             its default directory: cargo run --bin {SERVER} -- --dgram)",
+            own.display()
+        )),
+    };
+    let result = send_datagrams(args, &socket, &server, &shown);
+    // Removed before exit_with_error, which exits without running destructors.
+    let _ = std::fs::remove_file(&own);
+    if let Err(err) = result {
+        exit_with_error(&err);
+    }
+}
+
+fn send_datagrams(
+    args: &Args,
+    socket: &UnixDatagram,
+    server: &SocketAddr,
+    shown: &str,
+) -> Result<(), String> {
+    socket
+        .set_read_timeout(Some(REPLY_WAIT))
+        .map_err(|err| format!("cannot set a timeout: {err}"))?;
+    let mut reply = vec![0u8; 65_536];
+    let result = args.each_message(|message| {
+        // sendto(2) with the server's path; the kernel fills in our bound path as
+        // the sender, for the server's recvfrom.
+        socket.send_to_addr(message, server)?;
+        let n = socket.recv(&mut reply)?;
+        print_bytes(&reply[..n]);
+        print_bytes(b"\n");
+        Ok(())
+    });
+    result.map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            connect_failed(shown, &err, " -- --dgram")
+        }
+        _ => format!("talking to {shown}: {}", describe(&err)),
+    })
+}
+// ANCHOR_END: dgram
+
+// ANCHOR: udp
+/// The seed's UdpClient: sendto, recvfrom, with a timeout and a few tries, since UDP
+/// may lose a datagram either way.
+fn udp(args: &Args) {
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
+    let bind_to = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = UdpSocket::bind(bind_to)
+        .and_then(|socket| socket.connect(addr).map(|()| socket))
+        .and_then(|socket| socket.set_read_timeout(Some(REPLY_WAIT)).map(|()| socket))
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot open a UDP socket: {err}")));
+    let mut reply = vec![0u8; 65_536];
+    let result = args.each_message(|message| {
+        for _ in 0..UDP_TRIES {
+            socket.send(message)?;
+            match socket.recv(&mut reply) {
+                Ok(n) => {
+                    print_bytes(&reply[..n]);
+                    print_bytes(b"\n");
+                    return Ok(());
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(io::ErrorKind::TimedOut.into())
+    });
+    if let Err(err) = result {
+        let hint = match err.kind() {
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::TimedOut => {
+                format!("; is the server running? start it with: cargo run --bin {SERVER} -- --udp")
+            }
+            _ => String::new(),
+        };
+        exit_with_error(&format!(
+            "no reply from {addr} after {UDP_TRIES} tries: {err}{hint}"
+        ));
+    }
+}
+// ANCHOR_END: udp
+
+// ANCHOR: socketpair
+/// socketpair(2) makes two connected AF_UNIX sockets with no name at all; fork(2)
+/// makes a child process that inherits both. Each side closes the end it does not
+/// use; the child echoes what the parent sends, until the parent closes its end.
+/// (Python: `a, b = socket.socketpair(); pid = os.fork()`.)
+///
+/// fork(2) copies only the calling thread. Had this program other threads, a lock
+/// one of them held at that instant (the allocator's, stdout's) would stay locked for
+/// ever in the child, and the child's first allocation or print could hang. So the
+/// fork comes first, while the process has one thread (checked below), and the child
+/// only reads and writes with a buffer allocated before the fork, then calls _exit(2).
+fn socketpair_and_fork(args: &Args) {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |tasks| tasks.count());
+    if threads != 1 {
+        exit_with_error(&format!(
+            "not forking: this process has {threads} threads (fork copies only one)"
+        ));
+    }
+    let (parent_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap_or_else(|err| exit_with_error(&format!("socketpair: {err}")));
+    let mut buffer = vec![0u8; 64 * 1024];
+    // Nothing is buffered in stdout now (print_line flushes), so the child cannot
+    // print it a second time.
+    match unsafe { fork() } {
+        Err(err) => exit_with_error(&format!("fork: {err}")),
+        Ok(ForkResult::Child) => {
+            drop(parent_end);
+            child_echoes(&child_end, &mut buffer);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(child_end);
+            parent_talks(args, parent_end, child);
+        }
+    }
+}
+
+/// The child: echo until the parent's end closes, then _exit(2) without running
+/// the parent's destructors or exit handlers a second time.
+fn child_echoes(end: &OwnedFd, buffer: &mut [u8]) -> ! {
+    loop {
+        let n = match nix::unistd::read(end, buffer) {
+            Ok(0) | Err(_) => unsafe { nix::libc::_exit(0) },
+            Ok(n) => n,
+        };
+        let mut sent = 0;
+        while sent < n {
+            match nix::unistd::write(end, &buffer[sent..n]) {
+                Ok(written) => sent += written,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => unsafe { nix::libc::_exit(1) },
+            }
+        }
+    }
+}
+
+/// The parent: each message to the child and its echo back; then close its end (the
+/// child reads EOF and exits) and waitpid(2), which reaps the child. Without it the
+/// child would stay a zombie (state Z in ps) for as long as the parent lives.
+fn parent_talks(args: &Args, end: OwnedFd, child: nix::unistd::Pid) {
+    print_line(&format!(
+        "forked child {child}; it echoes over a socketpair"
+    ));
+    let mut stream = UnixStream::from(end);
+    set_timeouts(&stream);
+    let result = args.each_message(|message| {
+        stream.write_all(message)?;
+        stream.write_all(b"\n")?;
+        let mut echo = vec![0u8; message.len() + 1];
+        stream.read_exact(&mut echo)?;
+        print_bytes(b"child echoed: ");
+        print_bytes(&echo);
+        Ok(())
+    });
+    drop(stream);
+    let reaped = waitpid(child, None);
+    if let Err(err) = result {
+        exit_with_error(&format!("talking to child {child}: {}", describe(&err)));
+    }
+    match reaped {
+        Ok(WaitStatus::Exited(pid, code)) => {
+            print_line(&format!("child {pid} exited with status {code}; reaped"));
+        }
+        Ok(other) => exit_with_error(&format!("child {child} ended so: {other:?}")),
+        Err(err) => exit_with_error(&format!("waitpid({child}): {err}")),
+    }
+}
+// ANCHOR_END: socketpair

@@ -1,0 +1,791 @@
+//! Lesson 16, the server: local sockets. An AF_UNIX stream echo server on a path in the
+//! file system (or a Linux abstract name), with what only a local socket has: file
+//! permissions as access control, the peer's credentials (SO_PEERCRED), and open file
+//! descriptors passed over the connection (SCM_RIGHTS). `--dgram` is an AF_UNIX
+//! datagram echo server, `--udp` the same over UDP: each datagram is answered with
+//! `echo:` and the datagram.
+//!
+//!   terminal 1: cargo run --bin 16_local_server
+//!   terminal 2: cargo run --bin 16_local_client -- hello
+//!               cargo run --bin 16_local_client -- --pass-fd /etc/hostname
+//!
+//! The first line says where it listens: `listening on unix:PATH` (a file),
+//! `listening on unix:@NAME` (an abstract name), or `listening on IP:PORT` (--udp).
+
+mod local_path;
+
+use std::fs::File;
+use std::io::{self, IoSliceMut, Read, Write};
+use std::net::UdpSocket;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, UnixCredentials, getsockopt, recvmsg, sockopt,
+};
+use nix::sys::stat::{Mode, umask};
+use workbook::cli::{Args, Cli};
+use workbook::live::{LiveConnections, Registered};
+use workbook::{exit_with_error, log, show, signal};
+
+/// The seed's UDP echo server listens on port 10000; so does `--udp`.
+const DEFAULT_PORT: u16 = 10000;
+const READ_SIZE: usize = 64 * 1024;
+/// The most a server reads from a file whose descriptor a client passed. The client
+/// chooses the file; the server must not read a 10 GB one into memory for it.
+const PASSED_FILE_LIMIT: usize = 4096;
+/// How long live connections get to finish after Ctrl-C (as in lesson 06).
+const GRACE: Duration = Duration::from_millis(500);
+/// The largest UDP payload over IPv4; an AF_UNIX datagram may be larger (up to the
+/// socket's send buffer), and is cut at this size.
+const DATAGRAM_SIZE: usize = 65_507;
+
+/// Where the server is reachable: a file, or a name in Linux's abstract namespace.
+enum Place {
+    File(PathBuf),
+    Abstract(String),
+}
+
+fn main() {
+    let args = Cli::new(
+        "16_local_server",
+        "Lesson 16: an AF_UNIX echo server (stream by default, --dgram for datagrams, \
+         --udp for the same datagram echo over UDP); it logs each client's pid, uid and \
+         gid, and reads files whose descriptors clients pass to it.",
+        DEFAULT_PORT,
+    )
+    .value(
+        "--path",
+        "PATH",
+        "the socket file (default $TMPDIR/socket-workbook-UID/16_local.sock)",
+    )
+    .value(
+        "--abstract",
+        "NAME",
+        "listen on Linux's abstract name NAME instead of a file (no file, no permissions)",
+    )
+    .value(
+        "--mode",
+        "OCTAL",
+        "permissions of the socket file (default 600: only this user may connect)",
+    )
+    .switch(
+        "--dgram",
+        "AF_UNIX datagrams: each is answered with `echo:` + the datagram",
+    )
+    .switch(
+        "--udp",
+        "the same datagram echo over UDP on --host/--port (default port 10000)",
+    )
+    .value(
+        "--max-threads",
+        "N",
+        "stream: at most N connection threads at once (default 256)",
+    )
+    .switch("--quiet", "log only errors and the start and stop lines")
+    .parse();
+    let quiet = args.flag("--quiet");
+    if args.flag("--udp") {
+        if args.flag("--dgram") || args.get::<String>("--path").is_some() {
+            args.usage_error("--udp listens on --host/--port: not with --dgram or --path");
+        }
+        if args.get::<String>("--abstract").is_some() || args.get::<String>("--mode").is_some() {
+            args.usage_error("--abstract and --mode are for AF_UNIX, not --udp");
+        }
+        serve_udp(&args, quiet);
+        return;
+    }
+    let place = place_from(&args);
+    let mode = mode_from(&args, &place);
+    if args.flag("--dgram") {
+        serve_datagrams(&place, mode, quiet);
+    } else {
+        let max_threads: usize = args.get_or("--max-threads", 256);
+        if max_threads == 0 {
+            args.usage_error("--max-threads must be at least 1");
+        }
+        serve_streams(&place, mode, max_threads, quiet);
+    }
+}
+
+fn place_from(args: &Args) -> Place {
+    match (
+        args.get::<String>("--path"),
+        args.get::<String>("--abstract"),
+    ) {
+        (Some(_), Some(_)) => args.usage_error("give --path or --abstract, not both"),
+        (None, Some(name)) if name.is_empty() => args.usage_error("--abstract needs a name"),
+        (None, Some(name)) => Place::Abstract(name),
+        (Some(path), None) if path.is_empty() => args.usage_error("--path needs a path"),
+        (Some(path), None) => Place::File(PathBuf::from(path)),
+        (None, None) => {
+            make_default_directory();
+            Place::File(local_path::default_path())
+        }
+    }
+}
+
+/// `--mode 600` (octal, like chmod): the permission bits the socket file gets.
+fn mode_from(args: &Args, place: &Place) -> u32 {
+    let Some(text) = args.get::<String>("--mode") else {
+        return 0o600;
+    };
+    if matches!(place, Place::Abstract(_)) {
+        args.usage_error("--mode is for a socket file; an abstract name has no permissions");
+    }
+    match u32::from_str_radix(&text, 8) {
+        Ok(mode) if mode <= 0o777 => mode,
+        _ => args.usage_error(&format!(
+            "--mode takes octal permissions like 600 or 660, not '{text}'"
+        )),
+    }
+}
+
+// ANCHOR: default_directory
+/// The per-user directory of the default path, made with mode 0700 if it is not
+/// there. /tmp is shared by every user: if the directory exists already it must be
+/// ours and closed to others, or someone else could swap our socket for theirs.
+fn make_default_directory() {
+    let dir = local_path::default_dir();
+    let made = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    if let Err(err) = made {
+        if err.kind() != io::ErrorKind::AlreadyExists {
+            exit_with_error(&format!("cannot create {}: {err}", dir.display()));
+        }
+    }
+    let checked = std::fs::symlink_metadata(&dir);
+    match checked {
+        Ok(meta)
+            if meta.is_dir()
+                && meta.uid() == nix::unistd::getuid().as_raw()
+                && meta.permissions().mode() & 0o077 == 0 => {}
+        Ok(_) => exit_with_error(&format!(
+            "{} is not a directory of this user's with mode 0700: not using it; \
+             give another place with --path",
+            dir.display()
+        )),
+        Err(err) => exit_with_error(&format!("cannot look at {}: {err}", dir.display())),
+    }
+}
+// ANCHOR_END: default_directory
+
+// ANCHOR: stale
+/// Before bind(2): a file already at `path` is either left over from a server that
+/// died without removing it (bind would fail with EADDRINUSE for ever), or the
+/// socket of a server that is running. Only a connect(2) can tell them apart:
+/// ECONNREFUSED means nobody listens there (stale: remove it); success, or EPROTOTYPE
+/// (a datagram server is bound there), means a live server: refuse to take it over.
+/// Returns a line for the log when it removed a stale file.
+fn remove_if_stale(path: &Path) -> Option<String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
+        Err(err) => exit_with_error(&format!("cannot look at {}: {err}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        exit_with_error(&format!(
+            "{} exists and is not a socket: not removing it; choose another --path",
+            path.display()
+        ));
+    }
+    match UnixStream::connect(path) {
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+            if let Err(err) = std::fs::remove_file(path) {
+                exit_with_error(&format!(
+                    "cannot remove the stale socket {}: {err}",
+                    path.display()
+                ));
+            }
+            Some(format!(
+                "removed stale socket file {} (nobody listened on it)",
+                path.display()
+            ))
+        }
+        Ok(_) => exit_with_error(&format!(
+            "{} is in use: a server is listening on it (a connect succeeded); stop that \
+             server, or choose another --path",
+            path.display()
+        )),
+        Err(err) if err.raw_os_error() == Some(Errno::EPROTOTYPE as i32) => {
+            exit_with_error(&format!(
+                "{} is in use: a server of another socket type (datagram or stream) is \
+                 bound to it; stop that server, or choose another --path",
+                path.display()
+            ))
+        }
+        Err(err) => exit_with_error(&format!(
+            "{} exists and cannot be probed ({err}): not removing it",
+            path.display()
+        )),
+    }
+}
+// ANCHOR_END: stale
+
+// ANCHOR: bind_with_mode
+/// bind(2) creates the socket file with mode 0777 minus the umask. A chmod(2) after
+/// bind would leave a moment in which the file is more open than asked (with a umask
+/// of 002, group members could connect), so the umask itself is set to exactly the
+/// bits NOT wanted, around the bind, and put back. umask(2) is per process: this runs
+/// before the server starts any thread (the log's writer starts on the first line),
+/// so no other file is created meanwhile with the wrong umask.
+fn bind_with_mode<T>(
+    path: &Path,
+    mode: u32,
+    bind: impl for<'a> FnOnce(&'a Path) -> io::Result<T>,
+) -> (T, Option<String>) {
+    let removed = remove_if_stale(path);
+    let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+    let bound = bind(path);
+    umask(old);
+    let bound = bound.unwrap_or_else(|err| exit_with_error(&bind_failed(path, &err)));
+    (bound, removed)
+}
+// ANCHOR_END: bind_with_mode
+
+fn bind_failed(path: &Path, err: &io::Error) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::NotFound => "; its directory does not exist",
+        io::ErrorKind::PermissionDenied => "; this user may not create files in that directory",
+        io::ErrorKind::InvalidInput => {
+            "; a socket path must be shorter than 108 bytes (sun_path): choose a shorter --path"
+        }
+        io::ErrorKind::AddrInUse => "; another server took the path meanwhile",
+        _ => "",
+    };
+    format!("cannot bind {}: {err}{hint}", path.display())
+}
+
+/// What bind returned, and how to remove the file at the end: only if the file there
+/// is still the one this server made (same inode). Someone may have removed ours and
+/// started another server on the same path meanwhile; its file is not ours to delete.
+struct BoundFile {
+    path: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl BoundFile {
+    fn new(path: &Path) -> BoundFile {
+        let inode = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        BoundFile {
+            path: path.to_path_buf(),
+            inode,
+        }
+    }
+
+    // ANCHOR: remove_file
+    /// close(2) does not remove a socket file: the name stays until unlink(2).
+    fn remove(&self) -> &'static str {
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        if now.is_none() {
+            return "its socket file was already gone";
+        }
+        if now != self.inode {
+            return "its socket file was replaced by another's: left in place";
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => "socket file removed",
+            Err(_) => "its socket file could not be removed",
+        }
+    }
+    // ANCHOR_END: remove_file
+}
+
+// ---------------------------------------------------------------------------------
+// Streams: a thread per connection, as in lesson 06.
+
+fn serve_streams(place: &Place, mode: u32, max_threads: usize, quiet: bool) {
+    // ANCHOR: bind_stream
+    // socket(AF_UNIX, SOCK_STREAM) + bind(2) + listen(2): UnixListener::bind does all
+    // three (Python: socket(AF_UNIX, SOCK_STREAM); bind(path); listen()).
+    let (listener, bound, removed) = match place {
+        Place::File(path) => {
+            let (listener, removed) = bind_with_mode(path, mode, |path| UnixListener::bind(path));
+            (listener, Some(BoundFile::new(path)), removed)
+        }
+        Place::Abstract(name) => {
+            // An abstract address starts with a zero byte in sun_path; the rest is the
+            // name. No file is made: no permissions, nothing to remove, and the name
+            // goes away with the last socket bound to it.
+            let listener = SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|addr| UnixListener::bind_addr(&addr))
+                .unwrap_or_else(|err| {
+                    exit_with_error(&format!("cannot bind the abstract name @{name}: {err}"))
+                });
+            (listener, None, None)
+        }
+    };
+    // ANCHOR_END: bind_stream
+    // The main thread waits in poll(2) on the listener and on `wake_reader`, to which
+    // the registry writes a byte when shutdown begins or a connection leaves.
+    let (wake_reader, wake_writer) = UnixStream::pair()
+        .and_then(|(reader, writer)| {
+            reader.set_nonblocking(true)?;
+            writer.set_nonblocking(true)?;
+            Ok((reader, writer))
+        })
+        .unwrap_or_else(|err| exit_with_error(&format!("cannot create a socket pair: {err}")));
+    if let Err(err) = listener.set_nonblocking(true) {
+        exit_with_error(&format!("cannot make the listener non-blocking: {err}"));
+    }
+    let connections = LiveConnections::with_waker(wake_writer);
+    let for_signal = Arc::clone(&connections);
+    signal::on_shutdown(move || for_signal.begin_shutdown())
+        .unwrap_or_else(|message| exit_with_error(&message));
+    let shown = shown_place(place);
+    log!("{} {shown}", log::LISTENING_ON);
+    if let Some(removed) = removed {
+        log!("{removed}");
+    }
+
+    let mut threads = Vec::new();
+    accept_loop(
+        &listener,
+        &wake_reader,
+        &connections,
+        (max_threads, quiet),
+        &shown,
+        &mut threads,
+    );
+    let cut_off = connections.finish(GRACE);
+    for handle in threads {
+        let _ = handle.join();
+    }
+    drop(listener);
+    let file = bound
+        .as_ref()
+        .map_or("no file (abstract name)", BoundFile::remove);
+    let cut_off = match cut_off {
+        0 => String::new(),
+        n => format!(", {} cut off", show::count(n, "client")),
+    };
+    log::last_line(format!(
+        "{}: served {}{cut_off}, {file}",
+        log::SHUTTING_DOWN,
+        show::count(connections.total() as usize, "client")
+    ));
+}
+
+fn shown_place(place: &Place) -> String {
+    match place {
+        Place::File(path) => local_path::shown(Some(path), None),
+        Place::Abstract(name) => local_path::shown(None, Some(name)),
+    }
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    wake: &UnixStream,
+    connections: &Arc<LiveConnections>,
+    (max_threads, quiet): (usize, bool),
+    shown: &str,
+    threads: &mut Vec<JoinHandle<()>>,
+) {
+    loop {
+        // At the bound, do not watch the listener: new clients wait in the backlog.
+        let room = connections.live() < max_threads;
+        let listen_for = if room {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        };
+        let mut fds = [
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(listener.as_fd(), listen_for),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                log!("{} poll failed: {err}", log::ERROR);
+                return;
+            }
+        }
+        let can_accept = fds[1]
+            .revents()
+            .is_some_and(|events| events.contains(PollFlags::POLLIN));
+        // Drain the wake-ups (a connection left, or Ctrl-C), then look at why.
+        let mut drained = [0u8; 64];
+        while matches!((&*wake).read(&mut drained), Ok(1..)) {}
+        if connections.is_stopping() {
+            return;
+        }
+        if !can_accept {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                threads.retain(|handle| !handle.is_finished());
+                spawn_connection(stream, connections, quiet, shown, threads);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                // EMFILE and the like: say so, and pause so as not to spin.
+                log!("{} accept: {err}", log::ERROR);
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+// ANCHOR: peer_credentials
+/// Who is at the other end: SO_PEERCRED gives the pid, uid and gid of the process
+/// that called connect(2), as the kernel recorded them then (not as they are now: the
+/// process may have exited, or passed the socket on). No TCP server can know this:
+/// only the kernel at both ends can vouch for it. (Python:
+/// `sock.getsockopt(SOL_SOCKET, SO_PEERCRED, struct.calcsize("3i"))`.)
+fn peer_text(stream: &UnixStream, shown: &str) -> String {
+    match getsockopt(stream, sockopt::PeerCredentials) {
+        Ok(credentials) => describe(&credentials, shown),
+        Err(err) => format!("(credentials unknown: {err}) -> {shown}"),
+    }
+}
+
+fn describe(credentials: &UnixCredentials, shown: &str) -> String {
+    format!(
+        "pid {} uid {} gid {} -> {shown}",
+        credentials.pid(),
+        credentials.uid(),
+        credentials.gid()
+    )
+}
+// ANCHOR_END: peer_credentials
+
+fn spawn_connection(
+    stream: UnixStream,
+    connections: &Arc<LiveConnections>,
+    quiet: bool,
+    shown: &str,
+    threads: &mut Vec<JoinHandle<()>>,
+) {
+    let peer = peer_text(&stream, shown);
+    let stream = Arc::new(stream);
+    let registered = connections.register_local(Arc::clone(&stream));
+    let number = registered.number;
+    if !quiet {
+        log!(
+            "{} {peer} (thread conn-{number}; live {})",
+            log::CONNECTED,
+            registered.live_now
+        );
+    }
+    let spawned = thread::Builder::new()
+        .name(format!("conn-{number}"))
+        .spawn(move || serve(&stream, registered, &peer, quiet));
+    match spawned {
+        Ok(handle) => threads.push(handle),
+        Err(err) => log!(
+            "{} cannot start a thread for conn-{number}: {err}",
+            log::ERROR
+        ),
+    }
+}
+
+fn serve(stream: &UnixStream, registered: Registered, peer: &str, quiet: bool) {
+    if let Err(err) = echo(stream, peer, quiet) {
+        log!("{} {peer}: {err}", log::ERROR);
+    }
+    drop(registered);
+    if !quiet {
+        log!("{} {peer}", log::DISCONNECTED);
+    }
+}
+
+// ANCHOR: echo
+/// Echo, with recvmsg(2) instead of read(2), so that descriptors a client sends along
+/// (SCM_RIGHTS) are received. A read that brings one is answered with what the file
+/// holds instead of its echo.
+fn echo(mut stream: &UnixStream, peer: &str, quiet: bool) -> io::Result<()> {
+    let mut buffer = vec![0u8; READ_SIZE];
+    loop {
+        let (n, passed) = receive(stream, &mut buffer)?;
+        if n == 0 && passed.is_empty() {
+            // The client closed or half-closed, or Ctrl-C ended the input.
+            return Ok(());
+        }
+        if let Some(fd) = passed.into_iter().next() {
+            // Any more than one are closed (dropped) here: one file per message.
+            let reply = read_passed_file(fd);
+            if !quiet {
+                log!("{peer} passed a descriptor: {}", reply.trim_end());
+            }
+            stream.write_all(reply.as_bytes())?;
+            continue;
+        }
+        if !quiet {
+            let data = show::bytes(&buffer[..n]);
+            log!(
+                "{} {} from {peer}: {data}",
+                log::RECEIVED,
+                show::count(n, "byte")
+            );
+        }
+        stream.write_all(&buffer[..n])?;
+    }
+}
+// ANCHOR_END: echo
+
+// ANCHOR: receive
+/// One recvmsg(2): the bytes, and the descriptors that came with them, each now an
+/// OwnedFd of this process (closed when dropped). (Python: `socket.recv_fds`, or
+/// `recvmsg` and the `SCM_RIGHTS` ancillary data.)
+fn receive(stream: &UnixStream, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    // Room for up to 4 descriptors in the control (ancillary) data. If a client sends
+    // more, the kernel closes the extra ones and sets MSG_CTRUNC.
+    let mut control = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buffer)];
+    loop {
+        // MSG_CMSG_CLOEXEC: the received descriptors are close-on-exec, as every
+        // descriptor std opens is, so a program this server ran would not inherit them.
+        let message = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let message = match message {
+            Ok(message) => message,
+            Err(Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        };
+        let mut passed = Vec::new();
+        for cmsg in message.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // The kernel has just put `fd` into this process's table; nothing
+                    // else owns it, so it is ours to own and close.
+                    passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+            log!(
+                "{} more descriptors than room for them: the extra ones were closed",
+                log::ERROR
+            );
+        }
+        return Ok((message.bytes, passed));
+    }
+}
+// ANCHOR_END: receive
+
+// ANCHOR: read_passed_file
+/// The reply to a passed descriptor: `fd: read N bytes of M: "TEXT"` and a newline.
+/// Only a regular file is read (a pipe or a socket could block this thread for ever),
+/// and at most PASSED_FILE_LIMIT bytes of it. pread(2) (`read_at`) reads from offset
+/// 0 without moving the file's offset, which the client shares: both descriptors
+/// point to the same open file description.
+fn read_passed_file(fd: OwnedFd) -> String {
+    let file = File::from(fd);
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(err) => return format!("fd: cannot fstat it: {err}\n"),
+    };
+    if !meta.is_file() {
+        return "fd: not a regular file, not read\n".into();
+    }
+    let mut data = vec![0u8; PASSED_FILE_LIMIT];
+    let mut filled = 0;
+    while filled < data.len() {
+        match file.read_at(&mut data[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return format!("fd: read failed after {filled} bytes: {err}\n"),
+        }
+    }
+    format!(
+        "fd: read {filled} bytes of {}: {}\n",
+        meta.len(),
+        show::bytes(&data[..filled])
+    )
+}
+// ANCHOR_END: read_passed_file
+
+// ---------------------------------------------------------------------------------
+// Datagrams: AF_UNIX (--dgram) and UDP (--udp), one loop for both.
+
+/// The datagram socket a loop serves: the same calls on both, different addresses.
+enum DatagramSocket {
+    Local(UnixDatagram),
+    Udp(UdpSocket),
+}
+
+fn serve_datagrams(place: &Place, mode: u32, quiet: bool) {
+    // ANCHOR: bind_dgram
+    // socket(AF_UNIX, SOCK_DGRAM) + bind(2). (Python: socketserver.UnixDatagramServer.)
+    let (socket, bound, removed) = match place {
+        Place::File(path) => {
+            let (socket, removed) = bind_with_mode(path, mode, |path| UnixDatagram::bind(path));
+            (socket, Some(BoundFile::new(path)), removed)
+        }
+        Place::Abstract(name) => {
+            let socket = SocketAddr::from_abstract_name(name.as_bytes())
+                .and_then(|addr| UnixDatagram::bind_addr(&addr))
+                .unwrap_or_else(|err| {
+                    exit_with_error(&format!("cannot bind the abstract name @{name}: {err}"))
+                });
+            (socket, None, None)
+        }
+    };
+    // ANCHOR_END: bind_dgram
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
+    log!("{} {}", log::LISTENING_ON, shown_place(place));
+    if let Some(removed) = removed {
+        log!("{removed}");
+    }
+    let served = datagram_loop(&DatagramSocket::Local(socket), &wakeup, quiet);
+    let file = bound
+        .as_ref()
+        .map_or("no file (abstract name)", BoundFile::remove);
+    log::last_line(format!(
+        "{}: answered {}, {file}",
+        log::SHUTTING_DOWN,
+        show::count(served, "datagram")
+    ));
+}
+
+fn serve_udp(args: &Args, quiet: bool) {
+    let addr = args
+        .socket_addr()
+        .unwrap_or_else(|message| exit_with_error(&message));
+    // The seed's UdpServer: socket(AF_INET, SOCK_DGRAM), bind(("", 10000)).
+    let socket = UdpSocket::bind(addr)
+        .unwrap_or_else(|err| exit_with_error(&workbook::bind_failed(addr, &err)));
+    let wakeup = signal::shutdown_wakeup().unwrap_or_else(|message| exit_with_error(&message));
+    log::listening(socket.local_addr().unwrap_or(addr));
+    let served = datagram_loop(&DatagramSocket::Udp(socket), &wakeup, quiet);
+    log::last_line(format!(
+        "{}: answered {}",
+        log::SHUTTING_DOWN,
+        show::count(served, "datagram")
+    ));
+}
+
+// ANCHOR: datagram_loop
+/// Waits in poll(2) for a datagram or Ctrl-C; answers each datagram with `echo:` and
+/// the datagram, to the address it came from. The socket is non-blocking: an AF_UNIX
+/// datagram send blocks while the receiver's queue is full (a client that sends and
+/// never reads), and that must not stop the server; the reply is dropped instead, as
+/// UDP would drop it. Returns how many datagrams were answered.
+fn datagram_loop(socket: &DatagramSocket, wakeup: &UnixStream, quiet: bool) -> usize {
+    let fd = match socket {
+        DatagramSocket::Local(socket) => socket.set_nonblocking(true).map(|()| socket.as_fd()),
+        DatagramSocket::Udp(socket) => socket.set_nonblocking(true).map(|()| socket.as_fd()),
+    };
+    let fd = fd.unwrap_or_else(|err| exit_with_error(&format!("cannot set O_NONBLOCK: {err}")));
+    let mut buffer = vec![0u8; DATAGRAM_SIZE];
+    let mut answered = 0;
+    loop {
+        let mut fds = [
+            PollFd::new(wakeup.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fd, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => {
+                log!("{} poll failed: {err}", log::ERROR);
+                return answered;
+            }
+        }
+        if fds[0].revents().is_some_and(|events| !events.is_empty()) {
+            return answered;
+        }
+        // Every datagram queued, until the socket says WouldBlock.
+        loop {
+            let answer = match socket {
+                DatagramSocket::Local(socket) => answer_local(socket, &mut buffer, quiet),
+                DatagramSocket::Udp(socket) => answer_udp(socket, &mut buffer, quiet),
+            };
+            match answer {
+                Ok(true) => answered += 1,
+                Ok(false) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => log!("{} recvfrom: {err}", log::ERROR),
+            }
+        }
+    }
+}
+
+/// The reply to one datagram: `echo:` + the datagram (the seed's protocol).
+fn reply_to(datagram: &[u8]) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(5 + datagram.len());
+    reply.extend_from_slice(b"echo:");
+    reply.extend_from_slice(datagram);
+    reply
+}
+// ANCHOR_END: datagram_loop
+
+// ANCHOR: answer_local
+/// recvfrom(2) on an AF_UNIX datagram socket. The sender's address is its own bound
+/// path, or nothing: a client that did not bind(2) has no address to answer to, and
+/// unlike UDP the kernel does not give it one. (Python: `recvfrom` returns `None` then.)
+fn answer_local(socket: &UnixDatagram, buffer: &mut [u8], quiet: bool) -> io::Result<bool> {
+    let (n, from) = socket.recv_from(buffer)?;
+    let who = local_sender(&from);
+    if !quiet {
+        let data = show::bytes(&buffer[..n]);
+        log!(
+            "{} {} from {who}: {data}",
+            log::RECEIVED,
+            show::count(n, "byte")
+        );
+    }
+    if from.is_unnamed() {
+        log!(
+            "{} {who}: no address to answer to (the client did not bind)",
+            log::ERROR
+        );
+        return Ok(false);
+    }
+    match socket.send_to_addr(&reply_to(&buffer[..n]), &from) {
+        Ok(_) => Ok(true),
+        Err(err) => {
+            // WouldBlock here is the client's full queue, not ours: log, and go on.
+            log!("{} answering {who}: {err}", log::ERROR);
+            Ok(false)
+        }
+    }
+}
+// ANCHOR_END: answer_local
+
+fn local_sender(from: &SocketAddr) -> String {
+    match (from.as_pathname(), from.as_abstract_name()) {
+        (Some(path), _) => format!("unix:{}", path.display()),
+        (None, Some(name)) => format!("unix:@{}", String::from_utf8_lossy(name)),
+        (None, None) => "an unbound client".into(),
+    }
+}
+
+/// recvfrom(2) on a UDP socket: every sender has an address (the kernel bound its
+/// socket to a port when it first sent).
+fn answer_udp(socket: &UdpSocket, buffer: &mut [u8], quiet: bool) -> io::Result<bool> {
+    let (n, from) = socket.recv_from(buffer)?;
+    if !quiet {
+        let data = show::bytes(&buffer[..n]);
+        log!(
+            "{} {} from {from}: {data}",
+            log::RECEIVED,
+            show::count(n, "byte")
+        );
+    }
+    match socket.send_to(&reply_to(&buffer[..n]), from) {
+        Ok(_) => Ok(true),
+        Err(err) => {
+            log!("{} answering {from}: {err}", log::ERROR);
+            Ok(false)
+        }
+    }
+}
