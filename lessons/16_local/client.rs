@@ -137,9 +137,10 @@ fn stream(args: &Args) {
         .unwrap_or_else(|err| exit_with_error(&connect_failed(&shown, &err, "")));
     set_timeouts(&stream);
     let result = args.each_message(|message| {
-        stream.write_all(message)?;
-        stream.write_all(b"\n")?;
-        let mut echo = vec![0u8; message.len() + 1];
+        // The message and its `\n` in one write: one piece for the server to read.
+        let line = [message, b"\n"].concat();
+        stream.write_all(&line)?;
+        let mut echo = vec![0u8; line.len()];
         stream.read_exact(&mut echo)?;
         print_bytes(&echo);
         Ok(())
@@ -412,9 +413,10 @@ fn parent_talks(args: &Args, end: OwnedFd, child: nix::unistd::Pid) {
     let mut stream = UnixStream::from(end);
     set_timeouts(&stream);
     let result = args.each_message(|message| {
-        stream.write_all(message)?;
-        stream.write_all(b"\n")?;
-        let mut echo = vec![0u8; message.len() + 1];
+        // The message and its `\n` in one write: one piece for the server to read.
+        let line = [message, b"\n"].concat();
+        stream.write_all(&line)?;
+        let mut echo = vec![0u8; line.len()];
         stream.read_exact(&mut echo)?;
         print_bytes(b"child echoed: ");
         print_bytes(&echo);
