@@ -668,6 +668,39 @@ print(resp)
     }
 
     #[test]
+    fn the_load_client_measures_a_unix_socket() {
+        const LOAD_CLIENT: &str = env!("CARGO_BIN_EXE_11_load_test_client");
+        let dir = TempDir::new("load");
+        let path = dir.file("s.sock");
+        let _server = Server::start(SERVER, &["--path", &path, "--quiet"]);
+        let ran = run(
+            LOAD_CLIENT,
+            &[
+                "--unix",
+                &path,
+                "--conns",
+                "4",
+                "--requests",
+                "50",
+                "--size",
+                "1000",
+            ],
+            b"",
+        );
+        assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
+        assert!(
+            ran.stdout.contains(&format!("over AF_UNIX: {path}")),
+            "{}",
+            ran.stdout
+        );
+        assert!(ran.stdout.contains("200 round trips"), "{}", ran.stdout);
+        assert!(ran.stdout.contains("errors: 0"), "{}", ran.stdout);
+        let nobody = dir.file("nobody.sock");
+        let refused = run(LOAD_CLIENT, &["--unix", &nobody], b"");
+        assert_error_line(&refused, &[&nobody, "16_local_server"]);
+    }
+
+    #[test]
     fn transcript_of_a_session() {
         let dir = TempDir::new("transcript");
         let path = dir.file("16_local.sock");
@@ -744,4 +777,47 @@ print(resp)
 mod exercises {
     //! The chapter's exercises: each test fails on the lesson as shipped and passes
     //! once the exercise is done. Run one with `cargo run -- exercise 16.1`.
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn exercise_1_allow_uid_refuses_other_users() {
+        let dir = TempDir::new("ex1");
+        let path = dir.file("s.sock");
+        let someone_else = (uid() + 1).to_string();
+        let mut server = Server::start(SERVER, &["--path", &path, "--allow-uid", &someone_else]);
+        let mut stream = connect_unix(&path);
+        let _ = stream.write_all(b"let me in\n");
+        // Closed without an echo: EOF, or ECONNRESET (our bytes were never read).
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        assert_same_bytes(&got, b"", "what a refused client gets");
+        let refused = server.wait_for_line("refused");
+        assert!(refused.contains(&format!("uid {}", uid())), "{refused}");
+        assert_clean_shutdown(&server.stop(SIGINT));
+
+        let mine = uid().to_string();
+        let _server = Server::start(SERVER, &["--path", &path, "--allow-uid", &mine]);
+        round_trip(&mut connect_unix(&path), b"my own uid\n");
+    }
+
+    #[test]
+    #[ignore]
+    fn exercise_2_datagram_client_autobinds() {
+        let dir = TempDir::new("ex2");
+        let path = dir.file("d.sock");
+        let mut server = Server::start(SERVER, &["--dgram", "--path", &path]);
+        let ran = run(
+            CLIENT,
+            &["--dgram", "--autobind", "--path", &path, "hi"],
+            b"",
+        );
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert_eq!(ran.stdout, "echo:hi\n");
+        // The kernel named it: an abstract address of five hex digits.
+        let received = server.wait_for_line(log::RECEIVED);
+        let autobound = regex::Regex::new(r"from unix:@[0-9a-f]{5}: ").unwrap();
+        assert!(autobound.is_match(&received), "{received}");
+        assert_eq!(dir.names(), vec!["d.sock".to_string()]);
+    }
 }
