@@ -112,7 +112,8 @@ fn main() {
         if max_threads == 0 {
             args.usage_error("--max-threads must be at least 1");
         }
-        serve_streams(&place, mode, max_threads, quiet);
+        let options = StreamOptions { max_threads, quiet };
+        serve_streams(&place, mode, &options);
     }
 }
 
@@ -305,7 +306,13 @@ impl BoundFile {
 // ---------------------------------------------------------------------------------
 // Streams: a thread per connection, as in lesson 06.
 
-fn serve_streams(place: &Place, mode: u32, max_threads: usize, quiet: bool) {
+/// What the stream server was asked for on the command line.
+struct StreamOptions {
+    max_threads: usize,
+    quiet: bool,
+}
+
+fn serve_streams(place: &Place, mode: u32, options: &StreamOptions) {
     // ANCHOR: bind_stream
     // socket(AF_UNIX, SOCK_STREAM) + bind(2) + listen(2): UnixListener::bind does all
     // three (Python: socket(AF_UNIX, SOCK_STREAM); bind(path); listen()).
@@ -354,7 +361,7 @@ fn serve_streams(place: &Place, mode: u32, max_threads: usize, quiet: bool) {
         &listener,
         &wake_reader,
         &connections,
-        (max_threads, quiet),
+        options,
         &shown,
         &mut threads,
     );
@@ -388,13 +395,13 @@ fn accept_loop(
     listener: &UnixListener,
     wake: &UnixStream,
     connections: &Arc<LiveConnections>,
-    (max_threads, quiet): (usize, bool),
+    options: &StreamOptions,
     shown: &str,
     threads: &mut Vec<JoinHandle<()>>,
 ) {
     loop {
         // At the bound, do not watch the listener: new clients wait in the backlog.
-        let room = connections.live() < max_threads;
+        let room = connections.live() < options.max_threads;
         let listen_for = if room {
             PollFlags::POLLIN
         } else {
@@ -426,7 +433,7 @@ fn accept_loop(
         match listener.accept() {
             Ok((stream, _)) => {
                 threads.retain(|handle| !handle.is_finished());
-                spawn_connection(stream, connections, quiet, shown, threads);
+                spawn_connection(stream, connections, options, shown, threads);
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -465,10 +472,11 @@ fn describe(credentials: &UnixCredentials, shown: &str) -> String {
 fn spawn_connection(
     stream: UnixStream,
     connections: &Arc<LiveConnections>,
-    quiet: bool,
+    options: &StreamOptions,
     shown: &str,
     threads: &mut Vec<JoinHandle<()>>,
 ) {
+    let quiet = options.quiet;
     let peer = peer_text(&stream, shown);
     let stream = Arc::new(stream);
     let registered = connections.register_local(Arc::clone(&stream));
