@@ -283,6 +283,12 @@ print(reply.decode(), end="")
         let dgram = run(SERVER, &["--dgram", "--path", &path], b"");
         assert_error_line(&dgram, &[&path, "is in use"]);
         assert_clean_shutdown(&server.stop(SIGINT));
+        // A live datagram server: the stream probe gets EPROTOTYPE, not ECONNREFUSED.
+        let dgram_path = dir.file("d.sock");
+        let dgram_server = Server::start(SERVER, &["--dgram", "--path", &dgram_path]);
+        let refused = run(SERVER, &["--path", &dgram_path], b"");
+        assert_error_line(&refused, &[&dgram_path, "of another socket type"]);
+        assert_clean_shutdown(&dgram_server.stop(SIGINT));
 
         // Not a socket at all: never removed.
         std::fs::write(&path, "my notes").unwrap();
