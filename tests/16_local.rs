@@ -371,6 +371,19 @@ except PermissionError as err:
             args.extend(mode);
             let server = Server::start(SERVER, &args);
             let _idle = mode.is_none().then(|| connect_unix(&path));
+            // And one that sends without reading: its thread blocks in write until
+            // the grace period ends and the server cuts it off.
+            let greedy = mode.is_none().then(|| {
+                let mut stream = connect_unix(&path);
+                std::thread::spawn(move || {
+                    let chunk = vec![b'g'; 64 * 1024];
+                    for _ in 0..1024 {
+                        if stream.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                })
+            });
             assert!(Path::new(&path).exists());
             let exited = server.stop(signal);
             assert_clean_shutdown(&exited);
@@ -383,6 +396,9 @@ except PermissionError as err:
                 !Path::new(&path).exists(),
                 "{path} left behind after {signal:?}"
             );
+            if let Some(greedy) = greedy {
+                greedy.join().unwrap();
+            }
         }
     }
 

@@ -34,6 +34,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, umask};
 use workbook::cli::{Args, Cli};
 use workbook::live::{LiveConnections, Registered};
+use workbook::log::RateLimitedLog;
 use workbook::{exit_with_error, log, show, signal};
 
 /// The seed's UDP echo server listens on port 10000; so does `--udp`.
@@ -47,6 +48,9 @@ const GRACE: Duration = Duration::from_millis(500);
 /// The largest UDP payload over IPv4; an AF_UNIX datagram may be larger (up to the
 /// socket's send buffer), and is cut at this size.
 const DATAGRAM_SIZE: usize = 65_507;
+/// After a failed accept(2) (EMFILE: out of descriptors), wait this long before the
+/// next try.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where the server is reachable: a file, or a name in Linux's abstract namespace.
 enum Place {
@@ -399,6 +403,7 @@ fn accept_loop(
     shown: &str,
     threads: &mut Vec<JoinHandle<()>>,
 ) {
+    let accept_errors = RateLimitedLog::new(Duration::from_secs(1));
     loop {
         // At the bound, do not watch the listener: new clients wait in the backlog.
         let room = connections.live() < options.max_threads;
@@ -438,9 +443,10 @@ fn accept_loop(
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
-                // EMFILE and the like: say so, and pause so as not to spin.
-                log!("{} accept: {err}", log::ERROR);
-                thread::sleep(Duration::from_millis(100));
+                // EMFILE and the like: say so (not every time), and pause so as not
+                // to spin, as lesson 06 does.
+                accept_errors.line(format!("{} accept: {err}", log::ERROR));
+                thread::sleep(ACCEPT_RETRY_PAUSE);
             }
         }
     }
