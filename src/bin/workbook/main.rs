@@ -301,8 +301,29 @@ fn check(args: &[String]) -> i32 {
     };
     if options.list {
         let mut text = String::new();
-        for check in checks {
-            text.push_str(&format!("{:28} {}\n", check.name, check.about));
+        if local.is_none() && lesson.transport.starts_with("AF_UNIX") {
+            // Lesson 16 without --path: its three transports, each with its checks.
+            let path = Path::new("PATH");
+            for (heading, target) in [
+                (
+                    "--path PATH (an AF_UNIX stream server)",
+                    Target::unix(path, false),
+                ),
+                (
+                    "--path PATH --dgram (an AF_UNIX datagram server)",
+                    Target::unix(path, true),
+                ),
+                ("--port PORT (its --udp server)", placeholder.clone()),
+            ] {
+                text.push_str(&format!("{heading}:\n"));
+                for check in protocol::checks_for(lesson.number, &target).unwrap_or_default() {
+                    text.push_str(&format!("  {:26} {}\n", check.name, check.about));
+                }
+            }
+        } else {
+            for check in checks {
+                text.push_str(&format!("{:28} {}\n", check.name, check.about));
+            }
         }
         print_or_exit(&text);
         return 0;
@@ -324,7 +345,21 @@ fn check(args: &[String]) -> i32 {
         }
     };
     let mut target = match local {
-        Some(target) => target,
+        Some(target) => {
+            if !target.datagram {
+                if let Err(err) = std::os::unix::net::UnixStream::connect(path_of(&target)) {
+                    return error(&format!(
+                        "cannot connect to {} ({err}): start a stream server there, e.g. \
+                         cargo run --bin {}_server -- --path {} (a datagram server needs \
+                         --dgram)",
+                        path_of(&target).display(),
+                        lesson.name,
+                        path_of(&target).display()
+                    ));
+                }
+            }
+            target
+        }
         None => match ip_target(lesson, &options) {
             Ok(target) => target,
             Err(status) => return status,
@@ -359,6 +394,11 @@ fn check(args: &[String]) -> i32 {
         }
     }
     if failed == 0 { 0 } else { 1 }
+}
+
+/// The socket file of a local target.
+fn path_of(target: &Target) -> &Path {
+    target.unix_path.as_deref().unwrap_or(Path::new(""))
 }
 
 /// The target at `--host`/`--port` (default: loopback and the lesson's port), after
