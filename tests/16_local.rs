@@ -274,6 +274,24 @@ print(reply.decode(), end="")
         assert_error_line(&refused, &[&dgram_path, "of another socket type"]);
         assert_clean_shutdown(&dgram_server.stop(SIGINT));
 
+        // A live server that does not accept, its backlog full: the probe must not wait.
+        let busy_path = dir.file("busy.sock");
+        let _busy = UnixListener::bind(&busy_path).unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..10_000 {
+            let socket =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+            socket.set_nonblocking(true).unwrap();
+            match socket.connect(&socket2::SockAddr::unix(&busy_path).unwrap()) {
+                Ok(()) => queued.push(socket),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("connect: {err}"),
+            }
+        }
+        let refused = run(SERVER, &["--path", &busy_path], b"");
+        assert_error_line(&refused, &[&busy_path, "its backlog is full"]);
+        drop(queued);
+
         // Not a socket at all: never removed.
         std::fs::write(&path, "my notes").unwrap();
         let refused = run(SERVER, &["--path", &path], b"");

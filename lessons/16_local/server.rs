@@ -201,7 +201,7 @@ fn remove_if_stale(path: &Path) -> Option<String> {
             path.display()
         ));
     }
-    match UnixStream::connect(path) {
+    match probe(path) {
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
             if let Err(err) = std::fs::remove_file(path) {
                 exit_with_error(&format!(
@@ -214,9 +214,14 @@ fn remove_if_stale(path: &Path) -> Option<String> {
                 path.display()
             ))
         }
-        Ok(_) => exit_with_error(&format!(
+        Ok(()) => exit_with_error(&format!(
             "{} is in use: a server is listening on it (a connect succeeded); stop that \
              server, or choose another --path",
+            path.display()
+        )),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => exit_with_error(&format!(
+            "{} is in use: a server is bound to it, too busy to accept (its backlog is \
+             full); stop that server, or choose another --path",
             path.display()
         )),
         Err(err) if err.raw_os_error() == Some(Errno::EPROTOTYPE as i32) => {
@@ -231,6 +236,15 @@ fn remove_if_stale(path: &Path) -> Option<String> {
             path.display()
         )),
     }
+}
+
+/// connect(2) from a non-blocking stream socket: an AF_UNIX connect to a live server
+/// whose backlog is full would otherwise wait until it accepts; non-blocking, it
+/// fails at once with EAGAIN (which still means "a server is there").
+fn probe(path: &Path) -> io::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&socket2::SockAddr::unix(path)?)
 }
 // ANCHOR_END: stale
 
