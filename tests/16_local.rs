@@ -631,6 +631,23 @@ print(resp)
         }
     }
 
+    #[test]
+    fn client_with_stdout_closed_stops_quietly() {
+        let dir = TempDir::new("client-closed");
+        let path = dir.file("s.sock");
+        let _server = Server::start(SERVER, &["--path", &path, "--quiet"]);
+        let file = dir.file("f.txt");
+        std::fs::write(&file, "x").unwrap();
+        for args in [
+            &["--path", &path, "hello"][..],
+            &["--path", &path, "--pass-fd", &file],
+            &["--socketpair", "hello"],
+        ] {
+            let exited = run_with_closed_stdout(CLIENT, args, b"");
+            assert_quiet_stop(&exited, &format!("{args:?}"));
+        }
+    }
+
     /// Enough traffic to log more than a pipe holds (64 KiB): 800 round trips of
     /// 60 bytes, each a `received` line of about 150 bytes.
     fn busy_with_logging(path: &str) {
