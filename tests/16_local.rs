@@ -574,6 +574,61 @@ print(resp)
         assert_error_line(&missing, &["cannot open /no/such/file"]);
     }
 
+    /// Open descriptors of a process, from /proc/PID/fd.
+    fn open_fds(pid: u32) -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    fn more_descriptors_than_room_are_all_closed_and_the_truncation_logged() {
+        use std::os::fd::AsRawFd;
+        let dir = TempDir::new("many-fds");
+        let path = dir.file("s.sock");
+        let mut server = Server::start(SERVER, &["--path", &path]);
+        let file = dir.file("passed.txt");
+        std::fs::write(&file, "passed\n").unwrap();
+        let mut stream = connect_unix(&path);
+        round_trip(&mut stream, b"first an echo\n");
+        let before = open_fds(server.pid());
+        // 5 to 8 descriptors in one message, ten times: the server has room for 4.
+        for round in 0..10 {
+            let files: Vec<std::fs::File> = (0..5 + round % 4)
+                .map(|_| std::fs::File::open(&file).unwrap())
+                .collect();
+            let fds: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+            nix::sys::socket::sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[std::io::IoSlice::new(b"fd")],
+                &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            let mut reply = Vec::new();
+            let mut byte = [0u8; 1];
+            while reply.last() != Some(&b'\n') {
+                match stream.read(&mut byte) {
+                    Ok(1) => reply.push(byte[0]),
+                    other => panic!(
+                        "round {round}: no reply line ({other:?}) after {:?}; {}",
+                        String::from_utf8_lossy(&reply),
+                        server.last_lines()
+                    ),
+                }
+            }
+            assert_eq!(reply, b"fd: read 7 bytes of 7: \"passed\\n\"\n");
+        }
+        server.wait_for_line("more descriptors than room");
+        // Every descriptor received was closed, the first after it was read, the
+        // others at once: the server holds as many as before.
+        assert_eq!(open_fds(server.pid()), before, "descriptors leaked");
+        round_trip(&mut stream, b"still echoing\n");
+        drop(stream);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     // The contract.
 
     #[test]

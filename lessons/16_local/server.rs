@@ -15,9 +15,9 @@
 mod local_path;
 
 use std::fs::File;
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::UdpSocket;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
@@ -27,10 +27,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, UnixCredentials, getsockopt, recvmsg, sockopt,
-};
+use nix::sys::socket::{UnixCredentials, getsockopt, sockopt};
 use nix::sys::stat::{Mode, umask};
 use workbook::cli::{Args, Cli};
 use workbook::live::{LiveConnections, Registered};
@@ -542,8 +541,10 @@ fn echo(mut stream: &UnixStream, peer: &str, quiet: bool) -> io::Result<()> {
             // The client closed or half-closed, or Ctrl-C ended the input.
             return Ok(());
         }
-        if let Some(fd) = passed.into_iter().next() {
-            // Any more than one are closed (dropped) here: one file per message.
+        let mut passed = passed.into_iter();
+        if let Some(fd) = passed.next() {
+            // One file per message: any others are closed (dropped) before the reply.
+            drop(passed);
             let reply = read_passed_file(fd);
             if !quiet {
                 log!("{peer} passed a descriptor: {}", reply.trim_end());
@@ -565,46 +566,80 @@ fn echo(mut stream: &UnixStream, peer: &str, quiet: bool) -> io::Result<()> {
 // ANCHOR_END: echo
 
 // ANCHOR: receive
+/// Room for this many descriptors in one message. A client may send up to 253
+/// (SCM_MAX_FD) in one; this server reads one file per message, and gives the rest
+/// no room: the kernel then closes the ones that do not fit and sets MSG_CTRUNC.
+const ROOM_FOR_FDS: usize = 4;
+
 /// One recvmsg(2): the bytes, and the descriptors that came with them, each now an
 /// OwnedFd of this process (closed when dropped). (Python: `socket.recv_fds`, or
 /// `recvmsg` and the `SCM_RIGHTS` ancillary data.)
+///
+/// This is the C interface itself (`struct msghdr`, `CMSG_FIRSTHDR`, `CMSG_NXTHDR`),
+/// because of the truncated case: the kernel has then installed the descriptors
+/// that fit, and each one must still be taken and closed, or it stays open in this
+/// process for ever. (nix's `cmsgs()` refuses to parse a truncated buffer at all,
+/// which leaks every descriptor in it.)
 fn receive(stream: &UnixStream, buffer: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    // Room for up to 4 descriptors in the control (ancillary) data. If a client sends
-    // more, the kernel closes the extra ones and sets MSG_CTRUNC.
-    let mut control = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-    let mut iov = [IoSliceMut::new(buffer)];
+    let space = unsafe { libc::CMSG_SPACE((ROOM_FOR_FDS * size_of::<RawFd>()) as u32) };
+    // u64s, so that the buffer is aligned as a `struct cmsghdr` must be.
+    let mut control = vec![0u64; (space as usize).div_ceil(8)];
     loop {
+        let mut iov = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = space as usize;
         // MSG_CMSG_CLOEXEC: the received descriptors are close-on-exec, as every
         // descriptor std opens is, so a program this server ran would not inherit them.
-        let message = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        );
-        let message = match message {
-            Ok(message) => message,
-            Err(Errno::EINTR) => continue,
-            Err(err) => return Err(err.into()),
-        };
-        let mut passed = Vec::new();
-        for cmsg in message.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for fd in fds {
-                    // The kernel has just put `fd` into this process's table; nothing
-                    // else owns it, so it is ours to own and close.
-                    passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
+        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut header, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
+            return Err(err);
         }
-        if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        let passed = unsafe { take_descriptors(&header) };
+        if header.msg_flags & libc::MSG_CTRUNC != 0 {
             log!(
-                "{} more descriptors than room for them: the extra ones were closed",
-                log::ERROR
+                "{} more descriptors than room for {ROOM_FOR_FDS}: the kernel closed the \
+                 extra ones, and this server closes the {} it got",
+                log::ERROR,
+                passed.len()
             );
         }
-        return Ok((message.bytes, passed));
+        return Ok((n as usize, passed));
     }
+}
+
+/// Every SCM_RIGHTS descriptor in the control data recvmsg(2) filled in, owned.
+///
+/// Safety: `header` is the one recvmsg(2) just filled in, and its buffers are alive.
+unsafe fn take_descriptors(header: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut passed = Vec::new();
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within msg_controllen, which the kernel set to
+    // the length it wrote (also when it truncated).
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(header) };
+    while let Some(current) = unsafe { cmsg.as_ref() } {
+        if current.cmsg_level == libc::SOL_SOCKET && current.cmsg_type == libc::SCM_RIGHTS {
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            let header_length = data as usize - cmsg as usize;
+            let count = (current.cmsg_len - header_length) / size_of::<RawFd>();
+            for index in 0..count {
+                let fd = unsafe { data.cast::<RawFd>().add(index).read_unaligned() };
+                // The kernel has just put `fd` into this process's table; nothing
+                // else owns it, so it is ours to own and close.
+                passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        cmsg = unsafe { libc::CMSG_NXTHDR(header, cmsg) };
+    }
+    passed
 }
 // ANCHOR_END: receive
 
