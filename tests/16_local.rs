@@ -526,6 +526,50 @@ print(resp)
         );
     }
 
+    /// A line longer than both sockets' buffers together: a client that wrote all of it
+    /// before reading would wait for ever (the server stops reading while its echo is
+    /// not read). Read while writing, it comes back whole.
+    #[test]
+    fn a_line_of_several_megabytes_comes_back_whole_on_a_stream_and_a_socketpair() {
+        let dir = TempDir::new("long-line");
+        let path = dir.file("s.sock");
+        let _server = Server::start(SERVER, &["--path", &path, "--quiet"]);
+        let line: Vec<u8> = (0..3_000_000).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut input = line.clone();
+        input.extend_from_slice(b"\nand a short one\n");
+        let ran = run(CLIENT, &["--path", &path], &input);
+        assert!(ran.status.success(), "{}", ran.stderr);
+        let mut want = String::from_utf8(line.clone()).unwrap();
+        want.push_str("\nand a short one\n");
+        assert!(
+            ran.stdout == want,
+            "stream: {} bytes back, want {}",
+            ran.stdout.len(),
+            want.len()
+        );
+
+        let ran = run(CLIENT, &["--socketpair"], &input);
+        assert!(ran.status.success(), "{}", ran.stderr);
+        let lines: Vec<&str> = ran.stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            4,
+            "socketpair: {} bytes of output",
+            ran.stdout.len()
+        );
+        assert!(
+            lines[1].strip_prefix("child echoed: ").map(str::as_bytes) == Some(&line[..]),
+            "socketpair: the long echo differs ({} bytes)",
+            lines[1].len()
+        );
+        assert_eq!(lines[2], "child echoed: and a short one");
+        assert!(
+            lines[3].ends_with("exited with status 0; reaped"),
+            "{}",
+            lines[3]
+        );
+    }
+
     // Passing descriptors.
 
     #[test]

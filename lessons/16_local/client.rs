@@ -15,11 +15,13 @@ mod local_path;
 
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::PathBuf;
+use std::thread;
 use std::time::Duration;
 
 use nix::sys::socket::{
@@ -133,23 +135,80 @@ fn connect_failed(shown: &str, err: &io::Error, flag: &str) -> String {
 /// (Python: `s = socket(AF_UNIX, SOCK_STREAM); s.connect(path)`.)
 fn stream(args: &Args) {
     let (addr, shown) = server_address(args);
-    let mut stream = UnixStream::connect_addr(&addr)
+    let stream = UnixStream::connect_addr(&addr)
         .unwrap_or_else(|err| exit_with_error(&connect_failed(&shown, &err, "")));
     set_timeouts(&stream);
-    let result = args.each_message(|message| {
-        // The message and its `\n` in one write: one piece for the server to read.
-        let line = [message, b"\n"].concat();
-        stream.write_all(&line)?;
-        let mut echo = vec![0u8; line.len()];
-        stream.read_exact(&mut echo)?;
-        print_bytes(&echo);
-        Ok(())
-    });
+    let result = args.each_message(|message| exchange(&stream, message, b""));
     if let Err(err) = result {
         exit_with_error(&format!("talking to {shown}: {}", describe(&err)));
     }
 }
 // ANCHOR_END: stream
+
+// ANCHOR: exchange
+/// One message and its echo: the message and its `\n` go out from a thread of their
+/// own while this thread reads the echo and prints it (after `prefix`) as it comes.
+/// Writing all of a long line before reading would deadlock: once the echo fills the
+/// server's send buffer and our receive buffer, the server stops reading, our write
+/// stops, and each end waits for the other for ever (as `src/echo_client.rs` says).
+fn exchange(stream: &UnixStream, message: &[u8], prefix: &[u8]) -> io::Result<()> {
+    thread::scope(|scope| {
+        let sender = scope.spawn(|| send_line(stream, message));
+        let echoed = print_echo(stream, message.len() + 1, prefix);
+        if echoed.is_err() {
+            // The sender may wait in a write nobody will read now: end it at once.
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        let sent = sender
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the sending thread panicked")));
+        echoed.and(sent)
+    })
+}
+
+/// writev(2): the message and its `\n` in one call (one piece for the server to
+/// read, for a short line), without copying the message to add a byte.
+fn send_line(mut stream: &UnixStream, message: &[u8]) -> io::Result<()> {
+    let mut both = [IoSlice::new(message), IoSlice::new(b"\n")];
+    let mut left = &mut both[..];
+    while !left.is_empty() {
+        match stream.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(sent) => IoSlice::advance_slices(&mut left, sent),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `length` bytes of echo and prints them as they arrive, a piece at a time.
+fn print_echo(mut stream: &UnixStream, length: usize, prefix: &[u8]) -> io::Result<()> {
+    let mut piece = vec![0u8; length.min(64 * 1024)];
+    let mut echoed = 0;
+    while echoed < length {
+        let want = (length - echoed).min(piece.len());
+        let got = match stream.read(&mut piece[..want]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(got) => got,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                if echoed > 0 {
+                    // End the cut-off echo, so that the error gets a line of its own.
+                    print_bytes(b"\n");
+                }
+                return Err(err);
+            }
+        };
+        if echoed == 0 {
+            print_bytes(prefix);
+        }
+        print_bytes(&piece[..got]);
+        echoed += got;
+    }
+    Ok(())
+}
+// ANCHOR_END: exchange
 
 fn set_timeouts(stream: &UnixStream) {
     let set = stream
@@ -410,18 +469,10 @@ fn parent_talks(args: &Args, end: OwnedFd, child: nix::unistd::Pid) {
     print_line(&format!(
         "forked child {child}; it echoes over a socketpair"
     ));
-    let mut stream = UnixStream::from(end);
+    let stream = UnixStream::from(end);
     set_timeouts(&stream);
-    let result = args.each_message(|message| {
-        // The message and its `\n` in one write: one piece for the server to read.
-        let line = [message, b"\n"].concat();
-        stream.write_all(&line)?;
-        let mut echo = vec![0u8; line.len()];
-        stream.read_exact(&mut echo)?;
-        print_bytes(b"child echoed: ");
-        print_bytes(&echo);
-        Ok(())
-    });
+    // The parent may start threads now (the child is its own process already).
+    let result = args.each_message(|message| exchange(&stream, message, b"child echoed: "));
     drop(stream);
     let reaped = waitpid(child, None);
     if let Err(err) = result {
