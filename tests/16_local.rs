@@ -259,20 +259,36 @@ print(reply.decode(), end="")
         server.wait_for_line("removed stale socket file");
         round_trip(&mut connect_unix(&path), b"served after the stale file\n");
 
-        // A second server on the same path: refused, and the first still serves.
+        // A second server on the same path: refused by the first one's lock, and the
+        // first still serves (and was not probed: no client in its log).
         let second = run(SERVER, &["--path", &path], b"");
-        assert_error_line(&second, &[&path, "is in use", "a server is listening"]);
+        assert_error_line(&second, &[&path, "is in use", "holds its lock file"]);
         round_trip(&mut connect_unix(&path), b"still mine\n");
-        // A datagram server is refused too (the probe gets EPROTOTYPE).
         let dgram = run(SERVER, &["--dgram", "--path", &path], b"");
-        assert_error_line(&dgram, &[&path, "is in use"]);
-        assert_clean_shutdown(&server.stop(SIGINT));
-        // A live datagram server: the stream probe gets EPROTOTYPE, not ECONNREFUSED.
-        let dgram_path = dir.file("d.sock");
-        let dgram_server = Server::start(SERVER, &["--dgram", "--path", &dgram_path]);
-        let refused = run(SERVER, &["--path", &dgram_path], b"");
-        assert_error_line(&refused, &[&dgram_path, "of another socket type"]);
-        assert_clean_shutdown(&dgram_server.stop(SIGINT));
+        assert_error_line(&dgram, &[&path, "is in use", "holds its lock file"]);
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        assert!(
+            exited.stdout.contains("served 2 clients"),
+            "{}",
+            exited.stdout
+        );
+
+        // Another program's live server (no lock file): the probe's connect succeeds.
+        let foreign = dir.file("foreign.sock");
+        let listener = UnixListener::bind(&foreign).unwrap();
+        let refused = run(SERVER, &["--path", &foreign], b"");
+        assert_error_line(&refused, &[&foreign, "a server is listening"]);
+        drop(listener);
+        std::fs::remove_file(&foreign).unwrap();
+        // A live datagram socket: the stream probe gets EPROTOTYPE, not ECONNREFUSED.
+        let socket = UnixDatagram::bind(&foreign).unwrap();
+        for args in [&["--path", &foreign][..], &["--dgram", "--path", &foreign]] {
+            let refused = run(SERVER, args, b"");
+            assert_error_line(&refused, &[&foreign, "a datagram server is bound to it"]);
+        }
+        drop(socket);
+        std::fs::remove_file(&foreign).unwrap();
 
         // A live server that does not accept, its backlog full: the probe must not wait.
         let busy_path = dir.file("busy.sock");
@@ -297,6 +313,44 @@ print(reply.decode(), end="")
         let refused = run(SERVER, &["--path", &path], b"");
         assert_error_line(&refused, &[&path, "is not a socket"]);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "my notes");
+    }
+
+    /// Two servers starting at once on a stale file: the probe and the unlink are two
+    /// steps, and a server that bound in between would lose its file. A lock on
+    /// PATH.lock, held from before the probe to the end of the server, makes it one.
+    #[test]
+    fn the_lock_file_is_held_around_the_probe_and_for_the_servers_life() {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = TempDir::new("lock");
+        let path = dir.file("s.sock");
+        let lock = format!("{path}.lock");
+        drop(UnixListener::bind(&path).unwrap());
+        // Another server is in the middle of its start: it holds the lock.
+        let held = Flock::lock(
+            std::fs::File::create(&lock).unwrap(),
+            FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+        let refused = run(SERVER, &["--path", &path], b"");
+        assert_error_line(&refused, &[&path, "is in use", &lock]);
+        assert!(
+            Path::new(&path).exists(),
+            "the file was removed under the lock"
+        );
+        drop(held);
+
+        // Free, it is taken, held while the server runs, and removed when it stops.
+        let mut server = Server::start(SERVER, &["--path", &path]);
+        server.wait_for_line("removed stale socket file");
+        let file = std::fs::File::open(&lock).unwrap();
+        assert!(
+            Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err(),
+            "the running server does not hold {lock}"
+        );
+        let second = run(SERVER, &["--dgram", "--path", &path], b"");
+        assert_error_line(&second, &[&path, "is in use", &lock]);
+        assert_clean_shutdown(&server.stop(SIGINT));
+        assert_eq!(dir.names(), Vec::<String>::new(), "left behind");
     }
 
     #[test]
@@ -453,7 +507,7 @@ except PermissionError as err:
         assert!(received.contains("16_local_client-"), "{received}");
         assert_eq!(
             dir.names(),
-            vec!["d.sock".to_string()],
+            vec!["d.sock".to_string(), "d.sock.lock".to_string()],
             "reply path left behind"
         );
         // An unbound sender cannot be answered; the server says so and goes on.
@@ -958,6 +1012,6 @@ mod exercises {
         let received = server.wait_for_line(log::RECEIVED);
         let autobound = regex::Regex::new(r"from unix:@[0-9a-f]{5}: ").unwrap();
         assert!(autobound.is_match(&received), "{received}");
-        assert_eq!(dir.names(), vec!["d.sock".to_string()]);
+        assert_eq!(dir.names(), vec!["d.sock", "d.sock.lock"]);
     }
 }

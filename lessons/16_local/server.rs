@@ -19,7 +19,9 @@ use std::io::{self, Read, Write};
 use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{
+    DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt,
+};
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{UnixCredentials, getsockopt, sockopt};
@@ -181,21 +184,92 @@ fn make_default_directory() {
 }
 // ANCHOR_END: default_directory
 
+// ANCHOR: lock
+/// The lock file beside the socket file, `PATH.lock`, locked with flock(2) before the
+/// stale-file probe and held until the server ends. Probing, removing a stale file
+/// and binding are three steps; without the lock, two servers starting at once could
+/// both find the file stale, and the slower one would remove the faster one's fresh
+/// socket. With it, only one server at a time is between probe and bind, and a
+/// running server keeps others out without being probed at all. The kernel releases
+/// a flock when its holder dies, even by `kill -9`: a lock file left behind is not
+/// locked, and the next server simply takes it.
+fn take_lock(path: &Path) -> Lock {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    // A few tries: see the check of the inode below.
+    for _ in 0..10 {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path);
+        let file = opened.unwrap_or_else(|err| {
+            exit_with_error(&bind_failed(&lock_path, "open the lock file", &err))
+        });
+        let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, Errno::EWOULDBLOCK)) => exit_with_error(&format!(
+                "{} is in use: another server holds its lock file {} (it runs, or is \
+                 starting); stop that server, or choose another --path",
+                path.display(),
+                lock_path.display()
+            )),
+            Err((_, err)) => {
+                exit_with_error(&format!("cannot lock {}: {err}", lock_path.display()))
+            }
+        };
+        // A server that stops removes its lock file while it holds the lock. If we
+        // opened the file just before that, we now hold a lock on a file with no
+        // name, which locks nothing: the path must still name the file we locked.
+        let inode = |meta: std::fs::Metadata| (meta.dev(), meta.ino());
+        let ours = locked.metadata().ok().map(inode);
+        if ours.is_some() && std::fs::metadata(&lock_path).ok().map(inode) == ours {
+            return Lock {
+                path: lock_path,
+                file: locked,
+            };
+        }
+    }
+    exit_with_error(&format!(
+        "cannot lock {}: it keeps being replaced",
+        lock_path.display()
+    ))
+}
+// ANCHOR_END: lock
+
+/// A lock file this server holds (closing the file releases the lock).
+struct Lock {
+    path: PathBuf,
+    file: Flock<File>,
+}
+
+impl Lock {
+    /// unlink(2) the lock file while still holding the lock, then close it.
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
 // ANCHOR: stale
-/// Before bind(2): a file already at `path` is either left over from a server that
-/// died without removing it (bind would fail with EADDRINUSE for ever), or the
-/// socket of a server that is running. Only a connect(2) can tell them apart:
-/// ECONNREFUSED means nobody listens there (stale: remove it); success, or EPROTOTYPE
-/// (a datagram server is bound there), means a live server: refuse to take it over.
-/// Returns a line for the log when it removed a stale file.
-fn remove_if_stale(path: &Path) -> Option<String> {
+/// Before bind(2), under the lock: a file already at `path` is either left over from
+/// a server that died without removing it (bind would fail with EADDRINUSE for ever),
+/// or the socket of a server that is running and did not take the lock (another
+/// program's). Only a connect(2) can tell them apart: ECONNREFUSED means nobody
+/// listens there (stale: remove it); success, or EPROTOTYPE (the socket bound there
+/// is not a stream socket: a datagram server), means a live server: refuse to take
+/// it over. Returns a line for the log when it removed a stale file.
+fn remove_if_stale(path: &Path) -> Result<Option<String>, String> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
-        Err(err) => exit_with_error(&format!("cannot look at {}: {err}", path.display())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("cannot look at {}: {err}", path.display())),
     };
     if !meta.file_type().is_socket() {
-        exit_with_error(&format!(
+        return Err(format!(
             "{} exists and is not a socket: not removing it; choose another --path",
             path.display()
         ));
@@ -203,34 +277,32 @@ fn remove_if_stale(path: &Path) -> Option<String> {
     match probe(path) {
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
             if let Err(err) = std::fs::remove_file(path) {
-                exit_with_error(&format!(
+                return Err(format!(
                     "cannot remove the stale socket {}: {err}",
                     path.display()
                 ));
             }
-            Some(format!(
+            Ok(Some(format!(
                 "removed stale socket file {} (nobody listened on it)",
                 path.display()
-            ))
+            )))
         }
-        Ok(()) => exit_with_error(&format!(
+        Ok(()) => Err(format!(
             "{} is in use: a server is listening on it (a connect succeeded); stop that \
              server, or choose another --path",
             path.display()
         )),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => exit_with_error(&format!(
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Err(format!(
             "{} is in use: a server is bound to it, too busy to accept (its backlog is \
              full); stop that server, or choose another --path",
             path.display()
         )),
-        Err(err) if err.raw_os_error() == Some(Errno::EPROTOTYPE as i32) => {
-            exit_with_error(&format!(
-                "{} is in use: a server of another socket type (datagram or stream) is \
-                 bound to it; stop that server, or choose another --path",
-                path.display()
-            ))
-        }
-        Err(err) => exit_with_error(&format!(
+        Err(err) if err.raw_os_error() == Some(Errno::EPROTOTYPE as i32) => Err(format!(
+            "{} is in use: a datagram server is bound to it (a stream connect gets \
+             EPROTOTYPE); stop that server, or choose another --path",
+            path.display()
+        )),
+        Err(err) => Err(format!(
             "{} exists and cannot be probed ({err}): not removing it",
             path.display()
         )),
@@ -258,17 +330,29 @@ fn bind_with_mode<T>(
     path: &Path,
     mode: u32,
     bind: impl for<'a> FnOnce(&'a Path) -> io::Result<T>,
-) -> (T, Option<String>) {
-    let removed = remove_if_stale(path);
+) -> (T, BoundFile, Option<String>) {
+    let lock = take_lock(path);
+    let removed = match remove_if_stale(path) {
+        Ok(removed) => removed,
+        Err(message) => {
+            lock.remove();
+            exit_with_error(&message)
+        }
+    };
     let old = umask(Mode::from_bits_truncate(!mode & 0o777));
     let bound = bind(path);
     umask(old);
-    let bound = bound.unwrap_or_else(|err| exit_with_error(&bind_failed(path, &err)));
-    (bound, removed)
+    match bound {
+        Ok(bound) => (bound, BoundFile::new(path, lock), removed),
+        Err(err) => {
+            lock.remove();
+            exit_with_error(&bind_failed(path, "bind", &err))
+        }
+    }
 }
 // ANCHOR_END: bind_with_mode
 
-fn bind_failed(path: &Path, err: &io::Error) -> String {
+fn bind_failed(path: &Path, what: &str, err: &io::Error) -> String {
     let hint = match err.kind() {
         io::ErrorKind::NotFound => "; its directory does not exist",
         io::ErrorKind::PermissionDenied => "; this user may not create files in that directory",
@@ -278,7 +362,7 @@ fn bind_failed(path: &Path, err: &io::Error) -> String {
         io::ErrorKind::AddrInUse => "; another server took the path meanwhile",
         _ => "",
     };
-    format!("cannot bind {}: {err}{hint}", path.display())
+    format!("cannot {what} {}: {err}{hint}", path.display())
 }
 
 /// What bind returned, and how to remove the file at the end: only if the file there
@@ -287,35 +371,41 @@ fn bind_failed(path: &Path, err: &io::Error) -> String {
 struct BoundFile {
     path: PathBuf,
     inode: Option<(u64, u64)>,
+    lock: Lock,
 }
 
 impl BoundFile {
-    fn new(path: &Path) -> BoundFile {
+    fn new(path: &Path, lock: Lock) -> BoundFile {
         let inode = std::fs::symlink_metadata(path)
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));
         BoundFile {
             path: path.to_path_buf(),
             inode,
+            lock,
         }
     }
 
     // ANCHOR: remove_file
-    /// close(2) does not remove a socket file: the name stays until unlink(2).
-    fn remove(&self) -> &'static str {
+    /// close(2) does not remove a socket file: the name stays until unlink(2). The
+    /// lock file goes last, so that no other server starts on the path before ours
+    /// is gone.
+    fn remove(self) -> &'static str {
         let now = std::fs::symlink_metadata(&self.path)
             .ok()
             .map(|meta| (meta.dev(), meta.ino()));
-        if now.is_none() {
-            return "its socket file was already gone";
-        }
-        if now != self.inode {
-            return "its socket file was replaced by another's: left in place";
-        }
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => "socket file removed",
-            Err(_) => "its socket file could not be removed",
-        }
+        let removed = if now.is_none() {
+            "its socket file was already gone"
+        } else if now != self.inode {
+            "its socket file was replaced by another's: left in place"
+        } else {
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => "socket file removed",
+                Err(_) => "its socket file could not be removed",
+            }
+        };
+        self.lock.remove();
+        removed
     }
     // ANCHOR_END: remove_file
 }
@@ -335,8 +425,9 @@ fn serve_streams(place: &Place, mode: u32, options: &StreamOptions) {
     // three (Python: socket(AF_UNIX, SOCK_STREAM); bind(path); listen()).
     let (listener, bound, removed) = match place {
         Place::File(path) => {
-            let (listener, removed) = bind_with_mode(path, mode, |path| UnixListener::bind(path));
-            (listener, Some(BoundFile::new(path)), removed)
+            let (listener, bound, removed) =
+                bind_with_mode(path, mode, |path| UnixListener::bind(path));
+            (listener, Some(bound), removed)
         }
         Place::Abstract(name) => {
             // An abstract address starts with a zero byte in sun_path; the rest is the
@@ -387,9 +478,7 @@ fn serve_streams(place: &Place, mode: u32, options: &StreamOptions) {
         let _ = handle.join();
     }
     drop(listener);
-    let file = bound
-        .as_ref()
-        .map_or("no file (abstract name)", BoundFile::remove);
+    let file = bound.map_or("no file (abstract name)", BoundFile::remove);
     let cut_off = match cut_off {
         0 => String::new(),
         n => format!(", {} cut off", show::count(n, "client")),
@@ -690,8 +779,9 @@ fn serve_datagrams(place: &Place, mode: u32, quiet: bool) {
     // socket(AF_UNIX, SOCK_DGRAM) + bind(2). (Python: socketserver.UnixDatagramServer.)
     let (socket, bound, removed) = match place {
         Place::File(path) => {
-            let (socket, removed) = bind_with_mode(path, mode, |path| UnixDatagram::bind(path));
-            (socket, Some(BoundFile::new(path)), removed)
+            let (socket, bound, removed) =
+                bind_with_mode(path, mode, |path| UnixDatagram::bind(path));
+            (socket, Some(bound), removed)
         }
         Place::Abstract(name) => {
             let socket = SocketAddr::from_abstract_name(name.as_bytes())
@@ -709,9 +799,7 @@ fn serve_datagrams(place: &Place, mode: u32, quiet: bool) {
         log!("{removed}");
     }
     let served = datagram_loop(&DatagramSocket::Local(socket), &wakeup, quiet);
-    let file = bound
-        .as_ref()
-        .map_or("no file (abstract name)", BoundFile::remove);
+    let file = bound.map_or("no file (abstract name)", BoundFile::remove);
     log::last_line(format!(
         "{}: answered {}, {file}",
         log::SHUTTING_DOWN,
