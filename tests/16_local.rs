@@ -541,6 +541,45 @@ print(resp)
         assert_eq!(ran.stdout, "b'echo:Hello'\n", "{}", ran.stderr);
     }
 
+    /// A reply that comes late, or twice, belongs to an earlier message: the client
+    /// must not print it as the answer to the next one.
+    #[test]
+    fn udp_client_prints_only_the_reply_to_the_message_it_sent() {
+        let fake = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        fake.set_read_timeout(Some(WAIT)).unwrap();
+        let port = fake.local_addr().unwrap().port().to_string();
+        let answering = std::thread::spawn(move || {
+            let mut buffer = [0u8; 100];
+            // `one` is answered twice (a duplicate, or a late answer to a retry).
+            let (n, from) = fake.recv_from(&mut buffer).unwrap();
+            assert_eq!(&buffer[..n], b"one");
+            fake.send_to(b"echo:one", from).unwrap();
+            fake.send_to(b"echo:one", from).unwrap();
+            let (n, from) = fake.recv_from(&mut buffer).unwrap();
+            assert_eq!(&buffer[..n], b"two");
+            fake.send_to(b"echo:two", from).unwrap();
+        });
+        let ran = run(CLIENT, &["--udp", "--port", &port, "one", "two"], b"");
+        answering.join().unwrap();
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert_eq!(ran.stdout, "echo:one\necho:two\n");
+
+        // Nobody on the port: the first try is refused (ICMP port unreachable), and
+        // the error says so, with the port to start a server on.
+        let free = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port().to_string();
+        drop(free);
+        let refused = run(CLIENT, &["--udp", "--port", &port, "hi"], b"");
+        assert_error_line(
+            &refused,
+            &[
+                "Connection refused",
+                "after 1 try",
+                &format!("-- --udp --port {port}"),
+            ],
+        );
+    }
+
     // socketpair and fork.
 
     #[test]

@@ -22,7 +22,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
@@ -354,7 +354,10 @@ fn send_datagrams(
 
 // ANCHOR: udp
 /// The seed's UdpClient: sendto, recvfrom, with a timeout and a few tries, since UDP
-/// may lose a datagram either way.
+/// may lose a datagram either way. A retry has a cost: if the first datagram was not
+/// lost but only slow, two replies come, and the second would be read as the answer
+/// to the next message. So only `echo:` + this message counts as its reply; anything
+/// else is a late or duplicate reply to an earlier one, and is skipped.
 fn udp(args: &Args) {
     let addr = args
         .socket_addr()
@@ -364,40 +367,67 @@ fn udp(args: &Args) {
     } else {
         "[::]:0"
     };
+    // connect(2) on a UDP socket: send() goes to `addr`, and only datagrams from
+    // `addr` are received.
     let socket = UdpSocket::bind(bind_to)
         .and_then(|socket| socket.connect(addr).map(|()| socket))
-        .and_then(|socket| socket.set_read_timeout(Some(REPLY_WAIT)).map(|()| socket))
         .unwrap_or_else(|err| exit_with_error(&format!("cannot open a UDP socket: {err}")));
     let mut reply = vec![0u8; 65_536];
+    let mut tries = 0;
     let result = args.each_message(|message| {
-        for _ in 0..UDP_TRIES {
+        let want = [b"echo:", message].concat();
+        tries = 0;
+        while tries < UDP_TRIES {
+            tries += 1;
             socket.send(message)?;
-            match socket.recv(&mut reply) {
-                Ok(n) => {
-                    print_bytes(&reply[..n]);
-                    print_bytes(b"\n");
-                    return Ok(());
+            let deadline = Instant::now() + REPLY_WAIT;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                match socket.recv(&mut reply) {
+                    Ok(n) if reply[..n] == want[..] => {
+                        print_bytes(&want);
+                        print_bytes(b"\n");
+                        return Ok(());
+                    }
+                    // A reply to an earlier try or message: not this one's.
+                    Ok(_) => {}
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break;
+                    }
+                    Err(err) => return Err(err),
                 }
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(err) => return Err(err),
             }
         }
         Err(io::ErrorKind::TimedOut.into())
     });
     if let Err(err) = result {
-        let hint = match err.kind() {
-            io::ErrorKind::ConnectionRefused | io::ErrorKind::TimedOut => {
-                format!("; is the server running? start it with: cargo run --bin {SERVER} -- --udp")
-            }
-            _ => String::new(),
+        let port = match addr.port() {
+            10000 => String::new(),
+            port => format!(" --port {port}"),
         };
-        exit_with_error(&format!(
-            "no reply from {addr} after {UDP_TRIES} tries: {err}{hint}"
-        ));
+        let hint = format!("start it with: cargo run --bin {SERVER} -- --udp{port}");
+        let tried = match tries {
+            1 => "after 1 try".to_string(),
+            n => format!("after {n} tries"),
+        };
+        let why = match err.kind() {
+            // The ICMP "port unreachable" that came back for a datagram, reported
+            // by the next call on the connected socket.
+            io::ErrorKind::ConnectionRefused => {
+                format!("nothing listens at {addr} ({err}, {tried}); is the server running? {hint}")
+            }
+            io::ErrorKind::TimedOut => format!(
+                "no reply from {addr} {tried} of {} s each; is the server running? {hint}",
+                REPLY_WAIT.as_secs()
+            ),
+            _ => format!("talking to {addr}: {err} ({tried})"),
+        };
+        exit_with_error(&why);
     }
 }
 // ANCHOR_END: udp
