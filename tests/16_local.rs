@@ -518,6 +518,115 @@ except PermissionError as err:
         assert_eq!(ran.stdout, "echo:again\n", "{}", ran.stderr);
     }
 
+    /// The reply socket is connect()ed to the server: a datagram from anyone else
+    /// (here a forger who learnt the reply path from the server's log) is not taken
+    /// for the reply; the kernel refuses it.
+    #[test]
+    fn datagram_client_takes_replies_only_from_its_server() {
+        let dir = TempDir::new("forged");
+        let path = dir.file("d.sock");
+        let fake = UnixDatagram::bind(&path).unwrap();
+        fake.set_read_timeout(Some(WAIT)).unwrap();
+        let answering = std::thread::spawn(move || {
+            let mut buffer = [0u8; 100];
+            let (n, from) = fake.recv_from(&mut buffer).unwrap();
+            assert_eq!(&buffer[..n], b"hi");
+            let reply_path = from.as_pathname().unwrap().to_path_buf();
+            let mode = std::fs::metadata(&reply_path).unwrap().permissions().mode();
+            let forger = UnixDatagram::unbound().unwrap();
+            let forged = forger.send_to(b"echo:forged", &reply_path);
+            fake.send_to(b"echo:hi", &reply_path).unwrap();
+            (forged.is_ok(), mode & 0o777)
+        });
+        // umask 000: the reply path is still this user's alone.
+        let ran = run(
+            "sh",
+            &[
+                "-c",
+                "umask 000 && exec \"$0\" \"$@\"",
+                CLIENT,
+                "--dgram",
+                "--path",
+                &path,
+                "hi",
+            ],
+            b"",
+        );
+        let (forged, mode) = answering.join().unwrap();
+        assert_eq!(ran.stdout, "echo:hi\n", "{}", ran.stderr);
+        assert!(
+            !forged,
+            "a forged datagram reached the client's reply socket"
+        );
+        assert_eq!(mode, 0o600, "reply path mode {mode:o}");
+    }
+
+    /// The reply path is removed however the client ends: stdout closed, Ctrl-C.
+    #[test]
+    fn datagram_client_removes_its_reply_path_on_every_exit() {
+        let dir = TempDir::new("dgram-exit");
+        let path = dir.file("d.sock");
+        let _server = Server::start(SERVER, &["--dgram", "--path", &path, "--quiet"]);
+        let exited = run_with_closed_stdout(CLIENT, &["--dgram", "--path", &path, "a", "b"], b"");
+        assert_quiet_stop(&exited, "--dgram with stdout closed");
+        assert_eq!(
+            dir.names(),
+            vec!["d.sock", "d.sock.lock"],
+            "after stdout closed"
+        );
+
+        let mut client = Interactive::start(CLIENT, &["--dgram", "--path", &path]);
+        client.send_line("first");
+        assert_eq!(client.expect_line(), "echo:first");
+        assert_eq!(dir.names().len(), 3, "the reply path exists while it runs");
+        let pid = nix::unistd::Pid::from_raw(client.pid() as i32);
+        nix::sys::signal::kill(pid, SIGINT).unwrap();
+        let exited = client.finish();
+        assert!(!exited.status.success(), "{exited:?}");
+        assert_eq!(dir.names(), vec!["d.sock", "d.sock.lock"], "after Ctrl-C");
+    }
+
+    #[test]
+    fn client_hints_name_the_place_and_the_cause() {
+        let dir = TempDir::new("hints");
+        // A stream client at a datagram server: add --dgram.
+        let path = dir.file("d.sock");
+        let _server = Server::start(SERVER, &["--dgram", "--path", &path, "--quiet"]);
+        let wrong = run(CLIENT, &["--path", &path, "hi"], b"");
+        assert_error_line(&wrong, &[&path, "a datagram server", "--dgram"]);
+        // A server path that is fine, a reply path beside it that is too long.
+        let long_dir = dir.0.join("d".repeat(107 - dir.0.as_os_str().len() - 10));
+        std::fs::create_dir(&long_dir).unwrap();
+        let long = long_dir.join("d.sock");
+        let long = long.to_str().unwrap();
+        let _long_server = Server::start(SERVER, &["--dgram", "--path", long, "--quiet"]);
+        let exited = run(CLIENT, &["--dgram", "--path", long, "hi"], b"");
+        assert_error_line(&exited, &["reply path", "108 bytes"]);
+        assert!(
+            !exited.stderr.contains("is the server running"),
+            "{}",
+            exited.stderr
+        );
+        // A directory that does not exist: said so, not "the default directory".
+        let exited = run(
+            CLIENT,
+            &["--dgram", "--path", "/nonexistent/x.sock", "hi"],
+            b"",
+        );
+        assert_error_line(&exited, &["/nonexistent", "does not exist"]);
+        assert!(
+            !exited.stderr.contains("default directory"),
+            "{}",
+            exited.stderr
+        );
+        // An abstract name nobody serves: the hint starts a server on that name.
+        let name = unique_abstract_name("hint");
+        let exited = run(CLIENT, &["--dgram", "--abstract", &name, "hi"], b"");
+        assert_error_line(&exited, &[&format!("-- --dgram --abstract {name}")]);
+        let exited = run(CLIENT, &["--abstract", &name, "hi"], b"");
+        assert_error_line(&exited, &[&format!("-- --abstract {name}")]);
+    }
+
     #[test]
     fn udp_echo_for_our_client_and_the_seeds_python_client() {
         let mut server = Server::start(SERVER, &["--udp"]);

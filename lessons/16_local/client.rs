@@ -20,17 +20,19 @@ use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
 };
+use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use workbook::cli::{Args, Cli};
-use workbook::{exit_on_stdout_error, exit_with_error, print_line};
+use workbook::{exit_on_stdout_error, exit_with_error, print_line, signal};
 
 const SERVER: &str = "16_local_server";
 /// The longest the client waits for one reply.
@@ -96,6 +98,24 @@ fn main() {
     }
 }
 
+/// How to start the server this client looks for, for hints: `cargo run --bin
+/// 16_local_server -- --dgram --abstract NAME` and the like.
+fn server_command(args: &Args, dgram: bool) -> String {
+    let mut flags = Vec::new();
+    if dgram {
+        flags.push("--dgram".to_string());
+    }
+    if let Some(name) = args.get::<String>("--abstract") {
+        flags.push(format!("--abstract {name}"));
+    } else if let Some(path) = args.get::<String>("--path") {
+        flags.push(format!("--path {path}"));
+    }
+    match flags.is_empty() {
+        true => format!("cargo run --bin {SERVER}"),
+        false => format!("cargo run --bin {SERVER} -- {}", flags.join(" ")),
+    }
+}
+
 /// The server's address: `--abstract NAME`, `--path PATH`, or the default path.
 fn server_address(args: &Args) -> (SocketAddr, String) {
     let path = args.get::<String>("--path").map(PathBuf::from);
@@ -117,13 +137,21 @@ fn server_address(args: &Args) -> (SocketAddr, String) {
     }
 }
 
-fn connect_failed(shown: &str, err: &io::Error, flag: &str) -> String {
+fn connect_failed(shown: &str, err: &io::Error, server: &str) -> String {
     let hint = match err.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            format!("; is the server running? start it with: cargo run --bin {SERVER}{flag}")
+            format!("; is the server running? start it with: {server}")
         }
         io::ErrorKind::PermissionDenied => {
             "; the socket file's permissions do not let this user connect (see --mode)".into()
+        }
+        // A stream connect to a datagram socket, or the other way round.
+        _ if err.raw_os_error() == Some(nix::libc::EPROTOTYPE) => {
+            if server.contains("--dgram") {
+                "; a stream server is there: leave out --dgram".into()
+            } else {
+                "; a datagram server is there: add --dgram".into()
+            }
         }
         _ => String::new(),
     };
@@ -135,8 +163,9 @@ fn connect_failed(shown: &str, err: &io::Error, flag: &str) -> String {
 /// (Python: `s = socket(AF_UNIX, SOCK_STREAM); s.connect(path)`.)
 fn stream(args: &Args) {
     let (addr, shown) = server_address(args);
-    let stream = UnixStream::connect_addr(&addr)
-        .unwrap_or_else(|err| exit_with_error(&connect_failed(&shown, &err, "")));
+    let stream = UnixStream::connect_addr(&addr).unwrap_or_else(|err| {
+        exit_with_error(&connect_failed(&shown, &err, &server_command(args, false)))
+    });
     set_timeouts(&stream);
     let result = args.each_message(|message| exchange(&stream, message, b""));
     if let Err(err) = result {
@@ -233,6 +262,8 @@ fn describe(err: &io::Error) -> String {
 fn print_bytes(bytes: &[u8]) {
     let mut out = io::stdout().lock();
     if let Err(err) = out.write_all(bytes).and_then(|()| out.flush()) {
+        // `client | head -1`: stop quietly, and leave no reply path behind.
+        remove_reply_path();
         exit_on_stdout_error(&err);
     }
 }
@@ -247,8 +278,9 @@ fn pass_fd(args: &Args, file_name: &str) {
     let file = File::open(file_name)
         .unwrap_or_else(|err| exit_with_error(&format!("cannot open {file_name}: {err}")));
     let (addr, shown) = server_address(args);
-    let mut stream = UnixStream::connect_addr(&addr)
-        .unwrap_or_else(|err| exit_with_error(&connect_failed(&shown, &err, "")));
+    let mut stream = UnixStream::connect_addr(&addr).unwrap_or_else(|err| {
+        exit_with_error(&connect_failed(&shown, &err, &server_command(args, false)))
+    });
     set_timeouts(&stream);
     let fds = [file.as_raw_fd()];
     let sent = sendmsg::<()>(
@@ -292,7 +324,7 @@ fn read_line(stream: &mut UnixStream) -> io::Result<Vec<u8>> {
 /// AF_UNIX datagrams. The server can answer only a sender with an address, and an
 /// AF_UNIX socket gets none unless it binds one (UDP's kernel picks a port; here
 /// nothing is picked): so the client binds a path of its own, next to the server's
-/// default, and removes it when done, since close(2) leaves the file behind.
+/// socket, and removes it when done, since close(2) leaves the file behind.
 fn datagrams(args: &Args) {
     let (server, shown) = server_address(args);
     // Next to the server's socket (the same directory, so the same access rules), or
@@ -308,20 +340,60 @@ fn datagrams(args: &Args) {
         (None, None) => local_path::default_dir(),
     };
     let own = dir.join(format!("16_local_client-{}.sock", std::process::id()));
-    let socket = match UnixDatagram::bind(&own) {
-        Ok(socket) => socket,
-        Err(err) => exit_with_error(&format!(
-            "cannot bind the reply path {}: {err} (is the server running? it makes \
-             its default directory: cargo run --bin {SERVER} -- --dgram)",
-            own.display()
-        )),
-    };
-    let result = send_datagrams(args, &socket, &server, &shown);
+    // Mode 0600 whatever the umask (as the server does for its own file): only this
+    // user may send to it. This process has one thread here, so the umask, which is
+    // the process's, changes nothing else.
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixDatagram::bind(&own);
+    umask(old);
+    let socket = bound.unwrap_or_else(|err| exit_with_error(&reply_bind_failed(args, &own, &err)));
+    if let Ok(mut path) = REPLY_PATH.lock() {
+        *path = Some(own.clone());
+    }
+    // Ctrl-C (or SIGTERM) would end the process without removing it: remove it first.
+    let handler = signal::on_shutdown(|| {
+        remove_reply_path();
+        std::process::exit(130);
+    });
+    let result = handler.and_then(|()| send_datagrams(args, &socket, &server, &shown));
     // Removed before exit_with_error, which exits without running destructors.
-    let _ = std::fs::remove_file(&own);
+    remove_reply_path();
     if let Err(err) = result {
         exit_with_error(&err);
     }
+}
+
+/// The client's reply path, while it exists: whichever way the client ends (done, an
+/// error, stdout closed, Ctrl-C) removes it.
+static REPLY_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn remove_reply_path() {
+    if let Some(path) = REPLY_PATH.lock().ok().and_then(|mut path| path.take()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn reply_bind_failed(args: &Args, own: &Path, err: &io::Error) -> String {
+    let dir = own.parent().unwrap_or(Path::new("."));
+    let hint = match err.kind() {
+        io::ErrorKind::InvalidInput => format!(
+            "; a socket path must be shorter than 108 bytes (sun_path), and this one, \
+             beside the server's, is {} bytes: give the server a shorter --path",
+            own.as_os_str().len()
+        ),
+        io::ErrorKind::NotFound if args.get::<String>("--path").is_none() => format!(
+            "; its directory {} does not exist: the server makes it, is it running? \
+             start it with: {}",
+            dir.display(),
+            server_command(args, true)
+        ),
+        io::ErrorKind::NotFound => format!("; the directory {} does not exist", dir.display()),
+        io::ErrorKind::PermissionDenied => {
+            format!("; this user may not create files in {}", dir.display())
+        }
+        _ => String::new(),
+    };
+    format!("cannot bind the reply path {}: {err}{hint}", own.display())
 }
 
 fn send_datagrams(
@@ -330,25 +402,33 @@ fn send_datagrams(
     server: &SocketAddr,
     shown: &str,
 ) -> Result<(), String> {
+    let failed = |err: io::Error| match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            connect_failed(shown, &err, &server_command(args, true))
+        }
+        _ if err.raw_os_error() == Some(nix::libc::EPROTOTYPE) => {
+            connect_failed(shown, &err, &server_command(args, true))
+        }
+        _ => format!("talking to {shown}: {}", describe(&err)),
+    };
+    // connect(2) on a datagram socket: send() goes to the server, and the kernel
+    // lets only the server send to us. Without it, anyone who can write to our path
+    // (it shows in the server's log) could slip us a reply.
+    socket.connect_addr(server).map_err(failed)?;
     socket
         .set_read_timeout(Some(REPLY_WAIT))
         .map_err(|err| format!("cannot set a timeout: {err}"))?;
     let mut reply = vec![0u8; 65_536];
     let result = args.each_message(|message| {
-        // sendto(2) with the server's path; the kernel fills in our bound path as
-        // the sender, for the server's recvfrom.
-        socket.send_to_addr(message, server)?;
+        // send(2); the kernel fills in our bound path as the sender, for the
+        // server's recvfrom.
+        socket.send(message)?;
         let n = socket.recv(&mut reply)?;
         print_bytes(&reply[..n]);
         print_bytes(b"\n");
         Ok(())
     });
-    result.map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            connect_failed(shown, &err, " -- --dgram")
-        }
-        _ => format!("talking to {shown}: {}", describe(&err)),
-    })
+    result.map_err(failed)
 }
 // ANCHOR_END: dgram
 
