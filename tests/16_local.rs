@@ -149,13 +149,6 @@ mod protocol {
         // A stream check against the datagram server: refused at once, and says why.
         let wrong = run(WORKBOOK, &["check", "16", "--path", &dgram], b"");
         assert_error_line(&wrong, &[&dgram, "Protocol wrong type", "--dgram"]);
-        let no_place = run(WORKBOOK, &["check", "16"], b"");
-        assert_eq!(no_place.status.code(), Some(2), "{}", no_place.stderr);
-        assert!(
-            no_place.stderr.contains("--path PATH"),
-            "{}",
-            no_place.stderr
-        );
 
         let ran = run(WORKBOOK, &["run", "16"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
@@ -177,6 +170,61 @@ mod protocol {
 
 mod lesson {
     use super::*;
+
+    /// `check 16` with no place checks the lesson's default path (under $TMPDIR), as
+    /// the server with no --path listens there; `--dgram` alone too.
+    #[test]
+    fn check_without_a_path_checks_the_default_path() {
+        let dir = TempDir::new("default-check");
+        let tmpdir = format!("TMPDIR={}", dir.0.display());
+        let server = Server::start("env", &[&tmpdir, SERVER, "--quiet"]);
+        let default = dir
+            .0
+            .join(format!("socket-workbook-{}/16_local.sock", uid()));
+        assert_eq!(server.local.as_deref(), default.to_str());
+        let checked = run("env", &[&tmpdir, WORKBOOK, "check", "16"], b"");
+        assert!(
+            checked.status.success() && checked.stdout.contains("7 passed, 0 failed"),
+            "{}{}",
+            checked.stdout,
+            checked.stderr
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+        let server = Server::start("env", &[&tmpdir, SERVER, "--dgram", "--quiet"]);
+        let checked = run("env", &[&tmpdir, WORKBOOK, "check", "16", "--dgram"], b"");
+        assert!(
+            checked.status.success() && checked.stdout.contains("4 passed, 0 failed"),
+            "{}{}",
+            checked.stdout,
+            checked.stderr
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+        // Nobody there: one error line naming the default path.
+        let nobody = run("env", &[&tmpdir, WORKBOOK, "check", "16"], b"");
+        assert_error_line(&nobody, &[default.to_str().unwrap(), "16_local_server"]);
+    }
+
+    /// `run 16` while the learner's own server holds the default path: it runs its
+    /// pair on a private path of its own, and removes it.
+    #[test]
+    fn run_uses_a_private_path_beside_a_running_server() {
+        let dir = TempDir::new("default-run");
+        let tmpdir = format!("TMPDIR={}", dir.0.display());
+        let server = Server::start("env", &[&tmpdir, SERVER, "--quiet"]);
+        let ran = run("env", &[&tmpdir, WORKBOOK, "run", "16"], b"");
+        assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
+        assert!(ran.stdout.contains("client │ hello"), "{}", ran.stdout);
+        assert!(
+            !ran.stdout.contains(server.local.as_deref().unwrap()),
+            "run 16 used the default path:\n{}",
+            ran.stdout
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+        // Only the default directory is left in $TMPDIR, and it is empty.
+        assert_eq!(dir.names(), vec![format!("socket-workbook-{}", uid())]);
+        let default_dir = dir.0.join(format!("socket-workbook-{}", uid()));
+        assert_eq!(std::fs::read_dir(default_dir).unwrap().count(), 0);
+    }
 
     // A client not written here: Python's socket module.
 

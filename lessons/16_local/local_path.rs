@@ -2,23 +2,12 @@
 //! both programs show a local address. (Shared by the server and the client of this
 //! lesson only.)
 
-use std::path::PathBuf;
-
-/// The socket file's name inside the per-user directory.
-const SOCKET_NAME: &str = "16_local.sock";
-
 /// `$TMPDIR/socket-workbook-UID/16_local.sock` (usually `/tmp/...`). The directory is
 /// the user's own (the uid is in its name, and the server makes it with mode 0700), so
 /// two users on one machine never fight over one name, and nobody else can even reach
-/// the socket inside it.
-pub fn default_dir() -> PathBuf {
-    let uid = nix::unistd::getuid();
-    std::env::temp_dir().join(format!("socket-workbook-{uid}"))
-}
-
-pub fn default_path() -> PathBuf {
-    default_dir().join(SOCKET_NAME)
-}
+/// the socket inside it. (Defined in the library, where `cargo run -- check 16` finds
+/// it too.)
+pub use workbook::protocol::local::{default_dir, default_path};
 
 /// The text after `listening on `: `unix:/tmp/.../16_local.sock` for a file,
 /// `unix:@NAME` for an abstract name (as `ss -x` shows them).

@@ -190,6 +190,19 @@ fn early_close(target: &Target) -> Result<(), String> {
     round_trip(target, b"still there?\n")
 }
 
+/// Where lesson 16's server listens when given no `--path`:
+/// `$TMPDIR/socket-workbook-UID/16_local.sock` (usually under `/tmp`). One definition
+/// for the server, its client (lessons/16_local/local_path.rs) and `check 16`.
+pub fn default_dir() -> PathBuf {
+    let uid = nix::unistd::getuid();
+    std::env::temp_dir().join(format!("socket-workbook-{uid}"))
+}
+
+/// The socket file in [`default_dir`].
+pub fn default_path() -> PathBuf {
+    default_dir().join("16_local.sock")
+}
+
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
 
 /// A name for a temporary file or socket of this process, unique within it.

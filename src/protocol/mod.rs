@@ -16,7 +16,7 @@ use std::time::Duration;
 mod echo;
 mod http;
 mod lessons;
-mod local;
+pub mod local;
 
 /// The server under test.
 #[derive(Clone, Debug)]

@@ -33,7 +33,8 @@ usage: cargo run [-- COMMAND]
       --junit FILE                 also write the results as JUnit XML (for graders)
       --timeout SECS               the longest any one wait may take (default 10)
       --path PATH [--dgram]        lesson 16: the server's AF_UNIX socket file (stream, or
-                                   datagram with --dgram) instead of --host/--port (UDP)
+                                   datagram with --dgram; default: the server's default
+                                   path) instead of --host/--port (its --udp server)
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
   -h, --help                       this text
@@ -276,10 +277,24 @@ fn check(args: &[String]) -> i32 {
     if options.path.is_some() && (options.host.is_some() || options.port.is_some()) {
         return usage_error("--path names the server; --host and --port do not go with it");
     }
-    if options.path.is_none() && options.dgram {
-        return usage_error("--dgram goes with --path (an AF_UNIX datagram server)");
+    let local_lesson = lesson.transport.starts_with("AF_UNIX");
+    if options.dgram && !local_lesson {
+        return usage_error("--dgram is for an AF_UNIX datagram server (lesson 16)");
     }
-    if options.path.is_some() && !lesson.transport.starts_with("AF_UNIX") {
+    // Lesson 16 with no place given: the path its server takes with no --path.
+    let mut options = options;
+    let mut default_place = false;
+    if local_lesson
+        && options.path.is_none()
+        && options.host.is_none()
+        && options.port.is_none()
+        // `--list` alone lists all three transports' checks.
+        && (options.dgram || !options.list)
+    {
+        options.path = Some(protocol::local::default_path());
+        default_place = true;
+    }
+    if options.path.is_some() && !local_lesson {
         return usage_error(&format!(
             "lesson {:02} does not listen on an AF_UNIX path: give --host/--port",
             lesson.number
@@ -348,13 +363,16 @@ fn check(args: &[String]) -> i32 {
         Some(target) => {
             if !target.datagram {
                 if let Err(err) = std::os::unix::net::UnixStream::connect(path_of(&target)) {
+                    let place = match default_place {
+                        true => String::new(),
+                        false => format!(" -- --path {}", path_of(&target).display()),
+                    };
                     return error(&format!(
                         "cannot connect to {} ({err}): start a stream server there, e.g. \
-                         cargo run --bin {}_server -- --path {} (a datagram server needs \
+                         cargo run --bin {}_server{place} (a datagram server needs \
                          --dgram)",
                         path_of(&target).display(),
                         lesson.name,
-                        path_of(&target).display()
                     ));
                 }
             }

@@ -37,6 +37,7 @@ fn show(text: &str) {
         for pid in started {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
         }
+        remove_private_dir();
         std::process::exit(0);
     }
 }
@@ -83,9 +84,85 @@ pub fn run(args: &[String]) -> i32 {
         return error("cannot tell where the built programs are");
     };
 
+    // A lesson on an AF_UNIX path (16) gets a private directory for this run, so that
+    // it neither collides with a server the learner runs on the default path nor
+    // with another `run`; removed at the end.
+    let private = match private_place(lesson, &server_args) {
+        Ok(private) => private,
+        Err(message) => return error(&message),
+    };
+    if let Some(dir) = &private {
+        server_args.push("--path".into());
+        server_args.push(
+            dir.join(format!("{}.sock", lesson.name))
+                .display()
+                .to_string(),
+        );
+        if let Ok(mut place) = PRIVATE_DIR.lock() {
+            *place = Some(dir.clone());
+        }
+    }
+    let status = run_pair(
+        &server_bin,
+        &client_bin,
+        &bin_dir,
+        &server_args,
+        &client_args,
+    );
+    remove_private_dir();
+    status
+}
+
+/// The private directory of this run, if it made one.
+static PRIVATE_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn remove_private_dir() {
+    if let Some(dir) = PRIVATE_DIR.lock().ok().and_then(|mut dir| dir.take()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// For a lesson on an AF_UNIX path whose server was given no place of its own
+/// (`--path`, `--abstract`, `--udp`): a new directory under the temporary directory,
+/// mode 0700, with a name no one else has made.
+fn private_place(
+    lesson: &crate::lessons::Lesson,
+    server_args: &[String],
+) -> Result<Option<PathBuf>, String> {
+    let placed = ["--path", "--abstract", "--udp"];
+    if !lesson.transport.starts_with("AF_UNIX")
+        || server_args.iter().any(|arg| placed.contains(&arg.as_str()))
+    {
+        return Ok(None);
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "workbook-run-{}-{}-{nanos}",
+        lesson.name,
+        std::process::id()
+    ));
+    // create, not create_all: it fails if the name exists (made by someone else).
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    Ok(Some(dir))
+}
+
+/// Starts the server, then the client against it, shows both, stops the server.
+fn run_pair(
+    server_bin: &str,
+    client_bin: &str,
+    bin_dir: &std::path::Path,
+    server_args: &[String],
+    client_args: &[String],
+) -> i32 {
     let (events, received) = mpsc::channel();
-    let mut server = match Command::new(bin_dir.join(&server_bin))
-        .args(&server_args)
+    let mut server = match Command::new(bin_dir.join(server_bin))
+        .args(server_args)
         .args(["--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -113,8 +190,8 @@ pub fn run(args: &[String]) -> i32 {
         client_args.join(" "),
         address_args.join(" ")
     ));
-    let mut client = match Command::new(bin_dir.join(&client_bin))
-        .args(&client_args)
+    let mut client = match Command::new(bin_dir.join(client_bin))
+        .args(client_args)
         .args(&address_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
