@@ -35,7 +35,7 @@ pub struct LiveConnections {
 
 struct State {
     /// `None` for a request without a socket of its own (a UDP datagram).
-    live: HashMap<u64, Option<Arc<TcpStream>>>,
+    live: HashMap<u64, Option<LiveSocket>>,
     total: u64,
     stopping: bool,
     /// [`LiveConnections::finish`] has cut off whoever was left.
@@ -97,6 +97,15 @@ impl LiveConnections {
     /// If shutdown has begun, its reads are cut at once (see the module's race); if
     /// the grace period is over too, its writes as well.
     pub fn register(self: &Arc<Self>, socket: Option<Arc<TcpStream>>) -> Registered {
+        self.register_socket(socket.map(LiveSocket::Tcp))
+    }
+
+    /// [`register`](Self::register) for a local (AF_UNIX) stream connection (lesson 16).
+    pub fn register_local(self: &Arc<Self>, socket: Arc<UnixStream>) -> Registered {
+        self.register_socket(Some(LiveSocket::Local(socket)))
+    }
+
+    fn register_socket(self: &Arc<Self>, socket: Option<LiveSocket>) -> Registered {
         let mut state = self.state();
         if let Some(socket) = &socket {
             if state.grace_over {
@@ -193,6 +202,22 @@ impl LiveConnections {
     /// How many connections were ever registered.
     pub fn total(&self) -> u64 {
         self.state().total
+    }
+}
+
+/// A registered connection's socket: TCP, or a local (AF_UNIX) stream. All the
+/// registry ever does with it is shutdown(2), which works the same on both.
+enum LiveSocket {
+    Tcp(Arc<TcpStream>),
+    Local(Arc<UnixStream>),
+}
+
+impl LiveSocket {
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
+        match self {
+            LiveSocket::Tcp(socket) => socket.shutdown(how),
+            LiveSocket::Local(socket) => socket.shutdown(how),
+        }
     }
 }
 

@@ -40,7 +40,7 @@ fn the_map_lists_every_lesson_folder() {
 #[test]
 fn run_shows_both_programs_for_every_lesson() {
     for lesson in [
-        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12", "13", "14", "15",
+        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12", "13", "14", "15", "16",
     ] {
         let ran = workbook(&["run", lesson]);
         let out = &ran.stdout;
@@ -50,10 +50,12 @@ fn run_shows_both_programs_for_every_lesson() {
             ran.status,
             ran.stderr
         );
-        // Lesson 15's one socket listens on IPv6's wildcard, `::`, for both families.
+        // Lesson 15's one socket listens on IPv6's wildcard, `::`, for both families;
+        // lesson 16 listens on a socket file: `listening on unix:PATH`.
         assert!(
             out.contains("server │ listening on 127.0.0.1:")
-                || (lesson == "15" && out.contains("server │ listening on [::]:")),
+                || (lesson == "15" && out.contains("server │ listening on [::]:"))
+                || (lesson == "16" && out.contains("server │ listening on unix:/")),
             "run {lesson}:\n{out}"
         );
         assert!(

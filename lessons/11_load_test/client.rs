@@ -25,6 +25,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::sys::time::TimeValLike;
+use socket2::{Domain, Socket};
 use workbook::cli::Cli;
 use workbook::{connect_failed, exit_with_error, print_line};
 
@@ -156,7 +160,8 @@ fn message(number: usize, load: &Load) -> Vec<u8> {
 }
 
 struct Conn {
-    stream: TcpStream,
+    /// A TCP connection, or with --unix an AF_UNIX stream: the same calls on both.
+    stream: Socket,
     number: usize,
     request: u64,
     message: Vec<u8>,
@@ -269,6 +274,12 @@ fn main() {
         "talk TLS to the server (lesson 14), verifying it against the CA file CA, for \
          the name --host (echo only; one blocking thread per connection)",
     )
+    .value(
+        "--unix",
+        "PATH",
+        "connect to an AF_UNIX stream server at PATH instead of --host/--port \
+         (lesson 16's server), to compare it with TCP loopback",
+    )
     .parse();
     let conns: usize = args.get_or("--conns", 50);
     // With --duration alone, the time is the only bound.
@@ -331,6 +342,10 @@ fn main() {
     let addr = args
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
+    let unix: Option<PathBuf> = args.get::<String>("--unix").map(PathBuf::from);
+    if unix.is_some() && new_connection {
+        args.usage_error("--unix does not go with --new-connection-per-request");
+    }
     raise_fd_limit(conns + idle + 64);
 
     let server = match reply {
@@ -340,12 +355,12 @@ fn main() {
     // Idle connections first: open, and never used, for as long as the run lasts.
     let mut idle_streams = Vec::with_capacity(idle);
     for _ in 0..idle {
-        match TcpStream::connect(addr) {
+        match open(addr, unix.as_deref()) {
             Ok(stream) => idle_streams.push(stream),
             Err(err) => exit_with_error(&format!(
                 "opening idle connection {}: {}",
                 idle_streams.len() + 1,
-                connect_failed(addr, &err, server)
+                open_failed(addr, unix.as_deref(), &err, server)
             )),
         }
     }
@@ -353,10 +368,13 @@ fn main() {
     // With --new-connection-per-request each request opens its own, in the run; with
     // --tls each slot opens its own on its thread.
     for number in (0..conns).filter(|_| !new_connection && blocking.is_none()) {
-        match TcpStream::connect(addr) {
+        match open(addr, unix.as_deref()) {
             Ok(stream) => active.push((number, stream)),
-            Err(err) => exit_with_error(&connect_failed(addr, &err, server)),
+            Err(err) => exit_with_error(&open_failed(addr, unix.as_deref(), &err, server)),
         }
+    }
+    if let Some(path) = &unix {
+        print_line(&format!("over AF_UNIX: {}", path.display()));
     }
 
     // ANCHOR: run
@@ -371,7 +389,7 @@ fn main() {
         reply,
     };
     // Deal the connections out to the threads, round-robin.
-    let mut shares: Vec<Vec<(usize, TcpStream)>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Vec<(usize, Socket)>> = (0..threads).map(|_| Vec::new()).collect();
     for (index, conn) in active.into_iter().enumerate() {
         shares[index % threads].push(conn);
     }
@@ -531,12 +549,47 @@ fn raise_fd_limit(wanted: usize) {
 }
 
 // ANCHOR: drive
+/// `--unix PATH`: an AF_UNIX stream connection instead of TCP (lesson 16 compares
+/// the two); either way a socket2 `Socket`, on which the loop below makes the same
+/// calls.
+fn open(addr: SocketAddr, unix: Option<&std::path::Path>) -> io::Result<Socket> {
+    match unix {
+        Some(path) => Ok(Socket::from(OwnedFd::from(UnixStream::connect(path)?))),
+        None => Ok(Socket::from(TcpStream::connect(addr)?)),
+    }
+}
+
+fn open_failed(
+    addr: SocketAddr,
+    unix: Option<&std::path::Path>,
+    err: &io::Error,
+    server: &str,
+) -> String {
+    match unix {
+        Some(path) => format!(
+            "cannot connect to {}: {err}; start it with: cargo run --bin 16_local_server \
+             -- --path {}",
+            path.display(),
+            path.display()
+        ),
+        None => connect_failed(addr, err, server),
+    }
+}
+
+/// TCP_NODELAY on a TCP connection (an AF_UNIX stream has no Nagle to turn off).
+fn no_delay(stream: &Socket) -> io::Result<()> {
+    match stream.domain()? {
+        Domain::UNIX => Ok(()),
+        _ => stream.set_tcp_nodelay(true),
+    }
+}
+
 /// One thread's share: an epoll loop over its connections. Each connection writes its
 /// message, reads the whole echo (checking every byte), records the latency, and
 /// starts the next request. A connection is watched for reading only, and for writing
 /// only while a message did not fit in the send buffer: the client must cost less per
 /// request than the servers it measures.
-fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
+fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
     let mut outcome = Outcome {
         latencies: Histogram::new(),
         errors: Vec::new(),
@@ -554,7 +607,7 @@ fn drive(share: Vec<(usize, TcpStream)>, load: &Load) -> Outcome {
         let token = conns.len() as u64;
         let ready = stream
             .set_nonblocking(true)
-            .and_then(|()| stream.set_nodelay(true))
+            .and_then(|()| no_delay(&stream))
             .and_then(|()| Ok(epoll.add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, token))?));
         if let Err(err) = ready {
             outcome.errors.push(format!("conn {number}: {err}"));

@@ -17,6 +17,7 @@ mod chat;
 mod echo;
 mod http;
 mod lessons;
+pub mod local;
 mod names;
 mod tls;
 
@@ -28,6 +29,11 @@ pub struct Target {
     pub timeout: Duration,
     /// For a TLS server (lesson 14): whom to trust and which name to ask for.
     pub tls: Option<TlsTarget>,
+    /// Lesson 16: the server's AF_UNIX socket file, when it listens on one instead of
+    /// `addr` (`check 16 --path PATH`).
+    pub unix_path: Option<std::path::PathBuf>,
+    /// Lesson 16: the server at `unix_path` takes datagrams, not streams (`--dgram`).
+    pub datagram: bool,
 }
 
 /// What a TLS check trusts: the CA file (`--ca`) and the name the server's
@@ -44,7 +50,17 @@ impl Target {
             addr,
             timeout: Duration::from_secs(10),
             tls: None,
+            unix_path: None,
+            datagram: false,
         }
+    }
+
+    /// A server on an AF_UNIX socket file (lesson 16); `datagram` for SOCK_DGRAM.
+    pub fn unix(path: &std::path::Path, datagram: bool) -> Target {
+        let mut target = Target::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+        target.unix_path = Some(path.to_path_buf());
+        target.datagram = datagram;
+        target
     }
 }
 
@@ -73,7 +89,20 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         13 => Some(chat::CHAT),
         14 => Some(tls::TLS),
         15 => Some(names::NAMES),
+        16 => Some(local::STREAM),
         _ => None,
+    }
+}
+
+/// The checks of `lesson` for this target: like [`checks`], except where one lesson's
+/// server speaks over more than one transport (16: an AF_UNIX stream or datagram
+/// socket at `target.unix_path`, or UDP at `target.addr`).
+pub fn checks_for(lesson: u32, target: &Target) -> Option<&'static [Check]> {
+    match (lesson, &target.unix_path, target.datagram) {
+        (16, Some(_), false) => Some(local::STREAM),
+        (16, Some(_), true) => Some(local::DATAGRAM),
+        (16, None, _) => Some(local::UDP),
+        _ => checks(lesson),
     }
 }
 
@@ -103,7 +132,7 @@ pub(crate) fn connect(target: &Target) -> Result<TcpStream, String> {
 }
 
 /// Sends all of `data`, saying what was being sent if it fails.
-pub(crate) fn send(stream: &mut TcpStream, data: &[u8]) -> Result<(), String> {
+pub(crate) fn send(stream: &mut impl Write, data: &[u8]) -> Result<(), String> {
     stream
         .write_all(data)
         .map_err(|err| format!("sending {}: {err}", quoted(data)))
@@ -117,7 +146,7 @@ pub(crate) fn half_close(stream: &TcpStream) -> Result<(), String> {
 }
 
 /// Reads until `want` bytes came, the peer closed, or the timeout; returns what came.
-pub(crate) fn read_up_to(stream: &mut TcpStream, want: usize) -> (Vec<u8>, Option<String>) {
+pub(crate) fn read_up_to(stream: &mut impl Read, want: usize) -> (Vec<u8>, Option<String>) {
     let mut got = vec![0u8; want];
     let mut filled = 0;
     while filled < want {
@@ -138,7 +167,7 @@ pub(crate) fn read_up_to(stream: &mut TcpStream, want: usize) -> (Vec<u8>, Optio
 }
 
 /// Reads until the server closes (EOF), at most `limit` bytes.
-pub(crate) fn read_to_close(stream: &mut TcpStream, limit: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn read_to_close(stream: &mut impl Read, limit: usize) -> Result<Vec<u8>, String> {
     let mut got = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -216,7 +245,7 @@ pub(crate) fn expect_same(what: &str, sent: &[u8], got: &[u8], want: &[u8]) -> R
 
 /// Reads exactly `want.len()` bytes and compares them with `want`.
 pub(crate) fn expect_reply(
-    stream: &mut TcpStream,
+    stream: &mut impl Read,
     what: &str,
     sent: &[u8],
     want: &[u8],
@@ -286,7 +315,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

@@ -54,7 +54,11 @@ pub const STOP_WAIT: Duration = Duration::from_secs(5);
 /// A running server binary, killed when dropped (so a failing test leaves nothing behind).
 pub struct Server {
     child: Child,
+    /// The address in `listening on IP:PORT`; 0.0.0.0:0 for a server on an AF_UNIX
+    /// socket (lesson 16), whose `listening on unix:PATH` goes to `local` instead.
     pub addr: SocketAddr,
+    /// `PATH` (or `@NAME`, an abstract name) of `listening on unix:...`.
+    pub local: Option<String>,
     lines: Receiver<String>,
     /// Every stdout line read so far, `listening on` first.
     pub seen: Vec<String>,
@@ -237,6 +241,7 @@ impl Server {
         let mut server = Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            local: None,
             lines,
             seen: Vec::new(),
             stderr,
@@ -244,9 +249,14 @@ impl Server {
         };
         let first = server.wait_for_line("listening on");
         let address = first.trim_start_matches("listening on ").trim();
-        server.addr = address
-            .parse()
-            .unwrap_or_else(|err| panic!("bad address in {first:?}: {err}"));
+        match address.strip_prefix("unix:") {
+            Some(place) => server.local = Some(place.to_string()),
+            None => {
+                server.addr = address
+                    .parse()
+                    .unwrap_or_else(|err| panic!("bad address in {first:?}: {err}"))
+            }
+        }
         server
     }
 
@@ -510,6 +520,10 @@ impl Interactive {
             seen: Vec::new(),
             stderr,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Types one line into the program.
@@ -1010,9 +1024,14 @@ pub mod contract {
             .recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("no first line from {server_exe} within {WAIT:?}"));
         let stdout = reader.join().unwrap();
+        // A server on an AF_UNIX path (lesson 16) says `listening on unix:PATH`; its test
+        // gave it the path, and `serve` gets 0.0.0.0:0.
         let addr = first
             .strip_prefix("listening on ")
-            .and_then(|addr| addr.trim().parse().ok())
+            .and_then(|addr| match addr.trim().strip_prefix("unix:") {
+                Some(_) => Some(SocketAddr::from(([0, 0, 0, 0], 0))),
+                None => addr.trim().parse().ok(),
+            })
             .unwrap_or_else(|| panic!("first line is not `listening on ...`: {first:?}"));
         (child, addr, stdout)
     }

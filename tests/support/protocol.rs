@@ -47,3 +47,28 @@ pub fn all_checks_pass_with_tls(
         );
     }
 }
+
+/// [`all_checks_pass`] for lesson 16's transports: `target` says where (an AF_UNIX
+/// path, stream or datagram, or UDP at the server's address when it has no path).
+pub fn all_checks_pass_at(lesson: u32, server: &mut Server, target: &mut Target) {
+    target.timeout = PROTOCOL_WAIT;
+    let checks = protocol::checks_for(lesson, target).expect("the lesson has protocol checks");
+    let failed: Vec<String> = protocol::run_all(checks, target)
+        .into_iter()
+        .filter_map(|(check, result)| {
+            result
+                .err()
+                .map(|why| format!("protocol check {} ({}):\n  {why}", check.name, check.about))
+        })
+        .collect();
+    if !failed.is_empty() {
+        let _ = server.drain();
+        panic!(
+            "{} of {} protocol checks of lesson {lesson:02} failed:\n{}\n{}",
+            failed.len(),
+            checks.len(),
+            failed.join("\n"),
+            server.last_lines()
+        );
+    }
+}

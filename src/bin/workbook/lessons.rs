@@ -156,6 +156,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["connect", "localhost", "hello"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 16,
+        name: "16_local",
+        topic: "local sockets: AF_UNIX, permissions, peer credentials, socketpair and fork, passing descriptors",
+        transport: "AF_UNIX path (UDP 10000 with --udp)",
+        protocol: "echo; datagrams (--dgram, --udp) get `echo:` + datagram; a passed fd gets an `fd:` line",
+        client_args: &["hello", "local"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.

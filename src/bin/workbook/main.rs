@@ -36,6 +36,9 @@ usage: cargo run [-- COMMAND]
                                    lesson 14 server made, target/14_tls_certs/ca.pem)
       --server-name NAME           a TLS server (14): the name its certificate must carry
                                    (default localhost)
+      --path PATH [--dgram]        lesson 16: the server's AF_UNIX socket file (stream, or
+                                   datagram with --dgram; default: the server's default
+                                   path) instead of --host/--port (its --udp server)
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
   -h, --help                       this text
@@ -204,6 +207,9 @@ struct CheckOptions {
     timeout: Duration,
     ca: Option<PathBuf>,
     server_name: Option<String>,
+    /// Lesson 16: an AF_UNIX socket file instead of an IP address and port.
+    path: Option<PathBuf>,
+    dgram: bool,
 }
 
 fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
@@ -216,6 +222,8 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
         timeout: Duration::from_secs(10),
         ca: None,
         server_name: None,
+        path: None,
+        dgram: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -240,6 +248,8 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
                 options.only = Some(value("--only")?.split(',').map(str::to_string).collect())
             }
             "--junit" => options.junit = Some(PathBuf::from(value("--junit")?)),
+            "--path" => options.path = Some(PathBuf::from(value("--path")?)),
+            "--dgram" => options.dgram = true,
             "--timeout" => {
                 let text = value("--timeout")?;
                 let seconds: f64 = text
@@ -274,7 +284,40 @@ fn check(args: &[String]) -> i32 {
         Ok(options) => options,
         Err(message) => return usage_error(&message),
     };
-    let Some(checks) = protocol::checks(lesson.number) else {
+    if options.path.is_some() && (options.host.is_some() || options.port.is_some()) {
+        return usage_error("--path names the server; --host and --port do not go with it");
+    }
+    let local_lesson = lesson.transport.starts_with("AF_UNIX");
+    if options.dgram && !local_lesson {
+        return usage_error("--dgram is for an AF_UNIX datagram server (lesson 16)");
+    }
+    // Lesson 16 with no place given: the path its server takes with no --path.
+    let mut options = options;
+    let mut default_place = false;
+    if local_lesson
+        && options.path.is_none()
+        && options.host.is_none()
+        && options.port.is_none()
+        // `--list` alone lists all three transports' checks.
+        && (options.dgram || !options.list)
+    {
+        options.path = Some(protocol::local::default_path());
+        default_place = true;
+    }
+    if options.path.is_some() && !local_lesson {
+        return usage_error(&format!(
+            "lesson {:02} does not listen on an AF_UNIX path: give --host/--port",
+            lesson.number
+        ));
+    }
+    // Which checks depends on the transport (lesson 16 has three).
+    let local = options
+        .path
+        .as_deref()
+        .map(|path| Target::unix(path, options.dgram));
+    let placeholder = Target::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let Some(checks) = protocol::checks_for(lesson.number, local.as_ref().unwrap_or(&placeholder))
+    else {
         return error(&format!(
             "lesson {:02} has no protocol to check: {}",
             lesson.number,
@@ -283,8 +326,29 @@ fn check(args: &[String]) -> i32 {
     };
     if options.list {
         let mut text = String::new();
-        for check in checks {
-            text.push_str(&format!("{:28} {}\n", check.name, check.about));
+        if local.is_none() && lesson.transport.starts_with("AF_UNIX") {
+            // Lesson 16 without --path: its three transports, each with its checks.
+            let path = Path::new("PATH");
+            for (heading, target) in [
+                (
+                    "--path PATH (an AF_UNIX stream server)",
+                    Target::unix(path, false),
+                ),
+                (
+                    "--path PATH --dgram (an AF_UNIX datagram server)",
+                    Target::unix(path, true),
+                ),
+                ("--port PORT (its --udp server)", placeholder.clone()),
+            ] {
+                text.push_str(&format!("{heading}:\n"));
+                for check in protocol::checks_for(lesson.number, &target).unwrap_or_default() {
+                    text.push_str(&format!("  {:26} {}\n", check.name, check.about));
+                }
+            }
+        } else {
+            for check in checks {
+                text.push_str(&format!("{:28} {}\n", check.name, check.about));
+            }
         }
         print_or_exit(&text);
         return 0;
@@ -305,28 +369,30 @@ fn check(args: &[String]) -> i32 {
                 .collect()
         }
     };
-    // Loopback unless the user names another host: the checks send real traffic.
-    let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-    let Some(port) = options.port.or_else(|| default_port(lesson)) else {
-        return usage_error("give the server's port with --port");
-    };
-    let addr: SocketAddr = match (host.as_str(), port)
-        .to_socket_addrs()
-        .map(|mut a| a.next())
-    {
-        Ok(Some(addr)) => addr,
-        _ => return error(&format!("cannot resolve host '{host}'")),
-    };
-    if lesson.transport.starts_with("TCP") {
-        if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
-            return error(&format!(
-                "nothing listening at {addr} ({err}); start a server there, e.g. \
-                 cargo run --bin {}_server -- --port {port}",
-                lesson.name
-            ));
+    let mut target = match local {
+        Some(target) => {
+            if !target.datagram {
+                if let Err(err) = std::os::unix::net::UnixStream::connect(path_of(&target)) {
+                    let place = match default_place {
+                        true => String::new(),
+                        false => format!(" -- --path {}", path_of(&target).display()),
+                    };
+                    return error(&format!(
+                        "cannot connect to {} ({err}): start a stream server there, e.g. \
+                         cargo run --bin {}_server{place} (a datagram server needs \
+                         --dgram)",
+                        path_of(&target).display(),
+                        lesson.name,
+                    ));
+                }
+            }
+            target
         }
-    }
-    let mut target = Target::new(addr);
+        None => match ip_target(lesson, &options) {
+            Ok(target) => target,
+            Err(status) => return status,
+        },
+    };
     target.timeout = options.timeout;
     // A TLS lesson: the checks verify the server as any client must, so they need
     // the CA to trust and the name to ask for.
@@ -348,6 +414,10 @@ fn check(args: &[String]) -> i32 {
                 .unwrap_or_else(|| "localhost".into()),
         });
     }
+    let place = match &target.unix_path {
+        Some(path) => format!("unix:{}", path.display()),
+        None => target.addr.to_string(),
+    };
     let results = protocol::run_all(&selected, &target);
     let mut text = String::new();
     let mut failed = 0;
@@ -361,7 +431,7 @@ fn check(args: &[String]) -> i32 {
         }
     }
     text.push_str(&format!(
-        "{} passed, {failed} failed (lesson {:02} at {addr})\n",
+        "{} passed, {failed} failed (lesson {:02} at {place})\n",
         results.len() - failed,
         lesson.number
     ));
@@ -372,6 +442,43 @@ fn check(args: &[String]) -> i32 {
         }
     }
     if failed == 0 { 0 } else { 1 }
+}
+
+/// The socket file of a local target.
+fn path_of(target: &Target) -> &Path {
+    target.unix_path.as_deref().unwrap_or(Path::new(""))
+}
+
+/// The target at `--host`/`--port` (default: loopback and the lesson's port), after
+/// making sure something listens there for a TCP lesson.
+fn ip_target(lesson: &Lesson, options: &CheckOptions) -> Result<Target, i32> {
+    // Loopback unless the user names another host: the checks send real traffic.
+    let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let Some(port) = options.port.or_else(|| default_port(lesson)) else {
+        return Err(usage_error(if lesson.transport.starts_with("AF_UNIX") {
+            "give the server's socket file with --path PATH (add --dgram for a datagram \
+             server), or the port of its --udp server with --port"
+        } else {
+            "give the server's port with --port"
+        }));
+    };
+    let addr: SocketAddr = match (host.as_str(), port)
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+    {
+        Ok(Some(addr)) => addr,
+        _ => return Err(error(&format!("cannot resolve host '{host}'"))),
+    };
+    if lesson.transport.starts_with("TCP") {
+        if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
+            return Err(error(&format!(
+                "nothing listening at {addr} ({err}); start a server there, e.g. \
+                 cargo run --bin {}_server -- --port {port}",
+                lesson.name
+            )));
+        }
+    }
+    Ok(Target::new(addr))
 }
 
 /// The results as JUnit XML, the format most graders and CI systems read.

@@ -37,6 +37,7 @@ fn show(text: &str) {
         for pid in started {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
         }
+        remove_private_dir();
         std::process::exit(0);
     }
 }
@@ -71,6 +72,18 @@ pub fn run(args: &[String]) -> i32 {
     if client_args.is_empty() {
         client_args = lesson.client_args.iter().map(|a| a.to_string()).collect();
     }
+    // A TLS lesson's client must trust the CA its server made (or was given): pass
+    // it, as a learner would, unless the user chose one.
+    if lesson.protocol.starts_with("TLS") && !client_args.iter().any(|arg| arg == "--ca") {
+        let cert_dir = server_args
+            .iter()
+            .position(|arg| arg == "--cert-dir")
+            .and_then(|at| server_args.get(at + 1))
+            .map(PathBuf::from)
+            .unwrap_or_else(workbook::tls::default_cert_dir);
+        let ca = workbook::tls::ca_file(&cert_dir);
+        client_args.splice(0..0, ["--ca".to_string(), ca.display().to_string()]);
+    }
     let server_bin = format!("{}_server", lesson.name);
     let client_bin = format!("{}_client", lesson.name);
     if let Err(message) = build(&[&server_bin, &client_bin]) {
@@ -83,9 +96,85 @@ pub fn run(args: &[String]) -> i32 {
         return error("cannot tell where the built programs are");
     };
 
+    // A lesson on an AF_UNIX path (16) gets a private directory for this run, so that
+    // it neither collides with a server the learner runs on the default path nor
+    // with another `run`; removed at the end.
+    let private = match private_place(lesson, &server_args) {
+        Ok(private) => private,
+        Err(message) => return error(&message),
+    };
+    if let Some(dir) = &private {
+        server_args.push("--path".into());
+        server_args.push(
+            dir.join(format!("{}.sock", lesson.name))
+                .display()
+                .to_string(),
+        );
+        if let Ok(mut place) = PRIVATE_DIR.lock() {
+            *place = Some(dir.clone());
+        }
+    }
+    let status = run_pair(
+        &server_bin,
+        &client_bin,
+        &bin_dir,
+        &server_args,
+        &client_args,
+    );
+    remove_private_dir();
+    status
+}
+
+/// The private directory of this run, if it made one.
+static PRIVATE_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn remove_private_dir() {
+    if let Some(dir) = PRIVATE_DIR.lock().ok().and_then(|mut dir| dir.take()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// For a lesson on an AF_UNIX path whose server was given no place of its own
+/// (`--path`, `--abstract`, `--udp`): a new directory under the temporary directory,
+/// mode 0700, with a name no one else has made.
+fn private_place(
+    lesson: &crate::lessons::Lesson,
+    server_args: &[String],
+) -> Result<Option<PathBuf>, String> {
+    let placed = ["--path", "--abstract", "--udp"];
+    if !lesson.transport.starts_with("AF_UNIX")
+        || server_args.iter().any(|arg| placed.contains(&arg.as_str()))
+    {
+        return Ok(None);
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "workbook-run-{}-{}-{nanos}",
+        lesson.name,
+        std::process::id()
+    ));
+    // create, not create_all: it fails if the name exists (made by someone else).
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    Ok(Some(dir))
+}
+
+/// Starts the server, then the client against it, shows both, stops the server.
+fn run_pair(
+    server_bin: &str,
+    client_bin: &str,
+    bin_dir: &std::path::Path,
+    server_args: &[String],
+    client_args: &[String],
+) -> i32 {
     let (events, received) = mpsc::channel();
-    let mut server = match Command::new(bin_dir.join(&server_bin))
-        .args(&server_args)
+    let mut server = match Command::new(bin_dir.join(server_bin))
+        .args(server_args)
         .args(["--port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -99,33 +188,23 @@ pub fn run(args: &[String]) -> i32 {
         started.push(server.id());
     }
     forward(&mut server, "server", &events);
-    let port = match wait_for_port(&received) {
-        Ok(port) => port,
+    let listening = match wait_for_port(&received) {
+        Ok(listening) => listening,
         Err(message) => {
             stop(&mut server);
             drain(&received, Duration::from_millis(200));
             return error(&message);
         }
     };
-    // A TLS lesson's client must trust the CA its server made (or was given): pass
-    // it, as a learner would, unless the user chose one.
-    if lesson.protocol.starts_with("TLS") && !client_args.iter().any(|arg| arg == "--ca") {
-        let cert_dir = server_args
-            .iter()
-            .position(|arg| arg == "--cert-dir")
-            .and_then(|at| server_args.get(at + 1))
-            .map(PathBuf::from)
-            .unwrap_or_else(workbook::tls::default_cert_dir);
-        let ca = workbook::tls::ca_file(&cert_dir);
-        client_args.splice(0..0, ["--ca".to_string(), ca.display().to_string()]);
-    }
+    let address_args = listening.client_args();
     show(&format!(
-        "workbook │ {client_bin} {} --port {port}\n",
-        client_args.join(" ")
+        "workbook │ {client_bin} {} {}\n",
+        client_args.join(" "),
+        address_args.join(" ")
     ));
-    let mut client = match Command::new(bin_dir.join(&client_bin))
-        .args(&client_args)
-        .args(["--port", &port.to_string()])
+    let mut client = match Command::new(bin_dir.join(client_bin))
+        .args(client_args)
+        .args(&address_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -219,18 +298,43 @@ fn forward(child: &mut Child, who: &'static str, events: &Sender<Event>) {
     }
 }
 
-/// Shows the server's lines until `listening on IP:PORT`; returns the port.
-fn wait_for_port(received: &Receiver<Event>) -> Result<u16, String> {
+/// Where the server said it listens.
+enum Listening {
+    /// `listening on IP:PORT`: the client gets `--port PORT`.
+    Port(u16),
+    /// `listening on unix:PATH` or `unix:@NAME` (lesson 16): the client gets
+    /// `--path PATH` or `--abstract NAME`.
+    Local(String),
+}
+
+impl Listening {
+    fn client_args(&self) -> Vec<String> {
+        match self {
+            Listening::Port(port) => vec!["--port".into(), port.to_string()],
+            Listening::Local(place) => match place.strip_prefix('@') {
+                Some(name) => vec!["--abstract".into(), name.into()],
+                None => vec!["--path".into(), place.clone()],
+            },
+        }
+    }
+}
+
+/// Shows the server's lines until `listening on IP:PORT` (or `unix:PATH`).
+fn wait_for_port(received: &Receiver<Event>) -> Result<Listening, String> {
     let deadline = Instant::now() + START_WAIT;
     loop {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Event::Line(who, line)) => {
                 show(&format!("{who} │ {line}\n"));
-                let port = line
-                    .strip_prefix(workbook::log::LISTENING_ON)
-                    .and_then(|addr| addr.trim().rsplit(':').next()?.parse().ok());
-                if let Some(port) = port {
-                    return Ok(port);
+                let Some(addr) = line.strip_prefix(workbook::log::LISTENING_ON) else {
+                    continue;
+                };
+                let addr = addr.trim();
+                if let Some(place) = addr.strip_prefix("unix:") {
+                    return Ok(Listening::Local(place.to_string()));
+                }
+                if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    return Ok(Listening::Port(port));
                 }
             }
             Ok(Event::Closed(_)) => {
