@@ -40,7 +40,7 @@ fn the_map_lists_every_lesson_folder() {
 #[test]
 fn run_shows_both_programs_for_every_lesson() {
     for lesson in [
-        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12",
+        "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12", "17",
     ] {
         let ran = workbook(&["run", lesson]);
         let out = &ran.stdout;

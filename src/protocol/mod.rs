@@ -14,6 +14,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 mod echo;
+mod failures;
 mod http;
 mod lessons;
 
@@ -56,7 +57,25 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         9 => Some(lessons::FRAMING),
         10 => Some(lessons::SOCKETSERVER),
         12 => Some(http::HTTP),
+        17 => Some(failures::WELL_BEHAVED),
         _ => None,
+    }
+}
+
+/// The checks of lesson `lesson`'s server started in a mode that changes its
+/// protocol on purpose (lesson 17's `--misbehave MODE`); `None` for an unknown mode.
+pub fn mode_checks(lesson: u32, mode: &str) -> Option<&'static [Check]> {
+    match lesson {
+        17 => failures::for_mode(mode),
+        _ => None,
+    }
+}
+
+/// The names of those modes (empty for a lesson without them).
+pub fn modes(lesson: u32) -> Vec<&'static str> {
+    match lesson {
+        17 => failures::MODES.iter().map(|(name, _)| *name).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -269,7 +288,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 17] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

@@ -32,6 +32,7 @@ usage: cargo run [-- COMMAND]
       --only NAME,...              run only these checks
       --junit FILE                 also write the results as JUnit XML (for graders)
       --timeout SECS               the longest any one wait may take (default 10)
+      --misbehave MODE             lesson 17: check a server started with --misbehave MODE
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
   -h, --help                       this text
@@ -198,6 +199,7 @@ struct CheckOptions {
     only: Option<Vec<String>>,
     junit: Option<PathBuf>,
     timeout: Duration,
+    misbehave: Option<String>,
 }
 
 fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
@@ -208,6 +210,7 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
         only: None,
         junit: None,
         timeout: Duration::from_secs(10),
+        misbehave: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -241,6 +244,7 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
                     .ok_or_else(|| format!("invalid timeout '{text}': 0.1 to 600 seconds"))?;
                 options.timeout = Duration::from_secs_f64(seconds);
             }
+            "--misbehave" => options.misbehave = Some(value("--misbehave")?),
             other => return Err(format!("unknown option '{other}' for check")),
         }
     }
@@ -264,7 +268,21 @@ fn check(args: &[String]) -> i32 {
         Ok(options) => options,
         Err(message) => return usage_error(&message),
     };
-    let Some(checks) = protocol::checks(lesson.number) else {
+    let checks = match &options.misbehave {
+        None => protocol::checks(lesson.number),
+        Some(mode) => match protocol::mode_checks(lesson.number, mode) {
+            Some(checks) => Some(checks),
+            None => {
+                let modes = protocol::modes(lesson.number);
+                return usage_error(&if modes.is_empty() {
+                    format!("lesson {:02} has no --misbehave modes", lesson.number)
+                } else {
+                    format!("no mode '{mode}': the modes are {}", modes.join(", "))
+                });
+            }
+        },
+    };
+    let Some(checks) = checks else {
         return error(&format!(
             "lesson {:02} has no protocol to check: {}",
             lesson.number,
@@ -308,7 +326,14 @@ fn check(args: &[String]) -> i32 {
         _ => return error(&format!("cannot resolve host '{host}'")),
     };
     if lesson.transport.starts_with("TCP") {
-        if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
+        // (A full accept queue, lesson 17's never-accept, times out: that is no
+        // reason not to check it.)
+        let probe = TcpStream::connect_timeout(&addr, options.timeout);
+        let queue_full = options.misbehave.is_some()
+            && probe
+                .as_ref()
+                .is_err_and(|err| err.kind() == io::ErrorKind::TimedOut);
+        if let (Err(err), false) = (probe, queue_full) {
             return error(&format!(
                 "nothing listening at {addr} ({err}); start a server there, e.g. \
                  cargo run --bin {}_server -- --port {port}",
