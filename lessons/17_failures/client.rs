@@ -273,6 +273,20 @@ fn talk(addr: SocketAddr, messages: &[Vec<u8>], wait: Duration) -> Result<(), Fa
     stream
         .set_write_timeout(Some(wait))
         .map_err(step_failed("sending to"))?;
+    // ANCHOR: keepalive
+    // A connection that stays quiet may be half-open: the peer's machine lost power,
+    // or a NAT box forgot the connection, and no FIN or RST will ever come. TCP
+    // keepalive finds out: after 60 s of silence (TCP_KEEPIDLE) the kernel sends a
+    // probe, every 10 s (TCP_KEEPINTVL), and after 5 unanswered ones (TCP_KEEPCNT)
+    // it drops the connection: a blocked read fails with ETIMEDOUT.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(5);
+    socket2::SockRef::from(&stream)
+        .set_tcp_keepalive(&keepalive)
+        .map_err(step_failed("connecting to"))?;
+    // ANCHOR_END: keepalive
     if let Ok(local) = stream.local_addr() {
         print_line(&format!("connected to {addr} from {local}"));
     }
