@@ -487,6 +487,44 @@ mod lesson {
 mod exercises {
     //! The chapter's exercises: each fails on the lesson as shipped.
 
-    #[allow(unused_imports)]
     use super::*;
+
+    /// 17.1: `--retry N`: a refused connect is retried (with a growing pause) up to
+    /// N times, so a client started just before its server still gets through.
+    #[test]
+    #[ignore]
+    fn exercise_1_retry_refused() {
+        let port = closed_port().to_string();
+        let client = std::thread::spawn({
+            let port = port.clone();
+            move || run(CLIENT, &["--port", &port, "--retry", "30", "hello"], b"")
+        });
+        // The client is refused until this server is up: no sleep, it retries.
+        let server = Server::start(SERVER, &["--port", &port]);
+        let ran = client.join().unwrap();
+        assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
+        assert!(ran.stdout.contains("echo \"hello\""), "{}", ran.stdout);
+        assert_clean_shutdown(&server.stop(SIGINT));
+        // Without a server, it gives up after N tries with the usual error line.
+        let alone = run(
+            CLIENT,
+            &["--port", &closed_port().to_string(), "--retry", "2"],
+            b"",
+        );
+        assert_error_line(&alone, &["Connection refused"]);
+    }
+
+    /// 17.2: the well-behaved server says why it closes a connection it has held
+    /// for `--hold` seconds: it sends `bye\n` first.
+    #[test]
+    #[ignore]
+    fn exercise_2_bye_when_idle() {
+        let server = Server::start(SERVER, &["--hold", "1"]);
+        let mut stream = connect(server.addr);
+        let got = read_to_eof(&mut stream);
+        assert_same_bytes(&got, b"ready\nbye\n", "what a client held too long gets");
+        // A client that closes first gets no `bye`.
+        greeted_round_trip(server.addr, b"hello");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
 }

@@ -19,8 +19,8 @@ pub const GREETING: &[u8] = b"ready\n";
 /// How the server treats a connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
-    /// No `--misbehave`: greets with `ready\n`, then echoes; an idle client is
-    /// closed after `hold`.
+    /// No `--misbehave`: greets with `ready\n`, then echoes; the connection is
+    /// closed after `hold`, like every other.
     WellBehaved,
     /// listen(2) with a backlog of 1 and never accept(2): two connections complete in
     /// the kernel's queue, the SYNs of the next are dropped (their connect waits).
