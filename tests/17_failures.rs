@@ -421,9 +421,10 @@ mod lesson {
         }
     }
 
-    /// About 320 bytes of log per client: 300 clients log more than a pipe holds.
+    /// About 200 bytes of log per client: 500 clients log more than a pipe holds
+    /// (64 KiB).
     fn busy(addr: SocketAddr) {
-        for round in 0..300 {
+        for round in 0..500 {
             greeted_round_trip(addr, format!("message {round}\n").as_bytes());
         }
         let mut doomed = connect(addr);
@@ -461,6 +462,7 @@ mod lesson {
         for bad in [
             &["--misbehave", "explode"][..],
             &["--hold", "0"],
+            &["--hold", "99999999999999"],
             &["--max-threads", "0"],
         ] {
             assert_usage_error(&run(SERVER, bad, b""));

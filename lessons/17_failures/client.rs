@@ -79,13 +79,21 @@ fn main() {
     let addr = args
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
-    let mut messages = Vec::new();
-    let _ = args.each_message(|message| {
-        messages.push(message.to_vec());
-        Ok(())
+    let wait = Duration::from_secs_f64(seconds);
+    let mut stream = connect_and_greet(addr, wait).unwrap_or_else(|failure| failure.report(addr));
+    // Each message as it comes (a line typed, or an argument): send it, read its echo.
+    let mut failed = None;
+    let read_input = args.each_message(|message| {
+        exchange(&mut stream, message, wait).map_err(|failure| {
+            failed = Some(failure);
+            io::Error::other("the exchange failed")
+        })
     });
-    if let Err(failure) = talk(addr, &messages, Duration::from_secs_f64(seconds)) {
+    if let Some(failure) = failed {
         failure.report(addr);
+    }
+    if let Err(err) = read_input {
+        exit_with_error(&format!("cannot read stdin: {err}"));
     }
 }
 
@@ -265,9 +273,8 @@ fn step_failed(step: &'static str) -> impl Fn(io::Error) -> Failure {
 }
 
 // ANCHOR: talk
-/// Connects, waits (bounded) for the greeting, then sends each message and reads
-/// its echo before a deadline.
-fn talk(addr: SocketAddr, messages: &[Vec<u8>], wait: Duration) -> Result<(), Failure> {
+/// Connects, then waits (bounded) for the greeting.
+fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Failure> {
     let mut stream =
         TcpStream::connect_timeout(&addr, wait).map_err(step_failed("connecting to"))?;
     stream
@@ -313,28 +320,31 @@ fn talk(addr: SocketAddr, messages: &[Vec<u8>], wait: Duration) -> Result<(), Fa
         }
     }
 
-    for message in messages {
-        // write(2) blocks while both buffers are full (no-read); SO_SNDTIMEO bounds it.
-        stream
-            .write_all(message)
-            .map_err(step_failed("sending to"))?;
-        print_line(&format!("sent {}", show::bytes(message)));
-        // One deadline for the whole echo, not one timeout per read: a server that
-        // sends a byte a second would satisfy every read and never finish.
-        let mut echo = Vec::new();
-        let deadline = Instant::now() + wait;
-        read_before(&mut stream, &mut echo, message.len(), deadline).map_err(|error| {
-            if !echo.is_empty() {
-                print_line(&format!("partial echo: {}", show::bytes(&echo)));
-            }
-            Failure {
-                step: "reading the echo from",
-                error,
-                partial: Some(echo.len()),
-            }
-        })?;
-        print_line(&format!("echo {}", show::bytes(&echo)));
-    }
+    Ok(stream)
+}
+
+/// Sends one message and reads its echo before a deadline.
+fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<(), Failure> {
+    // write(2) blocks while both buffers are full (no-read); SO_SNDTIMEO bounds it.
+    stream
+        .write_all(message)
+        .map_err(step_failed("sending to"))?;
+    print_line(&format!("sent {}", show::bytes(message)));
+    // One deadline for the whole echo, not one timeout per read: a server that
+    // sends a byte a second would satisfy every read and never finish.
+    let mut echo = Vec::new();
+    let deadline = Instant::now() + wait;
+    read_before(stream, &mut echo, message.len(), deadline).map_err(|error| {
+        if !echo.is_empty() {
+            print_line(&format!("partial echo: {}", show::bytes(&echo)));
+        }
+        Failure {
+            step: "reading the echo from",
+            error,
+            partial: Some(echo.len()),
+        }
+    })?;
+    print_line(&format!("echo {}", show::bytes(&echo)));
     Ok(())
 }
 // ANCHOR_END: talk

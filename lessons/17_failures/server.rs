@@ -70,10 +70,11 @@ fn main() {
             ))
         }),
     };
-    let hold = Duration::from_secs(args.get_or("--hold", 30));
-    if hold.is_zero() {
-        args.usage_error("--hold must be at least 1 second");
+    let hold_secs: u64 = args.get_or("--hold", 30);
+    if !(1..=86_400).contains(&hold_secs) {
+        args.usage_error("--hold must be from 1 second to 86400 (a day)");
     }
+    let hold = Duration::from_secs(hold_secs);
     let max_threads: usize = args.get_or("--max-threads", 64);
     if max_threads == 0 {
         args.usage_error("--max-threads must be at least 1");

@@ -326,14 +326,15 @@ fn check(args: &[String]) -> i32 {
         _ => return error(&format!("cannot resolve host '{host}'")),
     };
     if lesson.transport.starts_with("TCP") {
-        // (A full accept queue, lesson 17's never-accept, times out: that is no
-        // reason not to check it.)
+        // A misbehaving server (lesson 17) may fail this very connect on purpose (a
+        // full accept queue times out, a reset can beat the connect's end): only a
+        // refusal means that nothing is there.
         let probe = TcpStream::connect_timeout(&addr, options.timeout);
-        let queue_full = options.misbehave.is_some()
+        let misbehaving = options.misbehave.is_some()
             && probe
                 .as_ref()
-                .is_err_and(|err| err.kind() == io::ErrorKind::TimedOut);
-        if let (Err(err), false) = (probe, queue_full) {
+                .is_err_and(|err| err.kind() != io::ErrorKind::ConnectionRefused);
+        if let (Err(err), false) = (probe, misbehaving) {
             return error(&format!(
                 "nothing listening at {addr} ({err}); start a server there, e.g. \
                  cargo run --bin {}_server -- --port {port}",
