@@ -265,6 +265,48 @@ mod lesson {
         }
     }
 
+    /// Nothing leaves the machine: under strace, the unknown-host case connects to
+    /// no nameserver (no port 53) and sends no datagram, and the
+    /// address-not-available case sends nothing at all; only local sockets (nscd's
+    /// AF_UNIX socket, netlink) are used.
+    #[test]
+    fn unknown_host_and_foreign_address_send_nothing() {
+        if !tool_available("strace", &["-V"]) {
+            return;
+        }
+        for case in ["unknown-host", "address-not-available"] {
+            let traced = run(
+                "strace",
+                &[
+                    "-f",
+                    "-e",
+                    "trace=connect,sendto,sendmsg,sendmmsg",
+                    CLIENT,
+                    "--case",
+                    case,
+                ],
+                b"",
+            );
+            assert!(
+                traced.status.success(),
+                "{case}: {}\n{}",
+                traced.stdout,
+                traced.stderr
+            );
+            for line in traced.stderr.lines() {
+                let local = line.contains("AF_UNIX")
+                    || line.contains("AF_NETLINK")
+                    || line.contains("ENOENT")
+                    || !(line.contains("connect(") || line.contains("send"));
+                assert!(
+                    local,
+                    "{case}: a call that may leave the machine: {line}\n{}",
+                    traced.stderr
+                );
+            }
+        }
+    }
+
     /// The table the chapter shows, and the catalogue (with the fixes) it includes.
     #[test]
     fn all_cases_table_transcript() {
@@ -538,7 +580,7 @@ mod exercises {
     /// for `--hold` seconds: it sends `bye\n` first.
     #[test]
     #[ignore]
-    fn exercise_2_bye_when_idle() {
+    fn exercise_2_say_bye() {
         let server = Server::start(SERVER, &["--hold", "1"]);
         let mut stream = connect(server.addr);
         let got = read_to_eof(&mut stream);
