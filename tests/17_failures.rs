@@ -407,6 +407,25 @@ mod lesson {
         }
     }
 
+    /// `--quiet`: the start, mode and stop lines, and nothing per connection.
+    #[test]
+    fn quiet_logs_only_start_mode_and_stop() {
+        let server = Server::start(SERVER, &["--quiet", "--misbehave", "wait-first"]);
+        let mut stream = connect(server.addr);
+        stream.write_all(b"hello").unwrap();
+        assert_same_bytes(&read_exactly(&mut stream, 5), b"hello", "the echo");
+        drop(stream);
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        let lines: Vec<&str> = exited.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", exited.stdout);
+        assert!(
+            lines[1].starts_with("mode wait-first:"),
+            "{}",
+            exited.stdout
+        );
+    }
+
     /// `--hold 1`: no mode keeps a client for ever. Each held connection ends (end of
     /// file or reset) long before the read timeout; never-accept resets its queue.
     #[test]

@@ -37,6 +37,16 @@ const GRACE: Duration = Duration::from_millis(500);
 /// The no-read mode's receive buffer: small, so that a client fills it quickly.
 const NO_READ_RCVBUF: usize = 4096;
 
+/// How every connection is served.
+#[derive(Clone, Copy)]
+struct Serving {
+    mode: Mode,
+    /// The longest a connection is held.
+    hold: Duration,
+    /// Log only errors (no connected, disconnected, or what the mode does).
+    quiet: bool,
+}
+
 fn main() {
     let mode_names: Vec<&str> = MODES.iter().map(|(name, _)| *name).collect();
     let args = Cli::new(
@@ -59,6 +69,10 @@ fn main() {
         "--max-threads",
         "N",
         "at most N connections served at once (default 64)",
+    )
+    .switch(
+        "--quiet",
+        "log only errors and the start, mode and stop lines",
     )
     .parse();
     let mode = match args.get::<String>("--misbehave") {
@@ -103,6 +117,11 @@ fn main() {
 
     let connections = LiveConnections::new();
     let mut threads = Vec::new();
+    let serving = Serving {
+        mode,
+        hold,
+        quiet: args.flag("--quiet"),
+    };
     if mode == Mode::NeverAccept {
         never_accept(&listener, &wakeup, hold);
     } else {
@@ -110,8 +129,7 @@ fn main() {
             &listener,
             &wakeup,
             &connections,
-            mode,
-            hold,
+            serving,
             max_threads,
             &mut threads,
         );
@@ -165,8 +183,7 @@ fn accept_loop(
     listener: &TcpListener,
     wakeup: &UnixStream,
     connections: &Arc<LiveConnections>,
-    mode: Mode,
-    hold: Duration,
+    serving: Serving,
     max_threads: usize,
     threads: &mut Vec<JoinHandle<()>>,
 ) {
@@ -210,7 +227,7 @@ fn accept_loop(
             );
             continue;
         }
-        spawn_connection(stream, connections, mode, hold, threads);
+        spawn_connection(stream, connections, serving, threads);
     }
 }
 // ANCHOR_END: accept_loop
@@ -218,24 +235,32 @@ fn accept_loop(
 fn spawn_connection(
     stream: TcpStream,
     connections: &Arc<LiveConnections>,
-    mode: Mode,
-    hold: Duration,
+    serving: Serving,
     threads: &mut Vec<JoinHandle<()>>,
 ) {
+    let Serving { mode, hold, quiet } = serving;
     let peers = show::peers(&stream);
     let stream = Arc::new(stream);
     // Registered, so that Ctrl-C reaches this thread even while it waits in read(2).
     let registered = connections.register(Some(Arc::clone(&stream)));
-    log!("{} {peers} (mode {})", log::CONNECTED, mode.name());
+    if !quiet {
+        log!("{} {peers} (mode {})", log::CONNECTED, mode.name());
+    }
     let spawned = thread::Builder::new()
         .name(format!("conn-{}", registered.number))
         .spawn(move || {
-            let note = |line: String| log!("{peers}: {line}");
+            let note = |line: String| {
+                if !quiet {
+                    log!("{peers}: {line}");
+                }
+            };
             if let Err(err) = misbehave::serve(mode, &stream, hold, &note) {
                 log!("{} {peers}: {err}", log::ERROR);
             }
             drop(registered);
-            log!("{} {peers}", log::DISCONNECTED);
+            if !quiet {
+                log!("{} {peers}", log::DISCONNECTED);
+            }
         });
     match spawned {
         Ok(handle) => threads.push(handle),
