@@ -39,9 +39,12 @@ fn main() {
     .value(
         "--case",
         "NAME",
-        "reproduce one failure on loopback (see --list) and explain it",
+        "reproduce one failure on loopback and explain it (see --list; needs no server)",
     )
-    .switch("--all", "reproduce every failure and print the table")
+    .switch(
+        "--all",
+        "reproduce every failure and print the table (needs no server)",
+    )
     .switch(
         "--markdown",
         "with --all: the table as Markdown, with the fixes",
@@ -97,7 +100,7 @@ fn main() {
     }
 }
 
-/// Runs `case`; `Err` when it did not give what the catalogue says.
+/// Runs `case`: what it gave, and whether that is what the catalogue says.
 fn observe(case: &Case) -> (Outcome, bool) {
     let outcome = (case.run)().unwrap_or_else(|err| Outcome {
         kind: "(setup failed)".into(),
@@ -204,9 +207,29 @@ fn all(markdown: bool) -> i32 {
 
 // The careful client: lesson 17's protocol (a greeting, then echo), each wait bounded.
 
+/// The steps of a conversation with the server, where a failure can happen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Connect,
+    Greeting,
+    Send,
+    Echo,
+}
+
+impl Step {
+    fn doing(self) -> &'static str {
+        match self {
+            Step::Connect => "connecting to",
+            Step::Greeting => "waiting for the greeting from",
+            Step::Send => "sending to",
+            Step::Echo => "reading the echo from",
+        }
+    }
+}
+
 /// Where talking to the server failed, and with what.
 struct Failure {
-    step: &'static str,
+    step: Step,
     error: io::Error,
     /// Bytes of the reply that came before it failed.
     partial: Option<usize>,
@@ -222,8 +245,8 @@ impl Failure {
                 case.name, case.what
             ));
             print_line(&format!(
-                "  ErrorKind {}, errno {}",
-                format_args!("{:?}", self.error.kind()),
+                "  ErrorKind {:?}, errno {}",
+                self.error.kind(),
                 cases::errno_of(&self.error)
             ));
             print_line(&format!("  python would say: {}", case.python_line));
@@ -233,28 +256,28 @@ impl Failure {
                 case.name
             ));
         }
-        if self.step == "connecting to" {
+        if self.step == Step::Connect {
             exit_with_error(&workbook::connect_failed(
                 addr,
                 &self.error,
                 "17_failures_server",
             ));
         }
-        exit_with_error(&format!("{} {addr}: {}", self.step, self.error))
+        exit_with_error(&format!("{} {addr}: {}", self.step.doing(), self.error))
     }
 }
 
 // ANCHOR: diagnose
 /// Which case of the catalogue a failure is, from the step and the error kind.
-fn diagnose(step: &str, err: &io::Error, partial: Option<usize>) -> Option<&'static Case> {
+fn diagnose(step: Step, err: &io::Error, partial: Option<usize>) -> Option<&'static Case> {
     use io::ErrorKind::*;
     let name = match (step, err.kind()) {
-        ("connecting to", ConnectionRefused) => "refused",
-        ("connecting to", TimedOut) => "connect-timeout",
-        ("waiting for the greeting from", WouldBlock | TimedOut) => "deadlock",
-        ("sending to", WouldBlock | TimedOut) => "write-blocks",
-        ("reading the echo from", TimedOut) if partial.unwrap_or(0) > 0 => "deadline",
-        ("reading the echo from", WouldBlock | TimedOut) => "read-timeout",
+        (Step::Connect, ConnectionRefused) => "refused",
+        (Step::Connect, TimedOut) => "connect-timeout",
+        (Step::Greeting, WouldBlock | TimedOut) => "deadlock",
+        (Step::Send, WouldBlock | TimedOut) => "write-blocks",
+        (Step::Echo, TimedOut) if partial.unwrap_or(0) > 0 => "deadline",
+        (Step::Echo, WouldBlock | TimedOut) => "read-timeout",
         (_, ConnectionReset) => "reset",
         (_, BrokenPipe) => "broken-pipe",
         (_, UnexpectedEof) => "eof",
@@ -264,7 +287,7 @@ fn diagnose(step: &str, err: &io::Error, partial: Option<usize>) -> Option<&'sta
 }
 // ANCHOR_END: diagnose
 
-fn step_failed(step: &'static str) -> impl Fn(io::Error) -> Failure {
+fn step_failed(step: Step) -> impl Fn(io::Error) -> Failure {
     move |error| Failure {
         step,
         error,
@@ -275,11 +298,10 @@ fn step_failed(step: &'static str) -> impl Fn(io::Error) -> Failure {
 // ANCHOR: talk
 /// Connects, then waits (bounded) for the greeting.
 fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Failure> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, wait).map_err(step_failed("connecting to"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, wait).map_err(step_failed(Step::Connect))?;
     stream
         .set_write_timeout(Some(wait))
-        .map_err(step_failed("sending to"))?;
+        .map_err(step_failed(Step::Send))?;
     // ANCHOR: keepalive
     // A connection that stays quiet may be half-open: the peer's machine lost power,
     // or a NAT box forgot the connection, and no FIN or RST will ever come. TCP
@@ -292,7 +314,7 @@ fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Fail
         .with_retries(5);
     socket2::SockRef::from(&stream)
         .set_tcp_keepalive(&keepalive)
-        .map_err(step_failed("connecting to"))?;
+        .map_err(step_failed(Step::Connect))?;
     // ANCHOR_END: keepalive
     if let Ok(local) = stream.local_addr() {
         print_line(&format!("connected to {addr} from {local}"));
@@ -304,8 +326,7 @@ fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Fail
     match read_before(&mut stream, &mut greeting, 6, Instant::now() + wait) {
         Ok(()) => print_line(&format!("greeting: {}", show::bytes(&greeting))),
         Err(err) if is_timeout(&err) && greeting.is_empty() => {
-            let why =
-                diagnose("waiting for the greeting from", &err, None).map_or("", |case| case.name);
+            let why = diagnose(Step::Greeting, &err, None).map_or("", |case| case.name);
             print_line(&format!(
                 "no greeting within {wait:?}: both sides are waiting (the case `{why}`); \
                  speaking first"
@@ -313,7 +334,7 @@ fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Fail
         }
         Err(error) => {
             return Err(Failure {
-                step: "waiting for the greeting from",
+                step: Step::Greeting,
                 error,
                 partial: None,
             });
@@ -326,9 +347,7 @@ fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Fail
 /// Sends one message and reads its echo before a deadline.
 fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<(), Failure> {
     // write(2) blocks while both buffers are full (no-read); SO_SNDTIMEO bounds it.
-    stream
-        .write_all(message)
-        .map_err(step_failed("sending to"))?;
+    stream.write_all(message).map_err(step_failed(Step::Send))?;
     print_line(&format!("sent {}", show::bytes(message)));
     // One deadline for the whole echo, not one timeout per read: a server that
     // sends a byte a second would satisfy every read and never finish.
@@ -339,7 +358,7 @@ fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<()
             print_line(&format!("partial echo: {}", show::bytes(&echo)));
         }
         Failure {
-            step: "reading the echo from",
+            step: Step::Echo,
             error,
             partial: Some(echo.len()),
         }
