@@ -461,6 +461,25 @@ mod lesson {
         }
     }
 
+    /// The well-behaved server and a client that sends without ever reading: the
+    /// echo's write blocks, and `--hold` (as a send timeout) ends it too: the server
+    /// logs the error, lets the client go, and serves the next one.
+    #[test]
+    fn a_client_that_never_reads_is_let_go_after_hold() {
+        let mut server = Server::start(SERVER, &["--hold", "1"]);
+        let mut stream = connect(server.addr);
+        stream
+            .set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let chunk = [b'x'; 64 * 1024];
+        // Until both buffers are full and the server's echo is stuck (bounded: the
+        // write timeout ends it).
+        while stream.write(&chunk).is_ok() {}
+        server.wait_for_line(log::ERROR);
+        greeted_round_trip(server.addr, b"next");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     /// Ctrl-C with clients connected, in every mode (a slow reply in progress, a
     /// client blocked writing to no-read, two queued in never-accept): exit 0, last
     /// line `shutting down`.

@@ -102,6 +102,9 @@ pub fn serve(
     note: &dyn Fn(String),
 ) -> io::Result<()> {
     let deadline = Instant::now() + hold;
+    // A client that sends and never reads must not hold an echo's write for ever
+    // either: SO_SNDTIMEO bounds each write by `hold` too.
+    stream.set_write_timeout(Some(hold))?;
     match mode {
         // never-accept has no connection to serve: the server's loop never accepts.
         Mode::NeverAccept => Ok(()),
