@@ -134,11 +134,13 @@ mod protocol {
         let reset = Server::start(SERVER, &["--misbehave", "reset"]);
         let close = Server::start(SERVER, &["--misbehave", "close"]);
         let silent = Server::start(SERVER, &["--misbehave", "silent"]);
+        let wait_first = Server::start(SERVER, &["--misbehave", "wait-first"]);
+        let no_read = Server::start(SERVER, &["--misbehave", "no-read"]);
         let (_busy, busy) = busy_port();
         let closed = closed_port();
         let script = format!(
             r#"
-import socket
+import select, socket
 def show(name, call):
     try:
         print(name, repr(call()))
@@ -159,10 +161,42 @@ show("address-in-use", lambda: bind(("127.0.0.1", {busy})))
 show("address-not-available", lambda: bind(("203.0.113.1", 0)))
 name = "{name}".encode()
 show("unknown-host", lambda: socket.getaddrinfo(name, 80))
+show("deadlock", lambda: recv({wait_first}, 0.5))
+def nonblocking_connect():
+    s = socket.socket()
+    s.setblocking(False)
+    started = s.connect_ex(("127.0.0.1", {closed}))
+    select.select([], [s], [], 5)
+    return (started, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+show("nonblocking-connect", nonblocking_connect)
+def connect_timeout():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    queued = [socket.create_connection(listener.getsockname(), timeout=5) for _ in range(2)]
+    return socket.create_connection(listener.getsockname(), timeout=0.5)
+show("connect-timeout", connect_timeout)
+def write_blocks():
+    s = socket.create_connection(("127.0.0.1", {no_read}), timeout=5)
+    s.settimeout(0.5)
+    for _ in range(1000):
+        s.sendall(b"x" * 65536)
+show("write-blocks", write_blocks)
+def broken_pipe():
+    s = socket.create_connection(("127.0.0.1", {close}), timeout=5)
+    s.recv(100)
+    s.send(b"hello")
+    waiter = select.poll()
+    waiter.register(s, 0)  # only POLLHUP/POLLERR: the RST
+    waiter.poll(5000)
+    s.send(b"hello")
+show("broken-pipe", broken_pipe)
 "#,
             reset = reset.port(),
             close = close.port(),
             silent = silent.port(),
+            wait_first = wait_first.port(),
+            no_read = no_read.port(),
             name = "this-label-is-longer-than-the-sixty-three-bytes-that-dns-allows-so-no-query-is-sent.invalid",
         );
         let ran = run("python3", &["-c", &script], b"");
@@ -175,6 +209,11 @@ show("unknown-host", lambda: socket.getaddrinfo(name, 80))
             "address-in-use OSError 98",
             "address-not-available OSError 99",
             "unknown-host gaierror -2",
+            "deadlock TimeoutError None",
+            "nonblocking-connect (115, 111)",
+            "connect-timeout TimeoutError None",
+            "write-blocks TimeoutError None",
+            "broken-pipe BrokenPipeError 32",
         ] {
             assert!(
                 ran.stdout.lines().any(|line| line == want),
