@@ -21,6 +21,7 @@ use workbook::protocol::{self as wire, Target};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_17_failures_server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_17_failures_client");
+const WORKBOOK: &str = env!("CARGO_BIN_EXE_workbook");
 const DEFAULT_PORT: u16 = 10017;
 const MODES: [&str; 7] = [
     "never-accept",
@@ -122,6 +123,51 @@ mod protocol {
     #[test]
     fn wait_first_waits_for_the_client() {
         mode_checks_pass("wait-first");
+    }
+
+    /// The front door: `check 17 --misbehave MODE` runs that mode's checks (and a
+    /// reset server passes `reset` but fails `close`); a mode that does not exist,
+    /// or `--misbehave` for a lesson without modes, is a usage error.
+    #[test]
+    fn check_17_misbehave_through_the_front_door() {
+        let server = Server::start(SERVER, &["--misbehave", "reset"]);
+        let port = server.port().to_string();
+        let checked = run(
+            WORKBOOK,
+            &["check", "17", "--port", &port, "--misbehave", "reset"],
+            b"",
+        );
+        assert!(
+            checked.status.success(),
+            "{}\n{}",
+            checked.stdout,
+            checked.stderr
+        );
+        assert!(checked.stdout.contains("PASS reset"), "{}", checked.stdout);
+        let wrong = run(
+            WORKBOOK,
+            &["check", "17", "--port", &port, "--misbehave", "close"],
+            b"",
+        );
+        assert_eq!(wrong.status.code(), Some(1), "{}", wrong.stdout);
+        assert!(wrong.stdout.contains("FAIL close"), "{}", wrong.stdout);
+        let listed = run(
+            WORKBOOK,
+            &["check", "17", "--misbehave", "slow", "--list"],
+            b"",
+        );
+        assert!(listed.stdout.starts_with("slow "), "{}", listed.stdout);
+        assert_usage_error(&run(
+            WORKBOOK,
+            &["check", "17", "--misbehave", "explode"],
+            b"",
+        ));
+        assert_usage_error(&run(
+            WORKBOOK,
+            &["check", "05", "--misbehave", "reset"],
+            b"",
+        ));
+        assert_clean_shutdown(&server.stop(SIGINT));
     }
 
     /// The Python column of the catalogue, from Python itself: what `socket` raises
@@ -588,6 +634,29 @@ mod lesson {
                 stream.write_all(b"anyone there?").unwrap();
             }
         });
+    }
+
+    /// Stalled stdout while slow replies are in progress: Ctrl-C still ends every
+    /// thread (each waits in a read with a timeout, which shutdown ends) in time.
+    #[test]
+    fn survives_stalled_stdout_while_misbehaving() {
+        contract::survives_stalled_stdout(SERVER, &["--misbehave", "slow"], |addr| {
+            let mut streams: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+            for stream in &mut streams {
+                stream.write_all(b"a slow reply, please").unwrap();
+            }
+            for stream in &mut streams {
+                assert_same_bytes(&read_exactly(stream, 1), b"a", "the first byte");
+            }
+            many_short_connections(addr);
+        });
+    }
+
+    /// More log than a pipe holds: 500 clients that leave at once (two lines each).
+    fn many_short_connections(addr: SocketAddr) {
+        for _ in 0..500 {
+            drop(connect(addr));
+        }
     }
 
     #[test]
