@@ -356,7 +356,7 @@ mod lesson {
     /// AF_UNIX socket, netlink) are used.
     #[test]
     fn unknown_host_and_foreign_address_send_nothing() {
-        if !tool_available("strace", &["-V"]) {
+        if !strace_works() {
             return;
         }
         for case in ["unknown-host", "address-not-available"] {
