@@ -150,7 +150,7 @@ fn never_accept(listener: &TcpListener, wakeup: &UnixStream, hold: Duration) {
         }
         if released > 0 {
             log!(
-                "never-accept: reset {} left in the queue for {} s",
+                "never-accept: reset {} queued for up to {} s",
                 show::count(released, "connection"),
                 hold.as_secs()
             );
