@@ -15,6 +15,7 @@ use std::time::Duration;
 
 mod chat;
 mod echo;
+mod failures;
 mod http;
 mod lessons;
 pub mod local;
@@ -90,6 +91,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         14 => Some(tls::TLS),
         15 => Some(names::NAMES),
         16 => Some(local::STREAM),
+        17 => Some(failures::WELL_BEHAVED),
         _ => None,
     }
 }
@@ -103,6 +105,23 @@ pub fn checks_for(lesson: u32, target: &Target) -> Option<&'static [Check]> {
         (16, Some(_), true) => Some(local::DATAGRAM),
         (16, None, _) => Some(local::UDP),
         _ => checks(lesson),
+    }
+}
+
+/// The checks of lesson `lesson`'s server started in a mode that changes its
+/// protocol on purpose (lesson 17's `--misbehave MODE`); `None` for an unknown mode.
+pub fn mode_checks(lesson: u32, mode: &str) -> Option<&'static [Check]> {
+    match lesson {
+        17 => failures::for_mode(mode),
+        _ => None,
+    }
+}
+
+/// The names of those modes (empty for a lesson without them).
+pub fn modes(lesson: u32) -> Vec<&'static str> {
+    match lesson {
+        17 => failures::MODES.iter().map(|(name, _)| *name).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -315,7 +334,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

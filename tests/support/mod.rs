@@ -1311,3 +1311,27 @@ pub fn process_state(pid: u32) -> Option<char> {
     // `PID (name) STATE ...`: the name may hold spaces, so look after its last `)`.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+/// Can strace trace a program here? Outside CI a test that needs it is skipped (with
+/// a note) when it cannot; under CI (`CI` set) that fails. (Lessons 02, 07 and 08
+/// have copies of their own of this probe.)
+pub fn strace_works() -> bool {
+    let probe = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    let problem = match probe {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "strace cannot trace here ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => format!("strace is missing: {err}"),
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{problem}; CI must install strace (and allow ptrace)"
+    );
+    eprintln!("skipped: {problem}; install strace to run this test");
+    false
+}

@@ -165,6 +165,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["hello", "local"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 17,
+        name: "17_failures",
+        topic: "failures: every socket error on purpose, named (ErrorKind, errno, Python) and fixed",
+        transport: "TCP 10017",
+        protocol: "`ready\\n` then echo; --misbehave MODE: never-accept, reset, close, silent, slow, no-read, wait-first",
+        client_args: &["hello"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.

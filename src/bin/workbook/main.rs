@@ -39,6 +39,7 @@ usage: cargo run [-- COMMAND]
       --path PATH [--dgram]        lesson 16: the server's AF_UNIX socket file (stream, or
                                    datagram with --dgram; default: the server's default
                                    path) instead of --host/--port (its --udp server)
+      --misbehave MODE             lesson 17: check a server started with --misbehave MODE
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
   -h, --help                       this text
@@ -210,6 +211,7 @@ struct CheckOptions {
     /// Lesson 16: an AF_UNIX socket file instead of an IP address and port.
     path: Option<PathBuf>,
     dgram: bool,
+    misbehave: Option<String>,
 }
 
 fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
@@ -224,6 +226,7 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
         server_name: None,
         path: None,
         dgram: false,
+        misbehave: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -261,6 +264,7 @@ fn parse_check_options(args: &[String]) -> Result<CheckOptions, String> {
             }
             "--ca" => options.ca = Some(PathBuf::from(value("--ca")?)),
             "--server-name" => options.server_name = Some(value("--server-name")?),
+            "--misbehave" => options.misbehave = Some(value("--misbehave")?),
             other => return Err(format!("unknown option '{other}' for check")),
         }
     }
@@ -316,8 +320,21 @@ fn check(args: &[String]) -> i32 {
         .as_deref()
         .map(|path| Target::unix(path, options.dgram));
     let placeholder = Target::new(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let Some(checks) = protocol::checks_for(lesson.number, local.as_ref().unwrap_or(&placeholder))
-    else {
+    let checks = match &options.misbehave {
+        None => protocol::checks_for(lesson.number, local.as_ref().unwrap_or(&placeholder)),
+        Some(mode) => match protocol::mode_checks(lesson.number, mode) {
+            Some(checks) => Some(checks),
+            None => {
+                let modes = protocol::modes(lesson.number);
+                return usage_error(&if modes.is_empty() {
+                    format!("lesson {:02} has no --misbehave modes", lesson.number)
+                } else {
+                    format!("no mode '{mode}': the modes are {}", modes.join(", "))
+                });
+            }
+        },
+    };
+    let Some(checks) = checks else {
         return error(&format!(
             "lesson {:02} has no protocol to check: {}",
             lesson.number,
@@ -470,7 +487,15 @@ fn ip_target(lesson: &Lesson, options: &CheckOptions) -> Result<Target, i32> {
         _ => return Err(error(&format!("cannot resolve host '{host}'"))),
     };
     if lesson.transport.starts_with("TCP") {
-        if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
+        // A misbehaving server (lesson 17) may fail this very connect on purpose (a
+        // full accept queue times out, a reset can beat the connect's end): only a
+        // refusal means that nothing is there.
+        let probe = TcpStream::connect_timeout(&addr, options.timeout);
+        let misbehaving = options.misbehave.is_some()
+            && probe
+                .as_ref()
+                .is_err_and(|err| err.kind() != io::ErrorKind::ConnectionRefused);
+        if let (Err(err), false) = (probe, misbehaving) {
             return Err(error(&format!(
                 "nothing listening at {addr} ({err}); start a server there, e.g. \
                  cargo run --bin {}_server -- --port {port}",
