@@ -627,10 +627,15 @@ except PermissionError as err:
         client.send_line("first");
         assert_eq!(client.expect_line(), "echo:first");
         assert_eq!(dir.names().len(), 3, "the reply path exists while it runs");
-        let pid = nix::unistd::Pid::from_raw(client.pid() as i32);
-        nix::sys::signal::kill(pid, SIGINT).unwrap();
+        let pid = client.pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), SIGINT).unwrap();
+        // Ended by the signal, with its input still open (not by end of input).
+        assert!(
+            echo::eventually(|| process_state(pid) == Some('Z')),
+            "the client still runs after Ctrl-C"
+        );
         let exited = client.finish();
-        assert!(!exited.status.success(), "{exited:?}");
+        assert_eq!(exited.status.code(), Some(130), "{exited:?}");
         assert_eq!(dir.names(), vec!["d.sock", "d.sock.lock"], "after Ctrl-C");
     }
 
@@ -673,6 +678,51 @@ except PermissionError as err:
         assert_error_line(&exited, &[&format!("-- --dgram --abstract {name}")]);
         let exited = run(CLIENT, &["--abstract", &name, "hi"], b"");
         assert_error_line(&exited, &[&format!("-- --abstract {name}")]);
+    }
+
+    /// A flood of datagrams that cannot be answered: the error lines are rate-limited
+    /// (one a second), as accept errors are, not one per datagram.
+    #[test]
+    fn datagram_errors_are_rate_limited() {
+        let dir = TempDir::new("dgram-flood");
+        let path = dir.file("d.sock");
+        let server = Server::start(SERVER, &["--dgram", "--path", &path, "--quiet"]);
+        let unbound = UnixDatagram::unbound().unwrap();
+        unbound.set_write_timeout(Some(WAIT)).unwrap();
+        for _ in 0..3000 {
+            unbound.send_to(b"nobody to answer", &path).unwrap();
+        }
+        // Served in order: once this is answered, the flood has been read.
+        let ran = run(
+            CLIENT,
+            &["--dgram", "--path", &path, "after the flood"],
+            b"",
+        );
+        assert_eq!(ran.stdout, "echo:after the flood\n", "{}", ran.stderr);
+        // An AF_UNIX datagram longer than the server reads: cut, and said so.
+        let client = UnixDatagram::bind(dir.file("c.sock")).unwrap();
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        client.send_to(&vec![b'L'; 100_000], &path).unwrap();
+        let mut reply = vec![0u8; 200_000];
+        assert_eq!(client.recv(&mut reply).unwrap(), 5 + 65_507);
+        let exited = server.stop(SIGINT);
+        assert!(
+            exited.stdout.contains("a datagram longer than 65507 bytes"),
+            "{}",
+            exited.stdout
+        );
+        assert_clean_shutdown(&exited);
+        let lines = exited.stdout.matches("no address to answer to").count();
+        assert!(
+            (1..10).contains(&lines),
+            "{lines} error lines for 3000 datagrams:\n{}",
+            exited
+                .stdout
+                .lines()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 
     #[test]
@@ -868,13 +918,6 @@ print(resp)
         assert_error_line(&missing, &["cannot open /no/such/file"]);
     }
 
-    /// Open descriptors of a process, from /proc/PID/fd.
-    fn open_fds(pid: u32) -> usize {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count()
-    }
-
     #[test]
     fn more_descriptors_than_room_are_all_closed_and_the_truncation_logged() {
         use std::os::fd::AsRawFd;
@@ -885,7 +928,7 @@ print(resp)
         std::fs::write(&file, "passed\n").unwrap();
         let mut stream = connect_unix(&path);
         round_trip(&mut stream, b"first an echo\n");
-        let before = open_fds(server.pid());
+        let before = server.open_fds();
         // 5 to 8 descriptors in one message, ten times: the server has room for 4.
         for round in 0..10 {
             let files: Vec<std::fs::File> = (0..5 + round % 4)
@@ -917,7 +960,7 @@ print(resp)
         server.wait_for_line("more descriptors than room");
         // Every descriptor received was closed, the first after it was read, the
         // others at once: the server holds as many as before.
-        assert_eq!(open_fds(server.pid()), before, "descriptors leaked");
+        assert_eq!(server.open_fds(), before, "descriptors leaked");
         round_trip(&mut stream, b"still echoing\n");
         drop(stream);
         assert_clean_shutdown(&server.stop(SIGINT));
