@@ -810,6 +810,34 @@ print(resp)
         assert_ne!(process_state(child), Some('Z'), "child {child} is a zombie");
     }
 
+    /// `--socketpair | head -1`: the parent cannot print, and exits; it must reap its
+    /// child first. A subreaper (the Python script) inherits any child the client
+    /// left behind, and finds none.
+    #[test]
+    fn socketpair_reaps_its_child_even_when_stdout_is_closed() {
+        if !tool_available("python3", &["--version"]) {
+            return;
+        }
+        let script = r#"
+import ctypes, os, subprocess, sys
+PR_SET_CHILD_SUBREAPER = 36
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    sys.exit("prctl failed")
+r, w = os.pipe()
+os.close(r)  # stdout closed: every write fails with EPIPE
+client = subprocess.Popen([sys.argv[1], "--socketpair", "hello"], stdout=w)
+os.close(w)
+print("client exited", client.wait(timeout=20))
+try:
+    pid, status = os.waitpid(-1, 0)  # an orphan of the client, once it has exited
+    print("orphan", pid, "left unreaped by the client")
+except ChildProcessError:
+    print("no orphan")
+"#;
+        let ran = run("python3", &["-c", script, CLIENT], b"");
+        assert_eq!(ran.stdout, "client exited 0\nno orphan\n", "{}", ran.stderr);
+    }
+
     #[test]
     fn socketpair_reads_messages_from_stdin_too() {
         let ran = run(CLIENT, &["--socketpair"], b"from stdin\n\n");
@@ -908,8 +936,18 @@ print(resp)
             "{}",
             ran.stdout
         );
+        // A FIFO nobody writes to: opened without waiting for a writer, not read.
+        let fifo = dir.file("fifo");
+        nix::unistd::mkfifo(fifo.as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let ran = run(CLIENT, &["--path", &path, "--pass-fd", &fifo], b"");
+        assert!(
+            ran.stdout.ends_with("fd: not a regular file, not read\n"),
+            "{}{}",
+            ran.stdout,
+            ran.stderr
+        );
         // The server goes on echoing.
-        round_trip(&mut connect_unix(&path), b"after three files\n");
+        round_trip(&mut connect_unix(&path), b"after four files\n");
         let missing = run(
             CLIENT,
             &["--path", &path, "--pass-fd", "/no/such/file"],
