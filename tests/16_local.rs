@@ -146,9 +146,19 @@ mod protocol {
             "{}",
             checked.stdout
         );
-        // A stream check against the datagram server: refused at once, and says why.
+        // A stream check against the datagram server, and the other way round:
+        // refused at once, one line that says why.
         let wrong = run(WORKBOOK, &["check", "16", "--path", &dgram], b"");
         assert_error_line(&wrong, &[&dgram, "Protocol wrong type", "--dgram"]);
+        let wrong = run(WORKBOOK, &["check", "16", "--path", &path, "--dgram"], b"");
+        assert_error_line(&wrong, &[&path, "Protocol wrong type", "leave out --dgram"]);
+        let nobody = dir.file("nobody.sock");
+        let wrong = run(
+            WORKBOOK,
+            &["check", "16", "--path", &nobody, "--dgram"],
+            b"",
+        );
+        assert_error_line(&wrong, &[&nobody, "16_local_server -- --dgram --path"]);
 
         let ran = run(WORKBOOK, &["run", "16"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
