@@ -1206,6 +1206,10 @@ except ChildProcessError:
                 .map(|arg| if *arg == file { "note.txt" } else { arg })
                 .collect::<Vec<_>>()
                 .join(" ");
+            if args[0] == "--pass-fd" {
+                // What the test did above, as the reader would do it.
+                shown.push_str("$ printf 'a note\\n' > note.txt\n");
+            }
             shown.push_str(&format!(
                 "$ cargo run --bin 16_local_client -- {shown_args}\n"
             ));
