@@ -695,12 +695,15 @@ fn receive(stream: &UnixStream, buffer: &mut [u8]) -> io::Result<(usize, Vec<Own
         }
         let passed = unsafe { take_descriptors(&header) };
         if header.msg_flags & libc::MSG_CTRUNC != 0 {
-            log!(
+            // At most a line a second, for all connections: a client can send such
+            // messages as fast as it likes.
+            static TRUNCATED: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(1));
+            TRUNCATED.line(format!(
                 "{} more descriptors than room for {ROOM_FOR_FDS}: the kernel closed the \
                  extra ones, and this server closes the {} it got",
                 log::ERROR,
                 passed.len()
-            );
+            ));
         }
         return Ok((n as usize, passed));
     }
