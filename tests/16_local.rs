@@ -146,9 +146,19 @@ mod protocol {
             "{}",
             checked.stdout
         );
-        // A stream check against the datagram server: refused at once, and says why.
+        // A stream check against the datagram server, and the other way round:
+        // refused at once, one line that says why.
         let wrong = run(WORKBOOK, &["check", "16", "--path", &dgram], b"");
         assert_error_line(&wrong, &[&dgram, "Protocol wrong type", "--dgram"]);
+        let wrong = run(WORKBOOK, &["check", "16", "--path", &path, "--dgram"], b"");
+        assert_error_line(&wrong, &[&path, "Protocol wrong type", "leave out --dgram"]);
+        let nobody = dir.file("nobody.sock");
+        let wrong = run(
+            WORKBOOK,
+            &["check", "16", "--path", &nobody, "--dgram"],
+            b"",
+        );
+        assert_error_line(&wrong, &[&nobody, "16_local_server -- --dgram --path"]);
 
         let ran = run(WORKBOOK, &["run", "16"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
@@ -627,10 +637,15 @@ except PermissionError as err:
         client.send_line("first");
         assert_eq!(client.expect_line(), "echo:first");
         assert_eq!(dir.names().len(), 3, "the reply path exists while it runs");
-        let pid = nix::unistd::Pid::from_raw(client.pid() as i32);
-        nix::sys::signal::kill(pid, SIGINT).unwrap();
+        let pid = client.pid();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), SIGINT).unwrap();
+        // Ended by the signal, with its input still open (not by end of input).
+        assert!(
+            echo::eventually(|| process_state(pid) == Some('Z')),
+            "the client still runs after Ctrl-C"
+        );
         let exited = client.finish();
-        assert!(!exited.status.success(), "{exited:?}");
+        assert_eq!(exited.status.code(), Some(130), "{exited:?}");
         assert_eq!(dir.names(), vec!["d.sock", "d.sock.lock"], "after Ctrl-C");
     }
 
@@ -673,6 +688,51 @@ except PermissionError as err:
         assert_error_line(&exited, &[&format!("-- --dgram --abstract {name}")]);
         let exited = run(CLIENT, &["--abstract", &name, "hi"], b"");
         assert_error_line(&exited, &[&format!("-- --abstract {name}")]);
+    }
+
+    /// A flood of datagrams that cannot be answered: the error lines are rate-limited
+    /// (one a second), as accept errors are, not one per datagram.
+    #[test]
+    fn datagram_errors_are_rate_limited() {
+        let dir = TempDir::new("dgram-flood");
+        let path = dir.file("d.sock");
+        let server = Server::start(SERVER, &["--dgram", "--path", &path, "--quiet"]);
+        let unbound = UnixDatagram::unbound().unwrap();
+        unbound.set_write_timeout(Some(WAIT)).unwrap();
+        for _ in 0..3000 {
+            unbound.send_to(b"nobody to answer", &path).unwrap();
+        }
+        // Served in order: once this is answered, the flood has been read.
+        let ran = run(
+            CLIENT,
+            &["--dgram", "--path", &path, "after the flood"],
+            b"",
+        );
+        assert_eq!(ran.stdout, "echo:after the flood\n", "{}", ran.stderr);
+        // An AF_UNIX datagram longer than the server reads: cut, and said so.
+        let client = UnixDatagram::bind(dir.file("c.sock")).unwrap();
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        client.send_to(&vec![b'L'; 100_000], &path).unwrap();
+        let mut reply = vec![0u8; 200_000];
+        assert_eq!(client.recv(&mut reply).unwrap(), 5 + 65_507);
+        let exited = server.stop(SIGINT);
+        assert!(
+            exited.stdout.contains("a datagram longer than 65507 bytes"),
+            "{}",
+            exited.stdout
+        );
+        assert_clean_shutdown(&exited);
+        let lines = exited.stdout.matches("no address to answer to").count();
+        assert!(
+            (1..10).contains(&lines),
+            "{lines} error lines for 3000 datagrams:\n{}",
+            exited
+                .stdout
+                .lines()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 
     #[test]
@@ -758,6 +818,34 @@ print(resp)
             format!("child {child} exited with status 0; reaped")
         );
         assert_ne!(process_state(child), Some('Z'), "child {child} is a zombie");
+    }
+
+    /// `--socketpair | head -1`: the parent cannot print, and exits; it must reap its
+    /// child first. A subreaper (the Python script) inherits any child the client
+    /// left behind, and finds none.
+    #[test]
+    fn socketpair_reaps_its_child_even_when_stdout_is_closed() {
+        if !tool_available("python3", &["--version"]) {
+            return;
+        }
+        let script = r#"
+import ctypes, os, subprocess, sys
+PR_SET_CHILD_SUBREAPER = 36
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    sys.exit("prctl failed")
+r, w = os.pipe()
+os.close(r)  # stdout closed: every write fails with EPIPE
+client = subprocess.Popen([sys.argv[1], "--socketpair", "hello"], stdout=w)
+os.close(w)
+print("client exited", client.wait(timeout=20))
+try:
+    pid, status = os.waitpid(-1, 0)  # an orphan of the client, once it has exited
+    print("orphan", pid, "left unreaped by the client")
+except ChildProcessError:
+    print("no orphan")
+"#;
+        let ran = run("python3", &["-c", script, CLIENT], b"");
+        assert_eq!(ran.stdout, "client exited 0\nno orphan\n", "{}", ran.stderr);
     }
 
     #[test]
@@ -858,21 +946,24 @@ print(resp)
             "{}",
             ran.stdout
         );
+        // A FIFO nobody writes to: opened without waiting for a writer, not read.
+        let fifo = dir.file("fifo");
+        nix::unistd::mkfifo(fifo.as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let ran = run(CLIENT, &["--path", &path, "--pass-fd", &fifo], b"");
+        assert!(
+            ran.stdout.ends_with("fd: not a regular file, not read\n"),
+            "{}{}",
+            ran.stdout,
+            ran.stderr
+        );
         // The server goes on echoing.
-        round_trip(&mut connect_unix(&path), b"after three files\n");
+        round_trip(&mut connect_unix(&path), b"after four files\n");
         let missing = run(
             CLIENT,
             &["--path", &path, "--pass-fd", "/no/such/file"],
             b"",
         );
         assert_error_line(&missing, &["cannot open /no/such/file"]);
-    }
-
-    /// Open descriptors of a process, from /proc/PID/fd.
-    fn open_fds(pid: u32) -> usize {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count()
     }
 
     #[test]
@@ -885,7 +976,7 @@ print(resp)
         std::fs::write(&file, "passed\n").unwrap();
         let mut stream = connect_unix(&path);
         round_trip(&mut stream, b"first an echo\n");
-        let before = open_fds(server.pid());
+        let before = server.open_fds();
         // 5 to 8 descriptors in one message, ten times: the server has room for 4.
         for round in 0..10 {
             let files: Vec<std::fs::File> = (0..5 + round % 4)
@@ -917,10 +1008,14 @@ print(resp)
         server.wait_for_line("more descriptors than room");
         // Every descriptor received was closed, the first after it was read, the
         // others at once: the server holds as many as before.
-        assert_eq!(open_fds(server.pid()), before, "descriptors leaked");
+        assert_eq!(server.open_fds(), before, "descriptors leaked");
         round_trip(&mut stream, b"still echoing\n");
         drop(stream);
-        assert_clean_shutdown(&server.stop(SIGINT));
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        // Rate-limited: a line a second at most, not one per message.
+        let said = exited.stdout.matches("more descriptors than room").count();
+        assert!(said < 10, "{said} lines for 10 messages");
     }
 
     // The contract.
@@ -1115,6 +1210,10 @@ print(resp)
                 .map(|arg| if *arg == file { "note.txt" } else { arg })
                 .collect::<Vec<_>>()
                 .join(" ");
+            if args[0] == "--pass-fd" {
+                // What the test did above, as the reader would do it.
+                shown.push_str("$ printf 'a note\\n' > note.txt\n");
+            }
             shown.push_str(&format!(
                 "$ cargo run --bin 16_local_client -- {shown_args}\n"
             ));

@@ -13,12 +13,12 @@
 
 mod local_path;
 
-use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -262,8 +262,9 @@ fn describe(err: &io::Error) -> String {
 fn print_bytes(bytes: &[u8]) {
     let mut out = io::stdout().lock();
     if let Err(err) = out.write_all(bytes).and_then(|()| out.flush()) {
-        // `client | head -1`: stop quietly, and leave no reply path behind.
+        // `client | head -1`: stop quietly, and leave no reply path nor child behind.
         remove_reply_path();
+        reap_child();
         exit_on_stdout_error(&err);
     }
 }
@@ -275,7 +276,12 @@ fn print_bytes(bytes: &[u8]) {
 /// descriptor for the same open file in the server. (Python:
 /// `socket.send_fds(s, [b"fd"], [f.fileno()])`.)
 fn pass_fd(args: &Args, file_name: &str) {
-    let file = File::open(file_name)
+    // O_NONBLOCK: open(2) of a FIFO waits until someone opens it for writing, perhaps
+    // for ever; non-blocking, it returns at once (a regular file ignores the flag).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(file_name)
         .unwrap_or_else(|err| exit_with_error(&format!("cannot open {file_name}: {err}")));
     let (addr, shown) = server_address(args);
     let mut stream = UnixStream::connect_addr(&addr).unwrap_or_else(|err| {
@@ -576,15 +582,17 @@ fn child_echoes(end: &OwnedFd, buffer: &mut [u8]) -> ! {
 /// child reads EOF and exits) and waitpid(2), which reaps the child. Without it the
 /// child would stay a zombie (state Z in ps) for as long as the parent lives.
 fn parent_talks(args: &Args, end: OwnedFd, child: nix::unistd::Pid) {
-    print_line(&format!(
-        "forked child {child}; it echoes over a socketpair"
-    ));
+    if let Ok(mut forked) = CHILD.lock() {
+        *forked = Some(child);
+    }
+    print_bytes(format!("forked child {child}; it echoes over a socketpair\n").as_bytes());
     let stream = UnixStream::from(end);
     set_timeouts(&stream);
     // The parent may start threads now (the child is its own process already).
     let result = args.each_message(|message| exchange(&stream, message, b"child echoed: "));
     drop(stream);
-    let reaped = waitpid(child, None);
+    let reaped = CHILD.lock().ok().and_then(|mut forked| forked.take());
+    let reaped = waitpid(reaped.unwrap_or(child), None);
     if let Err(err) = result {
         exit_with_error(&format!("talking to child {child}: {}", describe(&err)));
     }
@@ -597,3 +605,16 @@ fn parent_talks(args: &Args, end: OwnedFd, child: nix::unistd::Pid) {
     }
 }
 // ANCHOR_END: socketpair
+
+/// The forked child, until it is reaped: an exit the parent did not plan (stdout
+/// closed) reaps it too.
+static CHILD: Mutex<Option<nix::unistd::Pid>> = Mutex::new(None);
+
+/// Ends the child (SIGKILL: its socket end may still be open in this process, so it
+/// would not see end of file) and reaps it with waitpid(2).
+fn reap_child() {
+    if let Some(child) = CHILD.lock().ok().and_then(|mut forked| forked.take()) {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+    }
+}

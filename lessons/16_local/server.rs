@@ -695,12 +695,15 @@ fn receive(stream: &UnixStream, buffer: &mut [u8]) -> io::Result<(usize, Vec<Own
         }
         let passed = unsafe { take_descriptors(&header) };
         if header.msg_flags & libc::MSG_CTRUNC != 0 {
-            log!(
+            // At most a line a second, for all connections: a client can send such
+            // messages as fast as it likes.
+            static TRUNCATED: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(1));
+            TRUNCATED.line(format!(
                 "{} more descriptors than room for {ROOM_FOR_FDS}: the kernel closed the \
                  extra ones, and this server closes the {} it got",
                 log::ERROR,
                 passed.len()
-            );
+            ));
         }
         return Ok((n as usize, passed));
     }
@@ -836,7 +839,10 @@ fn datagram_loop(socket: &DatagramSocket, wakeup: &UnixStream, quiet: bool) -> u
         DatagramSocket::Udp(socket) => socket.set_nonblocking(true).map(|()| socket.as_fd()),
     };
     let fd = fd.unwrap_or_else(|err| exit_with_error(&format!("cannot set O_NONBLOCK: {err}")));
-    let mut buffer = vec![0u8; DATAGRAM_SIZE];
+    // One byte more than the largest datagram answered whole: a datagram that fills
+    // it was longer, and recv cut it (the rest of a datagram is discarded).
+    let mut buffer = vec![0u8; DATAGRAM_SIZE + 1];
+    let errors = DatagramErrors::default();
     let mut answered = 0;
     loop {
         let mut fds = [
@@ -856,18 +862,56 @@ fn datagram_loop(socket: &DatagramSocket, wakeup: &UnixStream, quiet: bool) -> u
         // Every datagram queued, until the socket says WouldBlock.
         loop {
             let answer = match socket {
-                DatagramSocket::Local(socket) => answer_local(socket, &mut buffer, quiet),
-                DatagramSocket::Udp(socket) => answer_udp(socket, &mut buffer, quiet),
+                DatagramSocket::Local(socket) => answer_local(socket, &mut buffer, quiet, &errors),
+                DatagramSocket::Udp(socket) => answer_udp(socket, &mut buffer, quiet, &errors),
             };
             match answer {
                 Ok(true) => answered += 1,
                 Ok(false) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => log!("{} recvfrom: {err}", log::ERROR),
+                Err(err) => errors
+                    .receiving
+                    .line(format!("{} recvfrom: {err}", log::ERROR)),
             }
         }
     }
+}
+
+/// The datagram server's error lines, each kind at most once a second (with a count
+/// of those left out): a flood of datagrams from an unbound sender, or to a client
+/// that never reads, must not flood the log too, even with --quiet.
+struct DatagramErrors {
+    unbound: RateLimitedLog,
+    answering: RateLimitedLog,
+    receiving: RateLimitedLog,
+    cut: RateLimitedLog,
+}
+
+impl Default for DatagramErrors {
+    fn default() -> DatagramErrors {
+        let each = || RateLimitedLog::new(Duration::from_secs(1));
+        DatagramErrors {
+            unbound: each(),
+            answering: each(),
+            receiving: each(),
+            cut: each(),
+        }
+    }
+}
+
+/// The part of a received datagram that is answered: all of it, or its first
+/// DATAGRAM_SIZE bytes if it was longer (said in the log).
+fn received<'a>(buffer: &'a [u8], n: usize, who: &str, errors: &DatagramErrors) -> &'a [u8] {
+    if n > DATAGRAM_SIZE {
+        errors.cut.line(format!(
+            "{} {who}: a datagram longer than {DATAGRAM_SIZE} bytes: only its first \
+             {DATAGRAM_SIZE} were read and are answered",
+            log::ERROR
+        ));
+        return &buffer[..DATAGRAM_SIZE];
+    }
+    &buffer[..n]
 }
 
 /// The reply to one datagram: `echo:` + the datagram (the seed's protocol).
@@ -883,11 +927,18 @@ fn reply_to(datagram: &[u8]) -> Vec<u8> {
 /// recvfrom(2) on an AF_UNIX datagram socket. The sender's address is its own bound
 /// path, or nothing: a client that did not bind(2) has no address to answer to, and
 /// unlike UDP the kernel does not give it one. (Python: `recvfrom` returns `None` then.)
-fn answer_local(socket: &UnixDatagram, buffer: &mut [u8], quiet: bool) -> io::Result<bool> {
+fn answer_local(
+    socket: &UnixDatagram,
+    buffer: &mut [u8],
+    quiet: bool,
+    errors: &DatagramErrors,
+) -> io::Result<bool> {
     let (n, from) = socket.recv_from(buffer)?;
     let who = local_sender(&from);
+    let datagram = received(buffer, n, &who, errors);
+    let n = datagram.len();
     if !quiet {
-        let data = show::bytes(&buffer[..n]);
+        let data = show::bytes(datagram);
         log!(
             "{} {} from {who}: {data}",
             log::RECEIVED,
@@ -895,17 +946,19 @@ fn answer_local(socket: &UnixDatagram, buffer: &mut [u8], quiet: bool) -> io::Re
         );
     }
     if from.is_unnamed() {
-        log!(
+        errors.unbound.line(format!(
             "{} {who}: no address to answer to (the client did not bind)",
             log::ERROR
-        );
+        ));
         return Ok(false);
     }
-    match socket.send_to_addr(&reply_to(&buffer[..n]), &from) {
+    match socket.send_to_addr(&reply_to(datagram), &from) {
         Ok(_) => Ok(true),
         Err(err) => {
             // WouldBlock here is the client's full queue, not ours: log, and go on.
-            log!("{} answering {who}: {err}", log::ERROR);
+            errors
+                .answering
+                .line(format!("{} answering {who}: {err}", log::ERROR));
             Ok(false)
         }
     }
@@ -922,20 +975,29 @@ fn local_sender(from: &SocketAddr) -> String {
 
 /// recvfrom(2) on a UDP socket: every sender has an address (the kernel bound its
 /// socket to a port when it first sent).
-fn answer_udp(socket: &UdpSocket, buffer: &mut [u8], quiet: bool) -> io::Result<bool> {
+fn answer_udp(
+    socket: &UdpSocket,
+    buffer: &mut [u8],
+    quiet: bool,
+    errors: &DatagramErrors,
+) -> io::Result<bool> {
     let (n, from) = socket.recv_from(buffer)?;
+    let datagram = received(buffer, n, &from.to_string(), errors);
+    let n = datagram.len();
     if !quiet {
-        let data = show::bytes(&buffer[..n]);
+        let data = show::bytes(datagram);
         log!(
             "{} {} from {from}: {data}",
             log::RECEIVED,
             show::count(n, "byte")
         );
     }
-    match socket.send_to(&reply_to(&buffer[..n]), from) {
+    match socket.send_to(&reply_to(datagram), from) {
         Ok(_) => Ok(true),
         Err(err) => {
-            log!("{} answering {from}: {err}", log::ERROR);
+            errors
+                .answering
+                .line(format!("{} answering {from}: {err}", log::ERROR));
             Ok(false)
         }
     }

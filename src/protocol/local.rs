@@ -2,7 +2,9 @@
 //! - an AF_UNIX stream socket at a path: any bytes come back unchanged; bytes that
 //!   arrive with a descriptor (SCM_RIGHTS) are answered instead with the line
 //!   `fd: read N bytes of SIZE: "TEXT"\n`, where TEXT is the start of the file read
-//!   through that descriptor, escaped as `workbook::show::bytes` escapes it;
+//!   through that descriptor, escaped as `workbook::show::bytes` escapes it (or
+//!   `fd: not a regular file, not read`, `fd: cannot fstat it: ERROR`, `fd: read
+//!   failed after N bytes: ERROR`);
 //! - an AF_UNIX datagram socket at a path: each datagram is answered, to the path the
 //!   sender is bound to, with `echo:` + the datagram;
 //! - UDP: the same, to the sender's address and port.

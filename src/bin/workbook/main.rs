@@ -386,22 +386,54 @@ fn check(args: &[String]) -> i32 {
                 .collect()
         }
     };
+    // How to start the lesson's server where the checks look: for the hints.
+    let server_command = |target: &Target, dgram: bool| {
+        let mut flags = Vec::new();
+        if dgram {
+            flags.push("--dgram".to_string());
+        }
+        if !default_place {
+            flags.push(format!("--path {}", path_of(target).display()));
+        }
+        match flags.is_empty() {
+            true => format!("cargo run --bin {}_server", lesson.name),
+            false => format!(
+                "cargo run --bin {}_server -- {}",
+                lesson.name,
+                flags.join(" ")
+            ),
+        }
+    };
     let mut target = match local {
+        Some(target) if target.datagram => {
+            // connect(2) on a datagram socket reaches only a datagram socket: a
+            // stream server there gives EPROTOTYPE, nobody ECONNREFUSED or ENOENT.
+            let reached = std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|socket| socket.connect(path_of(&target)));
+            if let Err(err) = reached {
+                let hint = if err.raw_os_error() == Some(nix::libc::EPROTOTYPE) {
+                    "a stream server is there: leave out --dgram".to_string()
+                } else {
+                    format!(
+                        "start a datagram server there, e.g. {}",
+                        server_command(&target, true)
+                    )
+                };
+                return error(&format!(
+                    "cannot reach a datagram server at {} ({err}): {hint}",
+                    path_of(&target).display()
+                ));
+            }
+            target
+        }
         Some(target) => {
-            if !target.datagram {
-                if let Err(err) = std::os::unix::net::UnixStream::connect(path_of(&target)) {
-                    let place = match default_place {
-                        true => String::new(),
-                        false => format!(" -- --path {}", path_of(&target).display()),
-                    };
-                    return error(&format!(
-                        "cannot connect to {} ({err}): start a stream server there, e.g. \
-                         cargo run --bin {}_server{place} (a datagram server needs \
-                         --dgram)",
-                        path_of(&target).display(),
-                        lesson.name,
-                    ));
-                }
+            if let Err(err) = std::os::unix::net::UnixStream::connect(path_of(&target)) {
+                return error(&format!(
+                    "cannot connect to {} ({err}): start a stream server there, e.g. {} \
+                     (a datagram server needs --dgram)",
+                    path_of(&target).display(),
+                    server_command(&target, false)
+                ));
             }
             target
         }
