@@ -138,6 +138,30 @@ fn stable_ports(text: &str, server_port: u16) -> String {
 const IPV4_CLIENT: &str = "an IPv4 client (127.0.0.1) on an IPv6 socket";
 const IPV6_CLIENT: &str = "an IPv6 client";
 
+/// A server on 127.0.0.1 that is not lesson 15's: it greets with `greeting`, reads
+/// once, writes `reply` of what it read, and closes.
+fn fake_server(
+    greeting: &'static str,
+    reply: fn(&[u8]) -> Vec<u8>,
+) -> (std::thread::JoinHandle<()>, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serving = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(greeting.as_bytes()).unwrap();
+        let mut buffer = [0u8; 64];
+        let n = stream.read(&mut buffer).unwrap_or(0);
+        let _ = stream.write_all(&reply(&buffer[..n]));
+    });
+    (serving, port)
+}
+
+/// What an echo server replies.
+fn same(read: &[u8]) -> Vec<u8> {
+    read.to_vec()
+}
+
 mod protocol {
     //! The wire protocol, checked by the code `cargo run -- check 15` runs.
     use super::*;
@@ -1273,33 +1297,39 @@ mod exercises {
         let four = greeted_and_echoed(v4(&server), IPV4_CLIENT);
         let port = four.local_addr().unwrap().port();
         let line = wait_for_word(&mut server, log::CONNECTED);
+        let want = format!(" 127.0.0.1:{port} -> 127.0.0.1:{}", server.port());
         assert!(
-            line.contains(&format!(" 127.0.0.1:{port} -> 127.0.0.1:{}", server.port())),
-            "{line}"
+            line.contains(&want),
+            "want the connected line with{want}, got: {line}"
         );
         let line = wait_for_word(&mut server, log::RECEIVED);
-        assert!(line.contains(&format!(" 127.0.0.1:{port} -> ")), "{line}");
-        assert!(!line.contains("::ffff:"), "{line}");
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port} -> ")) && !line.contains("::ffff:"),
+            "want the received line with 127.0.0.1:{port} -> 127.0.0.1:..., got: {line}"
+        );
+        drop(four);
+        let line = wait_for_word(&mut server, log::DISCONNECTED);
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port} ")) && !line.contains("::ffff:"),
+            "want the disconnected line with 127.0.0.1:{port}, got: {line}"
+        );
+        // An error line too: a client that resets while the server waits to read.
+        let doomed = greeted_and_echoed(v4(&server), IPV4_CLIENT);
+        let port = doomed.local_addr().unwrap().port();
+        reset(doomed);
+        let line = wait_for_word(&mut server, log::ERROR);
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port}: ")) && !line.contains("::ffff:"),
+            "want the error line with 127.0.0.1:{port}, got: {line}"
+        );
         // IPv6 clients stay as they are, and the greeting (the protocol) is unchanged.
         drop(greeted_and_echoed(v6(&server), IPV6_CLIENT));
         let line = wait_for_word(&mut server, log::CONNECTED);
-        assert!(line.contains(" [::1]:"), "{line}");
-        drop(four);
+        assert!(
+            line.contains(" [::1]:"),
+            "want an IPv6 client's connected line unchanged ([::1]:...), got: {line}"
+        );
         assert_clean_shutdown(&server.stop(SIGINT));
-    }
-
-    /// A server on 127.0.0.1 that greets with `greeting` and echoes one read.
-    fn fake_server(greeting: &'static str) -> (std::thread::JoinHandle<()>, u16) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let serving = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream.write_all(greeting.as_bytes()).unwrap();
-            let mut buffer = [0u8; 64];
-            let n = stream.read(&mut buffer).unwrap_or(0);
-            let _ = stream.write_all(&buffer[..n]);
-        });
-        (serving, port)
     }
 
     #[test]
@@ -1313,16 +1343,18 @@ mod exercises {
         for host in ["127.0.0.1", "::1"] {
             let ran = run(CLIENT, &["connect", host, &port, "hi"], b"");
             assert!(ran.status.success(), "{}", ran.stderr);
+            let want = "  the server sees our own address and port (getsockname: ";
             assert!(
-                ran.stdout
-                    .contains("the server sees our own address and port"),
-                "{}",
+                ran.stdout.contains(want),
+                "connect {host}: want a line starting {want:?} after the greeting; the \
+                 client printed:\n{}",
                 ran.stdout
             );
         }
         // A server (or a NAT, or a proxy) that sees someone else.
         let (serving, port) = fake_server(
             "hello ::ffff:192.0.2.7 port 4242: an IPv4 client (192.0.2.7) on an IPv6 socket\n",
+            same,
         );
         let ran = run(
             CLIENT,
@@ -1331,14 +1363,16 @@ mod exercises {
         );
         serving.join().unwrap();
         assert!(ran.status.success(), "{}", ran.stderr);
+        // ADDRESS in IPv4's own form: the greeting's ::ffff:192.0.2.7 is 192.0.2.7.
+        let want = "  the server sees 192.0.2.7 port 4242, not us (getsockname: 127.0.0.1:";
         assert!(
-            ran.stdout
-                .contains("the server sees 192.0.2.7 port 4242, not us"),
-            "{}",
+            ran.stdout.contains(want),
+            "a greeting naming ::ffff:192.0.2.7 port 4242: want a line starting {want:?}; \
+             the client printed:\n{}",
             ran.stdout
         );
         // A greeting that is not lesson 15's: said so, and the echo goes on.
-        let (serving, port) = fake_server("welcome!\n");
+        let (serving, port) = fake_server("welcome!\n", same);
         let ran = run(
             CLIENT,
             &["connect", "127.0.0.1", &port.to_string(), "hi"],
@@ -1346,11 +1380,12 @@ mod exercises {
         );
         serving.join().unwrap();
         assert!(ran.status.success(), "{}", ran.stderr);
+        let want = "  (not a lesson 15 greeting";
         assert!(
-            ran.stdout.contains("not a lesson 15 greeting"),
-            "{}",
+            ran.stdout.contains(want) && ran.stdout.contains("echo: \"hi\""),
+            "the greeting \"welcome!\": want a line starting {want:?}, then the echo \
+             (echo: \"hi\"); the client printed:\n{}",
             ran.stdout
         );
-        assert!(ran.stdout.contains("echo: \"hi\""), "{}", ran.stdout);
     }
 }
