@@ -495,6 +495,133 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     }
 
     #[test]
+    fn connect_echoes_a_line_longer_than_the_socket_buffers() {
+        // Sent whole before the echo is read, 16 MiB fills both directions' buffers
+        // (the server stops reading while its echo cannot go out): the client must
+        // read the echo while it sends.
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let mut line: Vec<u8> = (0..16 * 1024 * 1024)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        line.push(b'\n');
+        let ran = run(
+            CLIENT,
+            &["--timeout", "2", "connect", "127.0.0.1", &port],
+            &line,
+        );
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(
+            ran.stdout
+                .contains("echo: \"abcdefghijklmnopqrstuvwxyzabcdef"),
+            "{}",
+            ran.stdout
+        );
+        assert!(
+            ran.stdout
+                .contains(&format!("({} more bytes)", 16 * 1024 * 1024 - 64)),
+            "{}",
+            ran.stdout
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    #[test]
+    fn connect_refuses_a_stdin_line_without_end_instead_of_growing() {
+        // /dev/zero has no line end: a client reading "a line" holds it all. Under a
+        // 1 GB address-space limit, growing would abort; it must stop at its limit.
+        let server = Server::start(SERVER, &["--quiet"]);
+        let ran = run(
+            "sh",
+            &[
+                "-c",
+                "ulimit -v 1000000 && exec \"$0\" connect 127.0.0.1 \"$1\" < /dev/zero",
+                CLIENT,
+                &server.port().to_string(),
+            ],
+            b"",
+        );
+        assert_error_line(&ran, &["longer than", "MiB"]);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    #[test]
+    fn connect_says_so_when_the_echo_does_not_come_in_time() {
+        // Greets, then never answers.
+        let (serving, port) = fake_server("hello\n", |_| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            Vec::new()
+        });
+        let ran = run(
+            CLIENT,
+            &[
+                "--timeout",
+                "0.2",
+                "connect",
+                "127.0.0.1",
+                &port.to_string(),
+                "hi",
+            ],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(&ran, &["no echo", "0.2 s", "--timeout"]);
+        assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+    }
+
+    #[test]
+    fn connect_checks_the_echo_is_what_it_sent() {
+        // More than the echo: the client must not take it for the next echo.
+        let (serving, port) = fake_server("hello\n", |read| [read, b"EXTRA"].concat());
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(&ran, &["5 bytes more than the echo", "EXTRA"]);
+        // Something else than the echo.
+        let (serving, port) = fake_server("hello\n", |read| read.to_ascii_uppercase());
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(&ran, &["not what was sent", "\"HI\"", "\"hi\""]);
+        // Less: the server closes half way through the echo.
+        let (serving, port) = fake_server("hello\n", |read| read[..1].to_vec());
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(
+            &ran,
+            &["the server closed the connection", "1 of the 2 bytes"],
+        );
+    }
+
+    #[test]
+    fn connect_escapes_the_greeting_as_it_escapes_the_echo() {
+        let (serving, port) = fake_server("hello \x1b[31mred\x07\n", same);
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "\x1b"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(
+            ran.stdout.contains("server: hello \\x1b[31mred\\x07\n"),
+            "{}",
+            ran.stdout
+        );
+        assert!(ran.stdout.contains("echo: \"\\x1b\""), "{}", ran.stdout);
+    }
+
+    #[test]
     fn connect_reports_every_failed_attempt_and_names_the_server() {
         let port = closed_port().to_string();
         let ran = run(CLIENT, &["connect", "127.0.0.1", &port], b"");
