@@ -286,7 +286,13 @@ mod lesson {
         if !ipv6_available() {
             return;
         }
-        let server = Server::start(SERVER, &["--host", "127.0.0.1"]);
+        let mut server = Server::start(SERVER, &["--host", "127.0.0.1"]);
+        // IPV6_V6ONLY reads off, but the address decides: no IPv6 client can come.
+        let line = server.wait_for_line("IPV6_V6ONLY");
+        assert!(
+            line.contains("IPv4 clients only") && !line.contains("served too"),
+            "{line}"
+        );
         assert_eq!(
             server.addr,
             SocketAddr::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(), server.port())
@@ -294,6 +300,9 @@ mod lesson {
         drop(greeted_and_echoed(v4(&server), IPV4_CLIENT));
         let refused = TcpStream::connect(v6(&server)).unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        // Our client, refused over IPv6, says a server may run on the other family.
+        let exited = run(CLIENT, &["connect", "::1", &server.port().to_string()], b"");
+        assert_error_line(&exited, &["only IPv6 addresses were tried", "IPv4 only"]);
         assert_clean_shutdown(&server.stop(SIGTERM));
         // An IPv6-only socket cannot have an IPv4 address: bind(2) says EINVAL.
         let exited = run(

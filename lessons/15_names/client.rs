@@ -673,9 +673,19 @@ fn connect(args: &Args, rest: &[&str]) -> i32 {
         }
     }
     let Some(stream) = connected else {
+        // Addresses of one family only: a server may well run, on the other one.
+        let other = if found.iter().all(|info| info.addr.is_ipv6()) {
+            " only IPv6 addresses were tried: a server on IPv4 only (--host 127.0.0.1) \
+             does not answer them;"
+        } else if found.iter().all(|info| info.addr.is_ipv4()) {
+            " only IPv4 addresses were tried: a server on IPv6 only (--v6only) does not \
+             answer them;"
+        } else {
+            ""
+        };
         exit_with_error(&format!(
-            "cannot connect to {} port {port}: every address failed ({}); is the server \
-             running? start it with: cargo run --bin {SERVER_BIN}",
+            "cannot connect to {} port {port}: every address failed ({});{other} is the \
+             server running? start it with: cargo run --bin {SERVER_BIN}",
             host.unwrap_or("\"\""),
             failures.join(", ")
         ));

@@ -72,7 +72,7 @@ fn main() {
     .unwrap_or_else(|message| exit_with_error(&message));
     log::listening(listener.local_addr().unwrap_or(addr));
     if !quiet {
-        log!("{}", describe_listener(&listener));
+        log!("{}", describe_listener(&listener, addr));
     }
 
     let mut threads = Vec::new();
@@ -134,12 +134,25 @@ fn open_dual_stack(addr: SocketAddr, v6only: bool) -> TcpListener {
 // ANCHOR_END: open
 
 /// The second log line: what the kernel says of IPV6_V6ONLY (getsockopt, not what we
-/// asked for), so the reader sees which clients can come.
-fn describe_listener(listener: &TcpListener) -> String {
-    match socket2::SockRef::from(listener).only_v6() {
-        Ok(false) => "IPV6_V6ONLY is off: IPv4 clients are served too, as ::ffff:a.b.c.d".into(),
-        Ok(true) => "IPV6_V6ONLY is on: IPv6 clients only, IPv4 connections are refused".into(),
-        Err(err) => format!("{} cannot read IPV6_V6ONLY: {err}", log::ERROR),
+/// asked for), so the reader sees which clients can come. Bound to a v4-mapped
+/// address (`--host 127.0.0.1`) the option reads off, but no IPv6 client can come.
+fn describe_listener(listener: &TcpListener, addr: SocketAddr) -> String {
+    let mapped = match addr.ip() {
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    };
+    match (socket2::SockRef::from(listener).only_v6(), mapped) {
+        (Ok(false), Some(v4)) => format!(
+            "IPV6_V6ONLY is off, but the address is v4-mapped: IPv4 clients only (to {v4}), \
+             IPv6 connections are refused"
+        ),
+        (Ok(false), None) => {
+            "IPV6_V6ONLY is off: IPv4 clients are served too, as ::ffff:a.b.c.d".into()
+        }
+        (Ok(true), _) => {
+            "IPV6_V6ONLY is on: IPv6 clients only, IPv4 connections are refused".into()
+        }
+        (Err(err), _) => format!("{} cannot read IPV6_V6ONLY: {err}", log::ERROR),
     }
 }
 
