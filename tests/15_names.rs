@@ -230,6 +230,10 @@ mod protocol {
             "{}",
             checked.stdout
         );
+        // Without --host the checks start at 127.0.0.1, where nobody listens: the
+        // error says how to reach a server on IPv6 only.
+        let checked = run(WORKBOOK, &["check", "15", "--port", &port], b"");
+        assert_error_line(&checked, &["nothing listening at 127.0.0.1", "--host ::1"]);
     }
 }
 

@@ -309,8 +309,15 @@ fn check(args: &[String]) -> i32 {
     };
     if lesson.transport.starts_with("TCP") {
         if let Err(err) = TcpStream::connect_timeout(&addr, options.timeout) {
+            // The default host is IPv4's loopback: a server on IPv6 only (lesson 15's
+            // --v6only) is at ::1, the same port, and must be named.
+            let ipv6 = if options.host.is_none() {
+                " (a server on IPv6 only: give --host ::1)".to_string()
+            } else {
+                String::new()
+            };
             return error(&format!(
-                "nothing listening at {addr} ({err}); start a server there, e.g. \
+                "nothing listening at {addr} ({err}){ipv6}; start a server there, e.g. \
                  cargo run --bin {}_server -- --port {port}",
                 lesson.name
             ));
