@@ -734,6 +734,10 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         assert_error_line(&exited, &[&format!("[::]:{port}"), "in use"]);
         let exited = run(SERVER, &["--max-threads", "0"], b"");
         assert_usage_error(&exited);
+        // A zone is part of a link-local address (scope id 1 is lo): kept, so that
+        // bind(2) is asked for that interface's fe80::1, which lo does not have.
+        let exited = run(SERVER, &["--host", "fe80::1%lo", "--port", "0"], b"");
+        assert_error_line(&exited, &["[fe80::1%1]:0"]);
     }
 
     #[test]
@@ -751,6 +755,9 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
             &["order", "1", "2"],
             &["host", "extra"],
             &["lookup", "--family", "7", "localhost"],
+            // A number that is no port is a mistake, not a message.
+            &["connect", "127.0.0.1", "0"],
+            &["connect", "127.0.0.1", "70000", "hi"],
         ] {
             let exited = run(CLIENT, args, b"");
             assert_eq!(exited.status.code(), Some(2), "{args:?}: {}", exited.stderr);
@@ -931,6 +938,18 @@ except socket.gaierror as e:
             let got = ran.stdout.trim().rsplit_once(" = ").unwrap().1;
             assert_eq!(got, theirs.trim(), "reverse {ours:?}");
         }
+        // A zone is part of a link-local address's sockaddr: the scope id. (Python
+        // takes it in the 4-tuple; from a 2-tuple it would send scope id 0.)
+        let ran = run(CLIENT, &["reverse", "fe80::1%lo", "80", "--numeric"], b"");
+        assert!(ran.status.success(), "{}", ran.stderr);
+        let theirs = python(
+            "import socket\n\
+             print(socket.getnameinfo(('fe80::1', 80, 0, socket.if_nametoindex('lo')), 3))",
+            &[],
+        );
+        let got = ran.stdout.trim().rsplit_once(" = ").unwrap().1;
+        assert_eq!(got, theirs.trim(), "reverse fe80::1%lo:\n{}", ran.stdout);
+        assert_eq!(got, "('fe80::1%lo', '80')");
         // getnameinfo wants an address: a name is refused before any lookup.
         let exited = run(CLIENT, &["reverse", "localhost"], b"");
         assert_error_line(&exited, &["not an IP address"]);
@@ -995,6 +1014,14 @@ except OSError as e:
             ran.stdout.starts_with("getprotobynumber(6) = 'tcp'"),
             "{}",
             ran.stdout
+        );
+        // Numbers out of range are no port and no protocol, not names to look up.
+        let exited = run(CLIENT, &["service", "65536"], b"");
+        assert_error_line(&exited, &["65536", "not a port", "0 to 65535"]);
+        let exited = run(CLIENT, &["protocol", "99999999999"], b"");
+        assert_error_line(
+            &exited,
+            &["99999999999", "not a protocol number", "0 to 255"],
         );
         let exited = run(CLIENT, &["service", "no-such-service", "tcp"], b"");
         assert_error_line(
@@ -1117,6 +1144,7 @@ except (OSError, ValueError) as e:
         for (family, text, reason) in [
             ("inet6", "2001:db8::1::3490", "\"::\" may appear only once"),
             ("inet6", "1:2:3:4:5:6:7:8:9", "9 groups of 16 bits"),
+            ("inet6", "1::2:3:4:5:6:7:8", "no zero group left for \"::\""),
             ("inet6", "12345::", "more than 4 hex digits"),
             ("inet6", "fe80::1%lo", "is a zone"),
             ("inet6", "::ffff:1.2.3", "its IPv4 part '1.2.3'"),

@@ -267,18 +267,13 @@ fn lookup(args: &Args, rest: &[&str]) -> i32 {
 /// `reverse ADDRESS [PORT]`: getnameinfo.
 fn reverse(args: &Args, rest: &[&str]) -> i32 {
     expect_words(args, rest, 1, 2, "reverse ADDRESS [PORT]");
-    let ip: IpAddr = rest[0].parse().unwrap_or_else(|_| {
-        exit_with_error(&format!(
-            "'{}' is not an IP address (reverse takes an address; lookup takes a name)",
-            rest[0]
-        ))
-    });
     let port: u16 = match rest.get(1) {
         None => 0,
         Some(text) => text
             .parse()
             .unwrap_or_else(|_| args.usage_error(&format!("PORT '{text}': 0 to 65535"))),
     };
+    let addr = address_with_zone(rest[0], port).unwrap_or_else(|why| exit_with_error(&why));
     let mut flags = 0;
     if args.flag("--numeric") {
         flags |= libc::NI_NUMERICHOST | libc::NI_NUMERICSERV;
@@ -286,7 +281,6 @@ fn reverse(args: &Args, rest: &[&str]) -> i32 {
     if type_flag(args) == libc::SOCK_DGRAM {
         flags |= libc::NI_DGRAM;
     }
-    let addr = SocketAddr::new(ip, port);
     let call = format!("getnameinfo({}, {flags})", py_sockaddr(addr));
     match resolver::getnameinfo(addr, flags) {
         Ok((host, service)) => {
@@ -301,11 +295,43 @@ fn reverse(args: &Args, rest: &[&str]) -> i32 {
     }
 }
 
+/// Digits only: a number, maybe too large for what it stands for.
+fn is_number(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An address and a port as a socket address. An IPv6 address may carry a zone,
+/// `fe80::1%eth0` (the interface a link-local address belongs to): it becomes the
+/// sockaddr's scope id, the interface's number (if_nametoindex(3)).
+fn address_with_zone(text: &str, port: u16) -> Result<SocketAddr, String> {
+    let not_an_address =
+        || format!("'{text}' is not an IP address (reverse takes an address; lookup takes a name)");
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let (ip, zone) = text.split_once('%').ok_or_else(not_an_address)?;
+    let ip: Ipv6Addr = ip.parse().map_err(|_| not_an_address())?;
+    let scope_id = match zone.parse::<u32>() {
+        Ok(number) => number,
+        Err(_) => nix::net::if_::if_nametoindex(zone)
+            .map_err(|err| format!("'{text}': no interface '{zone}' here ({err})"))?,
+    };
+    Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+        ip, port, 0, scope_id,
+    )))
+}
+
 /// `service NAME|PORT [tcp|udp]`: a line of /etc/services.
 fn service(args: &Args, rest: &[&str]) -> i32 {
     expect_words(args, rest, 1, 2, "service NAME|PORT [tcp|udp]");
     let protocol = rest.get(1).copied();
     let by_port = rest[0].parse::<u16>().is_ok();
+    if !by_port && is_number(rest[0]) {
+        exit_with_error(&format!(
+            "{} is not a port (0 to 65535: 16 bits), so there is nothing to look up",
+            rest[0]
+        ));
+    }
     let call = format!(
         "{}({}{})",
         if by_port {
@@ -344,7 +370,14 @@ fn service(args: &Args, rest: &[&str]) -> i32 {
 /// `protocol NAME|NUMBER`: a line of /etc/protocols.
 fn protocol(args: &Args, rest: &[&str]) -> i32 {
     expect_words(args, rest, 1, 1, "protocol NAME|NUMBER");
-    let by_number = rest[0].parse::<i32>().is_ok();
+    let by_number = rest[0].parse::<u8>().is_ok();
+    if !by_number && is_number(rest[0]) {
+        exit_with_error(&format!(
+            "{} is not a protocol number (0 to 255: one byte of the IP header), so there \
+             is nothing to look up",
+            rest[0]
+        ));
+    }
     let call = if by_number {
         format!("getprotobynumber({})", rest[0])
     } else {
@@ -507,8 +540,13 @@ fn why_not_ipv6(text: &str) -> String {
         count += 1;
     }
     let compressed = text.contains("::");
-    if count > 8 || (compressed && count > 7) {
+    if count > 8 {
         return format!("{count} groups of 16 bits: an IPv6 address has 8 (128 bits)");
+    }
+    if compressed && count == 8 {
+        return "8 groups of 16 bits fill all 128 bits, so there is no zero group left for \
+                \"::\" to stand for (it stands for one or more)"
+            .into();
     }
     if !compressed && count < 8 {
         return format!("{count} groups of 16 bits: 8 are needed, or :: for the missing zeros");
@@ -628,9 +666,12 @@ fn connect(args: &Args, rest: &[&str]) -> i32 {
     // No HOST: --host (127.0.0.1 unless given).
     let host = host_arg(rest.first().copied().unwrap_or(&args.host));
     // The second word is the port if it is a number; otherwise --port, and the words
-    // from there on are messages.
-    let (port, messages) = match rest.get(1).map(|word| word.parse::<u16>()) {
-        Some(Ok(port)) if port > 0 => (port, &rest[2..]),
+    // from there on are messages. A number that is no port is a mistake, not a message.
+    let (port, messages) = match rest.get(1) {
+        Some(word) if is_number(word) => match word.parse::<u16>() {
+            Ok(port) if port > 0 => (port, &rest[2..]),
+            _ => args.usage_error(&format!("PORT '{word}': a port is 1 to 65535")),
+        },
         _ => (args.port, rest.get(1..).unwrap_or_default()),
     };
     let timeout: f64 = args.get_or("--timeout", 5.0);

@@ -11,7 +11,7 @@
 //!   terminal 2: cargo run --bin 15_names_client -- connect ::1 10015 hello
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -84,20 +84,19 @@ fn main() {
 /// `--host` as an IPv6 socket address. The socket is always AF_INET6, so an IPv4
 /// address is written the way an IPv6 socket spells it, v4-mapped: 127.0.0.1 is
 /// `::ffff:127.0.0.1` (the socket then takes IPv4 clients of that address only).
-/// A name is resolved first (getaddrinfo, through std).
+/// A name, or an address with a zone (`fe80::1%eth0`), is resolved first
+/// (getaddrinfo, through std), which keeps the zone as the scope id.
 fn ipv6_address(args: &Args) -> SocketAddr {
-    let ip = match args.host.parse::<IpAddr>() {
-        Ok(ip) => ip,
+    let addr = match args.host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, args.port),
         Err(_) => args
             .socket_addr()
-            .unwrap_or_else(|message| exit_with_error(&message))
-            .ip(),
+            .unwrap_or_else(|message| exit_with_error(&message)),
     };
-    let ip: Ipv6Addr = match ip {
-        IpAddr::V6(ip) => ip,
-        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
-    };
-    SocketAddr::new(IpAddr::V6(ip), args.port)
+    match addr {
+        SocketAddr::V6(_) => addr,
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+    }
 }
 // ANCHOR_END: address
 
