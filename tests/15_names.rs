@@ -294,9 +294,20 @@ mod lesson {
         // IPV6_V6ONLY reads off, but the address decides: no IPv6 client can come.
         let line = server.wait_for_line("IPV6_V6ONLY");
         assert!(
-            line.contains("IPv4 clients only") && !line.contains("served too"),
+            line.contains("IPv4 clients only (to 127.0.0.1)") && !line.contains("served too"),
             "{line}"
         );
+        // IPv4's wildcard, v4-mapped (::ffff:0.0.0.0), is every IPv4 address, still
+        // no IPv6 one.
+        let mut wildcard = Server::start(SERVER, &["--host", "0.0.0.0"]);
+        let line = wildcard.wait_for_line("IPV6_V6ONLY");
+        assert!(
+            line.contains("IPv4 clients only (to any IPv4 address of this machine)"),
+            "{line}"
+        );
+        let refused = TcpStream::connect(v6(&wildcard)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_clean_shutdown(&wildcard.stop(SIGINT));
         assert_eq!(
             server.addr,
             SocketAddr::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(), server.port())

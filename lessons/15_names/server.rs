@@ -142,8 +142,13 @@ fn describe_listener(listener: &TcpListener, addr: SocketAddr) -> String {
     };
     match (socket2::SockRef::from(listener).only_v6(), mapped) {
         (Ok(false), Some(v4)) => format!(
-            "IPV6_V6ONLY is off, but the address is v4-mapped: IPv4 clients only (to {v4}), \
-             IPv6 connections are refused"
+            "IPV6_V6ONLY is off, but the address is v4-mapped: IPv4 clients only (to {}), \
+             IPv6 connections are refused",
+            if v4.is_unspecified() {
+                "any IPv4 address of this machine".to_string()
+            } else {
+                v4.to_string()
+            }
         ),
         (Ok(false), None) => {
             "IPV6_V6ONLY is off: IPv4 clients are served too, as ::ffff:a.b.c.d".into()
