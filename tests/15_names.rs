@@ -138,6 +138,30 @@ fn stable_ports(text: &str, server_port: u16) -> String {
 const IPV4_CLIENT: &str = "an IPv4 client (127.0.0.1) on an IPv6 socket";
 const IPV6_CLIENT: &str = "an IPv6 client";
 
+/// A server on 127.0.0.1 that is not lesson 15's: it greets with `greeting`, reads
+/// once, writes `reply` of what it read, and closes.
+fn fake_server(
+    greeting: &'static str,
+    reply: fn(&[u8]) -> Vec<u8>,
+) -> (std::thread::JoinHandle<()>, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serving = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(greeting.as_bytes()).unwrap();
+        let mut buffer = [0u8; 64];
+        let n = stream.read(&mut buffer).unwrap_or(0);
+        let _ = stream.write_all(&reply(&buffer[..n]));
+    });
+    (serving, port)
+}
+
+/// What an echo server replies.
+fn same(read: &[u8]) -> Vec<u8> {
+    read.to_vec()
+}
+
 mod protocol {
     //! The wire protocol, checked by the code `cargo run -- check 15` runs.
     use super::*;
@@ -168,7 +192,7 @@ mod protocol {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/names_server.py");
         let server = Server::start("python3", &[script]);
         let port = server.port().to_string();
-        let checked = run(WORKBOOK, &["check", "15", "--port", &port], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "15", "--port", &port], b"");
         assert!(checked.status.success(), "{}", checked.stdout);
         assert!(
             checked.stdout.contains("7 passed, 0 failed"),
@@ -206,6 +230,10 @@ mod protocol {
             "{}",
             checked.stdout
         );
+        // Without --host the checks start at 127.0.0.1, where nobody listens: the
+        // error says how to reach a server on IPv6 only.
+        let checked = run_front_door(WORKBOOK, &["check", "15", "--port", &port], b"");
+        assert_error_line(&checked, &["nothing listening at 127.0.0.1", "--host ::1"]);
     }
 }
 
@@ -262,7 +290,24 @@ mod lesson {
         if !ipv6_available() {
             return;
         }
-        let server = Server::start(SERVER, &["--host", "127.0.0.1"]);
+        let mut server = Server::start(SERVER, &["--host", "127.0.0.1"]);
+        // IPV6_V6ONLY reads off, but the address decides: no IPv6 client can come.
+        let line = server.wait_for_line("IPV6_V6ONLY");
+        assert!(
+            line.contains("IPv4 clients only (to 127.0.0.1)") && !line.contains("served too"),
+            "{line}"
+        );
+        // IPv4's wildcard, v4-mapped (::ffff:0.0.0.0), is every IPv4 address, still
+        // no IPv6 one.
+        let mut wildcard = Server::start(SERVER, &["--host", "0.0.0.0"]);
+        let line = wildcard.wait_for_line("IPV6_V6ONLY");
+        assert!(
+            line.contains("IPv4 clients only (to any IPv4 address of this machine)"),
+            "{line}"
+        );
+        let refused = TcpStream::connect(v6(&wildcard)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert_clean_shutdown(&wildcard.stop(SIGINT));
         assert_eq!(
             server.addr,
             SocketAddr::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(), server.port())
@@ -270,6 +315,9 @@ mod lesson {
         drop(greeted_and_echoed(v4(&server), IPV4_CLIENT));
         let refused = TcpStream::connect(v6(&server)).unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        // Our client, refused over IPv6, says a server may run on the other family.
+        let exited = run(CLIENT, &["connect", "::1", &server.port().to_string()], b"");
+        assert_error_line(&exited, &["only IPv6 addresses were tried", "IPv4 only"]);
         assert_clean_shutdown(&server.stop(SIGTERM));
         // An IPv6-only socket cannot have an IPv4 address: bind(2) says EINVAL.
         let exited = run(
@@ -471,6 +519,133 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
     }
 
     #[test]
+    fn connect_echoes_a_line_longer_than_the_socket_buffers() {
+        // Sent whole before the echo is read, 16 MiB fills both directions' buffers
+        // (the server stops reading while its echo cannot go out): the client must
+        // read the echo while it sends.
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let mut line: Vec<u8> = (0..16 * 1024 * 1024)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        line.push(b'\n');
+        let ran = run(
+            CLIENT,
+            &["--timeout", "2", "connect", "127.0.0.1", &port],
+            &line,
+        );
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(
+            ran.stdout
+                .contains("echo: \"abcdefghijklmnopqrstuvwxyzabcdef"),
+            "{}",
+            ran.stdout
+        );
+        assert!(
+            ran.stdout
+                .contains(&format!("({} more bytes)", 16 * 1024 * 1024 - 64)),
+            "{}",
+            ran.stdout
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    #[test]
+    fn connect_refuses_a_stdin_line_without_end_instead_of_growing() {
+        // /dev/zero has no line end: a client reading "a line" holds it all. Under a
+        // 1 GB address-space limit, growing would abort; it must stop at its limit.
+        let server = Server::start(SERVER, &["--quiet"]);
+        let ran = run(
+            "sh",
+            &[
+                "-c",
+                "ulimit -v 1000000 && exec \"$0\" connect 127.0.0.1 \"$1\" < /dev/zero",
+                CLIENT,
+                &server.port().to_string(),
+            ],
+            b"",
+        );
+        assert_error_line(&ran, &["longer than", "MiB"]);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    #[test]
+    fn connect_says_so_when_the_echo_does_not_come_in_time() {
+        // Greets, then never answers.
+        let (serving, port) = fake_server("hello\n", |_| {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            Vec::new()
+        });
+        let ran = run(
+            CLIENT,
+            &[
+                "--timeout",
+                "0.2",
+                "connect",
+                "127.0.0.1",
+                &port.to_string(),
+                "hi",
+            ],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(&ran, &["no echo", "0.2 s", "--timeout"]);
+        assert!(!ran.stderr.contains("os error"), "{}", ran.stderr);
+    }
+
+    #[test]
+    fn connect_checks_the_echo_is_what_it_sent() {
+        // More than the echo: the client must not take it for the next echo.
+        let (serving, port) = fake_server("hello\n", |read| [read, b"EXTRA"].concat());
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(&ran, &["5 bytes more than the echo", "EXTRA"]);
+        // Something else than the echo.
+        let (serving, port) = fake_server("hello\n", |read| read.to_ascii_uppercase());
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(&ran, &["not what was sent", "\"HI\"", "\"hi\""]);
+        // Less: the server closes half way through the echo.
+        let (serving, port) = fake_server("hello\n", |read| read[..1].to_vec());
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "hi"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert_error_line(
+            &ran,
+            &["the server closed the connection", "1 of the 2 bytes"],
+        );
+    }
+
+    #[test]
+    fn connect_escapes_the_greeting_as_it_escapes_the_echo() {
+        let (serving, port) = fake_server("hello \x1b[31mred\x07\n", same);
+        let ran = run(
+            CLIENT,
+            &["connect", "127.0.0.1", &port.to_string(), "\x1b"],
+            b"",
+        );
+        serving.join().unwrap();
+        assert!(ran.status.success(), "{}", ran.stderr);
+        assert!(
+            ran.stdout.contains("server: hello \\x1b[31mred\\x07\n"),
+            "{}",
+            ran.stdout
+        );
+        assert!(ran.stdout.contains("echo: \"\\x1b\""), "{}", ran.stdout);
+    }
+
+    #[test]
     fn connect_reports_every_failed_attempt_and_names_the_server() {
         let port = closed_port().to_string();
         let ran = run(CLIENT, &["connect", "127.0.0.1", &port], b"");
@@ -570,6 +745,10 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         assert_error_line(&exited, &[&format!("[::]:{port}"), "in use"]);
         let exited = run(SERVER, &["--max-threads", "0"], b"");
         assert_usage_error(&exited);
+        // A zone is part of a link-local address (scope id 1 is lo): kept, so that
+        // bind(2) is asked for that interface's fe80::1, which lo does not have.
+        let exited = run(SERVER, &["--host", "fe80::1%lo", "--port", "0"], b"");
+        assert_error_line(&exited, &["[fe80::1%1]:0"]);
     }
 
     #[test]
@@ -587,6 +766,9 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
             &["order", "1", "2"],
             &["host", "extra"],
             &["lookup", "--family", "7", "localhost"],
+            // A number that is no port is a mistake, not a message.
+            &["connect", "127.0.0.1", "0"],
+            &["connect", "127.0.0.1", "70000", "hi"],
         ] {
             let exited = run(CLIENT, args, b"");
             assert_eq!(exited.status.code(), Some(2), "{args:?}: {}", exited.stderr);
@@ -609,7 +791,7 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         if !ipv6_available() {
             return;
         }
-        let ran = run(WORKBOOK, &["run", "15"], b"");
+        let ran = run_front_door(WORKBOOK, &["run", "15"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
         assert!(
             ran.stdout.contains("client │ server: hello "),
@@ -623,7 +805,7 @@ for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         );
         let server = Server::start(SERVER, &["--quiet"]);
         let port = server.port().to_string();
-        let checked = run(WORKBOOK, &["check", "15", "--port", &port], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "15", "--port", &port], b"");
         assert!(checked.status.success(), "{}", checked.stdout);
         assert!(
             checked.stdout.contains("7 passed, 0 failed"),
@@ -767,6 +949,18 @@ except socket.gaierror as e:
             let got = ran.stdout.trim().rsplit_once(" = ").unwrap().1;
             assert_eq!(got, theirs.trim(), "reverse {ours:?}");
         }
+        // A zone is part of a link-local address's sockaddr: the scope id. (Python
+        // takes it in the 4-tuple; from a 2-tuple it would send scope id 0.)
+        let ran = run(CLIENT, &["reverse", "fe80::1%lo", "80", "--numeric"], b"");
+        assert!(ran.status.success(), "{}", ran.stderr);
+        let theirs = python(
+            "import socket\n\
+             print(socket.getnameinfo(('fe80::1', 80, 0, socket.if_nametoindex('lo')), 3))",
+            &[],
+        );
+        let got = ran.stdout.trim().rsplit_once(" = ").unwrap().1;
+        assert_eq!(got, theirs.trim(), "reverse fe80::1%lo:\n{}", ran.stdout);
+        assert_eq!(got, "('fe80::1%lo', '80')");
         // getnameinfo wants an address: a name is refused before any lookup.
         let exited = run(CLIENT, &["reverse", "localhost"], b"");
         assert_error_line(&exited, &["not an IP address"]);
@@ -831,6 +1025,14 @@ except OSError as e:
             ran.stdout.starts_with("getprotobynumber(6) = 'tcp'"),
             "{}",
             ran.stdout
+        );
+        // Numbers out of range are no port and no protocol, not names to look up.
+        let exited = run(CLIENT, &["service", "65536"], b"");
+        assert_error_line(&exited, &["65536", "not a port", "0 to 65535"]);
+        let exited = run(CLIENT, &["protocol", "99999999999"], b"");
+        assert_error_line(
+            &exited,
+            &["99999999999", "not a protocol number", "0 to 255"],
         );
         let exited = run(CLIENT, &["service", "no-such-service", "tcp"], b"");
         assert_error_line(
@@ -953,6 +1155,7 @@ except (OSError, ValueError) as e:
         for (family, text, reason) in [
             ("inet6", "2001:db8::1::3490", "\"::\" may appear only once"),
             ("inet6", "1:2:3:4:5:6:7:8:9", "9 groups of 16 bits"),
+            ("inet6", "1::2:3:4:5:6:7:8", "no zero group left for \"::\""),
             ("inet6", "12345::", "more than 4 hex digits"),
             ("inet6", "fe80::1%lo", "is a zone"),
             ("inet6", "::ffff:1.2.3", "its IPv4 part '1.2.3'"),
@@ -1273,33 +1476,39 @@ mod exercises {
         let four = greeted_and_echoed(v4(&server), IPV4_CLIENT);
         let port = four.local_addr().unwrap().port();
         let line = wait_for_word(&mut server, log::CONNECTED);
+        let want = format!(" 127.0.0.1:{port} -> 127.0.0.1:{}", server.port());
         assert!(
-            line.contains(&format!(" 127.0.0.1:{port} -> 127.0.0.1:{}", server.port())),
-            "{line}"
+            line.contains(&want),
+            "want the connected line with{want}, got: {line}"
         );
         let line = wait_for_word(&mut server, log::RECEIVED);
-        assert!(line.contains(&format!(" 127.0.0.1:{port} -> ")), "{line}");
-        assert!(!line.contains("::ffff:"), "{line}");
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port} -> ")) && !line.contains("::ffff:"),
+            "want the received line with 127.0.0.1:{port} -> 127.0.0.1:..., got: {line}"
+        );
+        drop(four);
+        let line = wait_for_word(&mut server, log::DISCONNECTED);
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port} ")) && !line.contains("::ffff:"),
+            "want the disconnected line with 127.0.0.1:{port}, got: {line}"
+        );
+        // An error line too: a client that resets while the server waits to read.
+        let doomed = greeted_and_echoed(v4(&server), IPV4_CLIENT);
+        let port = doomed.local_addr().unwrap().port();
+        reset(doomed);
+        let line = wait_for_word(&mut server, log::ERROR);
+        assert!(
+            line.contains(&format!(" 127.0.0.1:{port}: ")) && !line.contains("::ffff:"),
+            "want the error line with 127.0.0.1:{port}, got: {line}"
+        );
         // IPv6 clients stay as they are, and the greeting (the protocol) is unchanged.
         drop(greeted_and_echoed(v6(&server), IPV6_CLIENT));
         let line = wait_for_word(&mut server, log::CONNECTED);
-        assert!(line.contains(" [::1]:"), "{line}");
-        drop(four);
+        assert!(
+            line.contains(" [::1]:"),
+            "want an IPv6 client's connected line unchanged ([::1]:...), got: {line}"
+        );
         assert_clean_shutdown(&server.stop(SIGINT));
-    }
-
-    /// A server on 127.0.0.1 that greets with `greeting` and echoes one read.
-    fn fake_server(greeting: &'static str) -> (std::thread::JoinHandle<()>, u16) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let serving = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            stream.write_all(greeting.as_bytes()).unwrap();
-            let mut buffer = [0u8; 64];
-            let n = stream.read(&mut buffer).unwrap_or(0);
-            let _ = stream.write_all(&buffer[..n]);
-        });
-        (serving, port)
     }
 
     #[test]
@@ -1313,16 +1522,18 @@ mod exercises {
         for host in ["127.0.0.1", "::1"] {
             let ran = run(CLIENT, &["connect", host, &port, "hi"], b"");
             assert!(ran.status.success(), "{}", ran.stderr);
+            let want = "  the server sees our own address and port (getsockname: ";
             assert!(
-                ran.stdout
-                    .contains("the server sees our own address and port"),
-                "{}",
+                ran.stdout.contains(want),
+                "connect {host}: want a line starting {want:?} after the greeting; the \
+                 client printed:\n{}",
                 ran.stdout
             );
         }
         // A server (or a NAT, or a proxy) that sees someone else.
         let (serving, port) = fake_server(
             "hello ::ffff:192.0.2.7 port 4242: an IPv4 client (192.0.2.7) on an IPv6 socket\n",
+            same,
         );
         let ran = run(
             CLIENT,
@@ -1331,14 +1542,16 @@ mod exercises {
         );
         serving.join().unwrap();
         assert!(ran.status.success(), "{}", ran.stderr);
+        // ADDRESS in IPv4's own form: the greeting's ::ffff:192.0.2.7 is 192.0.2.7.
+        let want = "  the server sees 192.0.2.7 port 4242, not us (getsockname: 127.0.0.1:";
         assert!(
-            ran.stdout
-                .contains("the server sees 192.0.2.7 port 4242, not us"),
-            "{}",
+            ran.stdout.contains(want),
+            "a greeting naming ::ffff:192.0.2.7 port 4242: want a line starting {want:?}; \
+             the client printed:\n{}",
             ran.stdout
         );
         // A greeting that is not lesson 15's: said so, and the echo goes on.
-        let (serving, port) = fake_server("welcome!\n");
+        let (serving, port) = fake_server("welcome!\n", same);
         let ran = run(
             CLIENT,
             &["connect", "127.0.0.1", &port.to_string(), "hi"],
@@ -1346,11 +1559,12 @@ mod exercises {
         );
         serving.join().unwrap();
         assert!(ran.status.success(), "{}", ran.stderr);
+        let want = "  (not a lesson 15 greeting";
         assert!(
-            ran.stdout.contains("not a lesson 15 greeting"),
-            "{}",
+            ran.stdout.contains(want) && ran.stdout.contains("echo: \"hi\""),
+            "the greeting \"welcome!\": want a line starting {want:?}, then the echo \
+             (echo: \"hi\"); the client printed:\n{}",
             ran.stdout
         );
-        assert!(ran.stdout.contains("echo: \"hi\""), "{}", ran.stdout);
     }
 }

@@ -122,7 +122,7 @@ mod protocol {
         let dir = TempDir::new("front");
         let path = dir.file("s.sock");
         let _server = Server::start(SERVER, &["--path", &path, "--quiet"]);
-        let checked = run(WORKBOOK, &["check", "16", "--path", &path], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "16", "--path", &path], b"");
         assert!(checked.status.success(), "{}", checked.stdout);
         assert!(
             checked.stdout.contains("7 passed, 0 failed")
@@ -132,7 +132,7 @@ mod protocol {
         );
         let dgram = dir.file("d.sock");
         let _dgram_server = Server::start(SERVER, &["--dgram", "--path", &dgram, "--quiet"]);
-        let checked = run(WORKBOOK, &["check", "16", "--path", &dgram, "--dgram"], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "16", "--path", &dgram, "--dgram"], b"");
         assert!(
             checked.status.success() && checked.stdout.contains("4 passed, 0 failed"),
             "{}",
@@ -140,7 +140,7 @@ mod protocol {
         );
         let udp = Server::start(SERVER, &["--udp", "--quiet"]);
         let port = udp.port().to_string();
-        let checked = run(WORKBOOK, &["check", "16", "--port", &port], b"");
+        let checked = run_front_door(WORKBOOK, &["check", "16", "--port", &port], b"");
         assert!(
             checked.status.success() && checked.stdout.contains("3 passed, 0 failed"),
             "{}",
@@ -148,9 +148,9 @@ mod protocol {
         );
         // A stream check against the datagram server, and the other way round:
         // refused at once, one line that says why.
-        let wrong = run(WORKBOOK, &["check", "16", "--path", &dgram], b"");
+        let wrong = run_front_door(WORKBOOK, &["check", "16", "--path", &dgram], b"");
         assert_error_line(&wrong, &[&dgram, "Protocol wrong type", "--dgram"]);
-        let wrong = run(WORKBOOK, &["check", "16", "--path", &path, "--dgram"], b"");
+        let wrong = run_front_door(WORKBOOK, &["check", "16", "--path", &path, "--dgram"], b"");
         assert_error_line(&wrong, &[&path, "Protocol wrong type", "leave out --dgram"]);
         let nobody = dir.file("nobody.sock");
         let wrong = run(
@@ -160,7 +160,7 @@ mod protocol {
         );
         assert_error_line(&wrong, &[&nobody, "16_local_server -- --dgram --path"]);
 
-        let ran = run(WORKBOOK, &["run", "16"], b"");
+        let ran = run_front_door(WORKBOOK, &["run", "16"], b"");
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
         for needle in [
             "server │ listening on unix:/",

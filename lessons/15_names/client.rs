@@ -22,7 +22,8 @@ mod resolver;
 // ANCHOR_END: modules
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream};
+use std::thread;
 use std::time::Duration;
 
 use nix::libc;
@@ -34,6 +35,8 @@ const DEFAULT_PORT: u16 = 10015;
 const SERVER_BIN: &str = "15_names_server";
 /// The longest the greeting line may be.
 const GREETING_LIMIT: usize = 1024;
+/// The longest line of stdin `connect` sends (it holds the line and its echo).
+const LINE_LIMIT: usize = 32 * 1024 * 1024;
 
 const COMMANDS: &str = "one of
   lookup HOST [SERVICE]        getaddrinfo: every result, as Python prints its tuples
@@ -264,18 +267,13 @@ fn lookup(args: &Args, rest: &[&str]) -> i32 {
 /// `reverse ADDRESS [PORT]`: getnameinfo.
 fn reverse(args: &Args, rest: &[&str]) -> i32 {
     expect_words(args, rest, 1, 2, "reverse ADDRESS [PORT]");
-    let ip: IpAddr = rest[0].parse().unwrap_or_else(|_| {
-        exit_with_error(&format!(
-            "'{}' is not an IP address (reverse takes an address; lookup takes a name)",
-            rest[0]
-        ))
-    });
     let port: u16 = match rest.get(1) {
         None => 0,
         Some(text) => text
             .parse()
             .unwrap_or_else(|_| args.usage_error(&format!("PORT '{text}': 0 to 65535"))),
     };
+    let addr = address_with_zone(rest[0], port).unwrap_or_else(|why| exit_with_error(&why));
     let mut flags = 0;
     if args.flag("--numeric") {
         flags |= libc::NI_NUMERICHOST | libc::NI_NUMERICSERV;
@@ -283,7 +281,6 @@ fn reverse(args: &Args, rest: &[&str]) -> i32 {
     if type_flag(args) == libc::SOCK_DGRAM {
         flags |= libc::NI_DGRAM;
     }
-    let addr = SocketAddr::new(ip, port);
     let call = format!("getnameinfo({}, {flags})", py_sockaddr(addr));
     match resolver::getnameinfo(addr, flags) {
         Ok((host, service)) => {
@@ -298,11 +295,43 @@ fn reverse(args: &Args, rest: &[&str]) -> i32 {
     }
 }
 
+/// Digits only: a number, maybe too large for what it stands for.
+fn is_number(word: &str) -> bool {
+    !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An address and a port as a socket address. An IPv6 address may carry a zone,
+/// `fe80::1%eth0` (the interface a link-local address belongs to): it becomes the
+/// sockaddr's scope id, the interface's number (if_nametoindex(3)).
+fn address_with_zone(text: &str, port: u16) -> Result<SocketAddr, String> {
+    let not_an_address =
+        || format!("'{text}' is not an IP address (reverse takes an address; lookup takes a name)");
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let (ip, zone) = text.split_once('%').ok_or_else(not_an_address)?;
+    let ip: Ipv6Addr = ip.parse().map_err(|_| not_an_address())?;
+    let scope_id = match zone.parse::<u32>() {
+        Ok(number) => number,
+        Err(_) => nix::net::if_::if_nametoindex(zone)
+            .map_err(|err| format!("'{text}': no interface '{zone}' here ({err})"))?,
+    };
+    Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+        ip, port, 0, scope_id,
+    )))
+}
+
 /// `service NAME|PORT [tcp|udp]`: a line of /etc/services.
 fn service(args: &Args, rest: &[&str]) -> i32 {
     expect_words(args, rest, 1, 2, "service NAME|PORT [tcp|udp]");
     let protocol = rest.get(1).copied();
     let by_port = rest[0].parse::<u16>().is_ok();
+    if !by_port && is_number(rest[0]) {
+        exit_with_error(&format!(
+            "{} is not a port (0 to 65535: 16 bits), so there is nothing to look up",
+            rest[0]
+        ));
+    }
     let call = format!(
         "{}({}{})",
         if by_port {
@@ -341,7 +370,14 @@ fn service(args: &Args, rest: &[&str]) -> i32 {
 /// `protocol NAME|NUMBER`: a line of /etc/protocols.
 fn protocol(args: &Args, rest: &[&str]) -> i32 {
     expect_words(args, rest, 1, 1, "protocol NAME|NUMBER");
-    let by_number = rest[0].parse::<i32>().is_ok();
+    let by_number = rest[0].parse::<u8>().is_ok();
+    if !by_number && is_number(rest[0]) {
+        exit_with_error(&format!(
+            "{} is not a protocol number (0 to 255: one byte of the IP header), so there \
+             is nothing to look up",
+            rest[0]
+        ));
+    }
     let call = if by_number {
         format!("getprotobynumber({})", rest[0])
     } else {
@@ -504,8 +540,13 @@ fn why_not_ipv6(text: &str) -> String {
         count += 1;
     }
     let compressed = text.contains("::");
-    if count > 8 || (compressed && count > 7) {
+    if count > 8 {
         return format!("{count} groups of 16 bits: an IPv6 address has 8 (128 bits)");
+    }
+    if compressed && count == 8 {
+        return "8 groups of 16 bits fill all 128 bits, so there is no zero group left for \
+                \"::\" to stand for (it stands for one or more)"
+            .into();
     }
     if !compressed && count < 8 {
         return format!("{count} groups of 16 bits: 8 are needed, or :: for the missing zeros");
@@ -625,9 +666,12 @@ fn connect(args: &Args, rest: &[&str]) -> i32 {
     // No HOST: --host (127.0.0.1 unless given).
     let host = host_arg(rest.first().copied().unwrap_or(&args.host));
     // The second word is the port if it is a number; otherwise --port, and the words
-    // from there on are messages.
-    let (port, messages) = match rest.get(1).map(|word| word.parse::<u16>()) {
-        Some(Ok(port)) if port > 0 => (port, &rest[2..]),
+    // from there on are messages. A number that is no port is a mistake, not a message.
+    let (port, messages) = match rest.get(1) {
+        Some(word) if is_number(word) => match word.parse::<u16>() {
+            Ok(port) if port > 0 => (port, &rest[2..]),
+            _ => args.usage_error(&format!("PORT '{word}': a port is 1 to 65535")),
+        },
         _ => (args.port, rest.get(1..).unwrap_or_default()),
     };
     let timeout: f64 = args.get_or("--timeout", 5.0);
@@ -670,9 +714,19 @@ fn connect(args: &Args, rest: &[&str]) -> i32 {
         }
     }
     let Some(stream) = connected else {
+        // Addresses of one family only: a server may well run, on the other one.
+        let other = if found.iter().all(|info| info.addr.is_ipv6()) {
+            " only IPv6 addresses were tried: a server on IPv4 only (--host 127.0.0.1) \
+             does not answer them;"
+        } else if found.iter().all(|info| info.addr.is_ipv4()) {
+            " only IPv4 addresses were tried: a server on IPv6 only (--v6only) does not \
+             answer them;"
+        } else {
+            ""
+        };
         exit_with_error(&format!(
-            "cannot connect to {} port {port}: every address failed ({}); is the server \
-             running? start it with: cargo run --bin {SERVER_BIN}",
+            "cannot connect to {} port {port}: every address failed ({});{other} is the \
+             server running? start it with: cargo run --bin {SERVER_BIN}",
             host.unwrap_or("\"\""),
             failures.join(", ")
         ));
@@ -681,57 +735,178 @@ fn connect(args: &Args, rest: &[&str]) -> i32 {
 }
 // ANCHOR_END: connect
 
-/// The greeting line, then each message and its echo.
-fn converse(mut stream: TcpStream, messages: &[&str], timeout: Duration) -> i32 {
+/// The greeting line, then each message and its echo, then a polite close.
+fn converse(stream: TcpStream, messages: &[&str], timeout: Duration) -> i32 {
     let timeouts = stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)));
     if let Err(err) = timeouts {
         exit_with_error(&format!("cannot set the socket's timeouts: {err}"));
     }
-    match read_line(&mut stream) {
+    let waited = show_seconds(timeout);
+    match read_line(&stream) {
         Ok(greeting) => print_line(&format!("server: {}", as_text(&greeting))),
         Err(err) => exit_with_error(&format!(
-            "no greeting line from the server: {err} (is it lesson 15's server?)"
+            "no greeting line from the server: {} (is it lesson 15's server?)",
+            says(&err, &waited)
         )),
     }
-    let mut each = |message: &[u8]| -> io::Result<()> {
-        stream.write_all(message)?;
-        let mut echo = vec![0u8; message.len()];
-        stream.read_exact(&mut echo)?;
-        print_line(&format!("echo: {}", show::bytes(&echo)));
-        Ok(())
-    };
-    let sent = if messages.is_empty() {
+    let mut each = |message: &[u8]| exchange(&stream, message, &waited);
+    let talked = if messages.is_empty() {
         each_stdin_line(&mut each)
     } else {
         messages.iter().try_for_each(|m| each(m.as_bytes()))
     };
-    match sent {
+    match talked.and_then(|()| close_cleanly(&stream, &waited)) {
         Ok(()) => 0,
-        Err(err) => exit_with_error(&format!("the echo failed: {err}")),
+        Err(why) => exit_with_error(&why),
     }
 }
 
-/// A line from the server as text: without its line end, control characters escaped
-/// (a server should not be able to move our terminal's cursor).
+/// `0.2 s (--timeout)`: how long a read or a send may wait, for the error lines.
+fn show_seconds(timeout: Duration) -> String {
+    format!("{} s (--timeout)", timeout.as_secs_f64())
+}
+
+/// A read or send that waited out SO_RCVTIMEO/SO_SNDTIMEO fails with EAGAIN
+/// ("Resource temporarily unavailable"), which says nothing of the wait: the error
+/// lines say it instead.
+fn timed_out(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// An I/O error in words, a timeout as the wait it was.
+fn says(err: &io::Error, waited: &str) -> String {
+    if timed_out(err) {
+        format!("nothing came within {waited}")
+    } else {
+        err.to_string()
+    }
+}
+
+// ANCHOR: exchange
+/// Sends one message and reads its echo at the same time: the sending runs on a
+/// thread of its own. A client that sent the whole message before reading a byte
+/// (Unix Network Programming calls it the batch-input deadlock) hangs on a message
+/// longer than the socket buffers hold: once they are full of echo, the server stops
+/// reading, our send stops, and each end waits for the other. src/echo_client.rs
+/// does the same for lesson 04's many connections.
+fn exchange(stream: &TcpStream, message: &[u8], waited: &str) -> Result<(), String> {
+    let mut echo = vec![0u8; message.len()];
+    let (sent, received) = thread::scope(|scope| {
+        let sender = scope.spawn(|| (&*stream).write_all(message));
+        let received = receive_echo(stream, &mut echo);
+        if received.is_err() {
+            // The sender may be stuck in a send nobody will make room for now:
+            // shutting down our side makes it fail at once.
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        let sent = sender
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the sending thread panicked")));
+        (sent, received)
+    });
+    // A send that failed means the connection is gone (reset, timed out), and the
+    // read of the echo says it better: report the reader's error first.
+    match (received, sent) {
+        (Err(Echo::Closed(got)), _) => Err(format!(
+            "the server closed the connection after {got} of the {} bytes of the echo",
+            message.len()
+        )),
+        (Err(Echo::Failed(got, err)), _) if timed_out(&err) => Err(format!(
+            "no echo within {waited}: {got} of the {} bytes came",
+            message.len()
+        )),
+        (Err(Echo::Failed(got, err)), _) => Err(format!(
+            "no echo: {err} ({got} of the {} bytes had come)",
+            message.len()
+        )),
+        (Ok(()), Err(err)) if timed_out(&err) => Err(format!(
+            "sending: the server took nothing more within {waited}"
+        )),
+        (Ok(()), Err(err)) => Err(format!("sending: {err}")),
+        (Ok(()), Ok(())) if echo != message => Err(format!(
+            "the echo is not what was sent: sent {}, got {}",
+            show::bytes(message),
+            show::bytes(&echo)
+        )),
+        (Ok(()), Ok(())) => {
+            print_line(&format!("echo: {}", show::bytes(&echo)));
+            Ok(())
+        }
+    }
+}
+
+/// Why an echo is not complete: the server closed after so many bytes, or a read
+/// failed (a timeout among others) after so many.
+enum Echo {
+    Closed(usize),
+    Failed(usize, io::Error),
+}
+
+/// recv(2) until `echo` is full.
+fn receive_echo(mut stream: &TcpStream, echo: &mut [u8]) -> Result<(), Echo> {
+    let mut got = 0;
+    while got < echo.len() {
+        match stream.read(&mut echo[got..]) {
+            Ok(0) => return Err(Echo::Closed(got)),
+            Ok(n) => got += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Echo::Failed(got, err)),
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: exchange
+
+/// The end: shutdown(SHUT_WR) sends our FIN, and lesson 15's server closes in
+/// turn. Anything that comes before its close is more than an echo server sends.
+fn close_cleanly(stream: &TcpStream, waited: &str) -> Result<(), String> {
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(|err| format!("closing: {err}"))?;
+    let mut rest = Vec::new();
+    // At most a little more than we show: a server that kept sending is not read to
+    // its end.
+    match stream.take(4096).read_to_end(&mut rest) {
+        Ok(_) if rest.is_empty() => Ok(()),
+        Ok(_) => Err(format!(
+            "the server sent {} more than the echo: {}",
+            show::count(rest.len(), "byte"),
+            show::bytes(&rest)
+        )),
+        Err(_) if !rest.is_empty() => Err(format!(
+            "the server sent {} more than the echo: {}",
+            show::count(rest.len(), "byte"),
+            show::bytes(&rest)
+        )),
+        Err(err) => Err(format!(
+            "closing: the server did not close after our half-close: {}",
+            says(&err, waited)
+        )),
+    }
+}
+
+/// A line from the server as text: without its line end, escaped as the echo is
+/// (`show::bytes`, without its quotes), so a server cannot move our terminal's cursor.
 fn as_text(line: &[u8]) -> String {
-    String::from_utf8_lossy(line)
-        .trim_end_matches(['\r', '\n'])
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut text = String::new();
+    // show::bytes shortens after 64 bytes: quote the line in pieces of at most 64.
+    for piece in line.chunks(show::SHOWN_BYTES) {
+        let quoted = show::bytes(piece);
+        text.push_str(&quoted[1..quoted.len() - 1]);
+    }
+    text
 }
 
 /// Reads up to and including the first `\n` (a byte at a time: nothing after the
 /// greeting is taken from the socket), at most GREETING_LIMIT bytes.
-fn read_line(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+fn read_line(mut stream: &TcpStream) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.len() < GREETING_LIMIT {
@@ -744,9 +919,6 @@ fn read_line(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                return Err(io::Error::other("nothing came before the timeout"));
-            }
             Err(err) => return Err(err),
         }
     }
@@ -756,8 +928,9 @@ fn read_line(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
 }
 
 /// Each line of stdin (without its line end) until an empty line or the end, with a
-/// `> ` prompt on a terminal.
-fn each_stdin_line(each: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+/// `> ` prompt on a terminal. A line is held whole (and its echo too): one longer
+/// than LINE_LIMIT is refused rather than read on for ever (`< /dev/zero`).
+fn each_stdin_line(each: &mut impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
     let stdin = io::stdin();
     let prompt = stdin.is_terminal();
     let mut input = stdin.lock();
@@ -770,10 +943,24 @@ fn each_stdin_line(each: &mut impl FnMut(&[u8]) -> io::Result<()>) -> io::Result
             }
         }
         line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        let read = (&mut input)
+            .take(LINE_LIMIT as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|err| format!("reading stdin: {err}"))?;
+        if read == 0 {
             return Ok(());
         }
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = match line.strip_suffix(b"\n") {
+            Some(text) => text,
+            None if line.len() > LINE_LIMIT => {
+                return Err(format!(
+                    "a line of stdin longer than {} MiB: the client holds a line and its \
+                     echo whole; send it in shorter lines",
+                    LINE_LIMIT / (1024 * 1024)
+                ));
+            }
+            None => &line,
+        };
         if text.is_empty() {
             return Ok(());
         }

@@ -11,7 +11,7 @@
 //!   terminal 2: cargo run --bin 15_names_client -- connect ::1 10015 hello
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -72,7 +72,7 @@ fn main() {
     .unwrap_or_else(|message| exit_with_error(&message));
     log::listening(listener.local_addr().unwrap_or(addr));
     if !quiet {
-        log!("{}", describe_listener(&listener));
+        log!("{}", describe_listener(&listener, addr));
     }
 
     let mut threads = Vec::new();
@@ -84,20 +84,19 @@ fn main() {
 /// `--host` as an IPv6 socket address. The socket is always AF_INET6, so an IPv4
 /// address is written the way an IPv6 socket spells it, v4-mapped: 127.0.0.1 is
 /// `::ffff:127.0.0.1` (the socket then takes IPv4 clients of that address only).
-/// A name is resolved first (getaddrinfo, through std).
+/// A name, or an address with a zone (`fe80::1%eth0`), is resolved first
+/// (getaddrinfo, through std), which keeps the zone as the scope id.
 fn ipv6_address(args: &Args) -> SocketAddr {
-    let ip = match args.host.parse::<IpAddr>() {
-        Ok(ip) => ip,
+    let addr = match args.host.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, args.port),
         Err(_) => args
             .socket_addr()
-            .unwrap_or_else(|message| exit_with_error(&message))
-            .ip(),
+            .unwrap_or_else(|message| exit_with_error(&message)),
     };
-    let ip: Ipv6Addr = match ip {
-        IpAddr::V6(ip) => ip,
-        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
-    };
-    SocketAddr::new(IpAddr::V6(ip), args.port)
+    match addr {
+        SocketAddr::V6(_) => addr,
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+    }
 }
 // ANCHOR_END: address
 
@@ -134,12 +133,30 @@ fn open_dual_stack(addr: SocketAddr, v6only: bool) -> TcpListener {
 // ANCHOR_END: open
 
 /// The second log line: what the kernel says of IPV6_V6ONLY (getsockopt, not what we
-/// asked for), so the reader sees which clients can come.
-fn describe_listener(listener: &TcpListener) -> String {
-    match socket2::SockRef::from(listener).only_v6() {
-        Ok(false) => "IPV6_V6ONLY is off: IPv4 clients are served too, as ::ffff:a.b.c.d".into(),
-        Ok(true) => "IPV6_V6ONLY is on: IPv6 clients only, IPv4 connections are refused".into(),
-        Err(err) => format!("{} cannot read IPV6_V6ONLY: {err}", log::ERROR),
+/// asked for), so the reader sees which clients can come. Bound to a v4-mapped
+/// address (`--host 127.0.0.1`) the option reads off, but no IPv6 client can come.
+fn describe_listener(listener: &TcpListener, addr: SocketAddr) -> String {
+    let mapped = match addr.ip() {
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    };
+    match (socket2::SockRef::from(listener).only_v6(), mapped) {
+        (Ok(false), Some(v4)) => format!(
+            "IPV6_V6ONLY is off, but the address is v4-mapped: IPv4 clients only (to {}), \
+             IPv6 connections are refused",
+            if v4.is_unspecified() {
+                "any IPv4 address of this machine".to_string()
+            } else {
+                v4.to_string()
+            }
+        ),
+        (Ok(false), None) => {
+            "IPV6_V6ONLY is off: IPv4 clients are served too, as ::ffff:a.b.c.d".into()
+        }
+        (Ok(true), _) => {
+            "IPV6_V6ONLY is on: IPv6 clients only, IPv4 connections are refused".into()
+        }
+        (Err(err), _) => format!("{} cannot read IPV6_V6ONLY: {err}", log::ERROR),
     }
 }
 

@@ -528,8 +528,15 @@ fn ip_target(lesson: &Lesson, options: &CheckOptions) -> Result<Target, i32> {
                 .as_ref()
                 .is_err_and(|err| err.kind() != io::ErrorKind::ConnectionRefused);
         if let (Err(err), false) = (probe, misbehaving) {
+            // The default host is IPv4's loopback: a server on IPv6 only (lesson 15's
+            // --v6only) is at ::1, the same port, and must be named.
+            let ipv6 = if options.host.is_none() {
+                " (a server on IPv6 only: give --host ::1)"
+            } else {
+                ""
+            };
             return Err(error(&format!(
-                "nothing listening at {addr} ({err}); start a server there, e.g. \
+                "nothing listening at {addr} ({err}){ipv6}; start a server there, e.g. \
                  cargo run --bin {}_server -- --port {port}",
                 lesson.name
             )));
