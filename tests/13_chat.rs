@@ -123,6 +123,29 @@ fn typed_into(received: &[String], typed: &[(usize, &str)]) -> String {
     shown.join("\n")
 }
 
+/// Can strace trace a program here? Outside CI a test that needs it is skipped (with
+/// a note) when it cannot; under CI (`CI` set) that fails. (As in tests/02.)
+fn strace_works() -> bool {
+    let probe = Command::new("strace")
+        .args(["-D", "-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    let problem = match probe {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "strace cannot trace here ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => format!("strace is missing: {err}"),
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{problem}; CI must install strace (and allow ptrace)"
+    );
+    eprintln!("skipped: {problem}; install strace to run this test");
+    false
+}
+
 fn normaliser(port: u16) -> Normaliser {
     Normaliser::new().port(port, DEFAULT_PORT)
 }
@@ -644,6 +667,61 @@ print(repr(f.read()))
                 .contains("served 101 clients, closed 1 connection still open"),
             "{}",
             exited.stdout
+        );
+    }
+
+    #[test]
+    fn out_of_descriptors_and_then_not_the_room_does_not_spin() {
+        if !strace_works() {
+            return;
+        }
+        let trace = std::env::temp_dir().join(format!("13-emfile-{}.txt", std::process::id()));
+        let trace_path = trace.to_string_lossy().into_owned();
+        // -D: the process started is the server itself; strace traces it from aside.
+        let mut server = Server::start_with_fd_limit(
+            "strace",
+            &[
+                "-D",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=poll",
+                "-o",
+                &trace_path,
+                SERVER,
+            ],
+            64,
+        );
+        support::echo::crowd_past_fd_limit(&mut server);
+        // Accepting again (the pause is over), then some rounds of chat.
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        ada.expect("* bob joined");
+        for i in 0..20 {
+            bob.send(&format!("round {i}"));
+            ada.expect(&format!("<bob> round {i}"));
+        }
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        // strace writes each line as its call returns; the server has exited.
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        let _ = std::fs::remove_file(&trace);
+        // The loop's polls (the wake-up socket is always watched for POLLIN) that were
+        // told not to wait at all: once accepting resumed, none should be.
+        let polls: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("poll(") && line.contains("POLLIN"))
+            .collect();
+        let not_waiting = polls
+            .iter()
+            .filter(|line| line.contains("], ") && line.contains(", 0) "))
+            .count();
+        assert!(polls.len() > 20, "strace saw {} polls", polls.len());
+        assert!(
+            not_waiting <= 2,
+            "{not_waiting} of {} polls had timeout 0 (the loop spins); the last: {:?}",
+            polls.len(),
+            polls.last()
         );
     }
 

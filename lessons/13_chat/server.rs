@@ -84,8 +84,12 @@ fn run(listener: &TcpListener, wakeup: &UnixStream, room: &mut Room) -> &'static
     let mut accept_paused_until: Option<Instant> = None;
     loop {
         // [wake-up, listener, member 0, member 1, ...]: read from members in the
-        // room, write to those with lines queued.
-        let accepting = accept_paused_until.is_none_or(|until| Instant::now() >= until);
+        // room, write to those with lines queued. A pause that is over is forgotten
+        // (else the next timeout would be 0 for ever, and the loop spin).
+        if accept_paused_until.is_some_and(|until| Instant::now() >= until) {
+            accept_paused_until = None;
+        }
+        let accepting = accept_paused_until.is_none();
         let mut fds = Vec::with_capacity(2 + room.members.len());
         fds.push(PollFd::new(wakeup.as_fd(), PollFlags::POLLIN));
         let listen_for = if accepting {
