@@ -671,6 +671,87 @@ print(repr(f.read()))
     }
 
     #[test]
+    fn a_paste_of_a_thousand_lines_reaches_a_reader_that_keeps_up() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        ada.expect("* bob joined");
+        // One write, most likely one read at the server: 1,000 lines for Ada's queue
+        // (bound: 256 lines) and 40 /help (280 lines) for Bob's own, in one round.
+        let mut paste: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        paste.push_str(&"/help\n".repeat(40));
+        bob.send_bytes(paste.as_bytes());
+        for i in 0..1000 {
+            ada.expect(&format!("<bob> line {i}"));
+        }
+        for _ in 0..40 {
+            bob.expect("* commands:");
+            for _ in 0..6 {
+                let line = bob.line();
+                assert!(line.starts_with("*   /"), "{line:?}");
+            }
+        }
+        // Neither was dropped.
+        ada.send("/who");
+        ada.expect("* here: ada, bob");
+        bob.send("/who");
+        bob.expect("* here: ada, bob");
+    }
+
+    #[test]
+    fn a_name_is_not_free_before_the_room_hears_its_owner_left() {
+        let mut server = Server::start(SERVER, &[]);
+        let (ada, _) = Raw::join(server.addr, "ada");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        let (mut cy, _) = Raw::join(server.addr, "cy");
+        let mut newcomer = Raw::connect(server.addr);
+        bob.expect("* cy joined");
+        // Both in one round: the server is stopped while Ada resets, Bob asks for her
+        // name and the newcomer gives it.
+        let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let stopped = support::echo::eventually(|| process_state(server.pid()) == Some('T'));
+        assert!(stopped, "the server did not stop");
+        reset(ada.stream);
+        bob.send("/nick ada");
+        newcomer.send("ada");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        bob.expect("* the name ada is taken");
+        newcomer.expect("* the name ada is taken");
+        newcomer.expect(ASK_NAME);
+        cy.expect("* ada left");
+        // Now it is free.
+        newcomer.send("ada");
+        newcomer.expect("* welcome ada; here: bob, cy, ada");
+        cy.expect("* ada joined");
+        wait_for_word_about(&mut server, log::DISCONNECTED, "(ada): connection lost");
+    }
+
+    #[test]
+    fn the_list_of_names_fits_in_a_line() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        // 60 names of 24 four-byte letters: about 6 KB written out.
+        let name = |i: usize| format!("{}{i:02}", "𝔞".repeat(22));
+        let members: Vec<Raw> = (0..60)
+            .map(|i| Raw::join(server.addr, &name(i)).0)
+            .collect();
+        let (mut last, welcome) = Raw::join(server.addr, "last");
+        assert!(welcome.len() <= 4096, "{} bytes: {welcome}", welcome.len());
+        // `a, b, and 58 more`: as many ", " as names shown.
+        let shown = welcome.matches(", ").count();
+        assert!(
+            welcome.ends_with(&format!(", and {} more", 61 - shown)),
+            "{welcome}"
+        );
+        last.send("/who");
+        let who = last.line();
+        assert!(who.starts_with("* here: "), "{who}");
+        assert!(who.len() <= 4096, "{} bytes: {who}", who.len());
+        assert!(who.ends_with(" more"), "{who}");
+        drop(members);
+    }
+
+    #[test]
     fn out_of_descriptors_and_then_not_the_room_does_not_spin() {
         if !strace_works() {
             return;
