@@ -445,6 +445,91 @@ mod lesson {
             "{:?}",
             ran.stdout
         );
+        // At the end the last prompt is erased too: the shell's prompt does not come
+        // after a `> ` on the same line.
+        assert!(ran.stdout.ends_with("\r\x1b[K"), "{:?}", ran.stdout);
+    }
+
+    #[test]
+    fn with_stdout_in_a_file_no_prompt_goes_into_it() {
+        if !tool_available("script", &["--version"]) {
+            return;
+        }
+        let server = Server::start(SERVER, &[]);
+        let file = std::env::temp_dir().join(format!("13-prompt-{}.txt", std::process::id()));
+        let command = format!(
+            "{CLIENT} --port {} --name tty > {}",
+            server.port(),
+            file.display()
+        );
+        // stdin is the terminal, stdout the file.
+        let ran = run("script", &["-qc", &command, "/dev/null"], b"/who\n\x04");
+        assert!(ran.status.success(), "{}", ran.stderr);
+        let logged = std::fs::read_to_string(&file).unwrap_or_default();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(
+            logged,
+            format!("{ASK_NAME}\n* welcome tty; here: tty\n* here: tty\n")
+        );
+    }
+
+    #[test]
+    fn a_refused_name_stops_the_client_before_its_messages() {
+        let server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let said = run(
+            CLIENT,
+            &["--port", &port, "--name", "Ada", "hello", "/who"],
+            b"",
+        );
+        assert!(!said.status.success(), "{}", said.stdout);
+        assert!(
+            said.stderr
+                .contains("error: the server refused the name Ada"),
+            "{}",
+            said.stderr
+        );
+        assert!(
+            said.stdout.contains("* the name Ada is taken"),
+            "{}",
+            said.stdout
+        );
+        // `hello` was not sent as a name, nor as anything else.
+        ada.send("/who");
+        ada.expect("* here: ada");
+    }
+
+    #[test]
+    fn the_client_gives_up_on_a_server_that_never_reads() {
+        // A "server" that accepts (the kernel does) and never reads.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(1).unwrap();
+        let port = socket
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .unwrap()
+            .port()
+            .to_string();
+        // 16 MB of lines: more than both sockets' buffers hold.
+        let line = format!("{}\n", "x".repeat(1000));
+        let input = line.repeat(16 * 1024);
+        // (No --name: the client would first wait 5 s for the answer to it.)
+        let said = run(CLIENT, &["--port", &port], input.as_bytes());
+        assert_eq!(said.status.code(), Some(1), "{}", said.stderr);
+        assert!(
+            said.stderr
+                .contains("error: the server took nothing more of our lines for 5 s"),
+            "{}",
+            said.stderr
+        );
+        drop(socket);
     }
 
     #[test]
