@@ -138,7 +138,7 @@ fn main() {
 }
 
 /// Sends each line of stdin (without its line end) until the end of input, with a
-/// `> ` prompt when stdin is a terminal.
+/// `> ` prompt when stdin (and stdout) is a terminal.
 fn each_line_of_stdin(
     prompt: bool,
     send: &mut impl FnMut(&[u8]) -> io::Result<()>,

@@ -7,8 +7,9 @@
 //!
 //! One thread serves everyone with poll(2), as in lesson 05: a line from one client
 //! becomes lines queued for the others (room.rs), and each queue goes out as its
-//! socket takes it. A client whose queue fills up is not reading: it is dropped, and
-//! nobody waits for it. `--bot` runs the tutorial's menu bot instead of the room.
+//! socket takes it. A client whose queue and socket buffers fill up is not reading
+//! (or not fast enough): it is dropped, and nobody waits for it. `--bot` runs the
+//! tutorial's menu bot instead of the room.
 
 // ANCHOR: modules
 /// `--bot`: the menu bot.
