@@ -123,6 +123,22 @@ fn typed_into(received: &[String], typed: &[(usize, &str)]) -> String {
     shown.join("\n")
 }
 
+/// What waits unread in the server's socket connected to `client_port` (its
+/// `rx_queue` in /proc/net/tcp), or `None` if there is no such connection.
+fn server_side_rx_queue(server_port: u16, client_port: u16) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{server_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // local_address, rem_address, st, tx_queue:rx_queue
+        .find(|fields| fields.len() > 4 && fields[1] == local && fields[2] == remote)
+        .and_then(|fields| fields[4].split(':').nth(1).map(str::to_string))
+        .and_then(|rx| usize::from_str_radix(&rx, 16).ok())
+}
+
 /// Can strace trace a program here? Outside CI a test that needs it is skipped (with
 /// a note) when it cannot; under CI (`CI` set) that fails. (As in tests/02.)
 fn strace_works() -> bool {
@@ -797,9 +813,23 @@ print(repr(f.read()))
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
         let stopped = support::echo::eventually(|| process_state(server.pid()) == Some('T'));
         assert!(stopped, "the server did not stop");
+        let port = |raw: &Raw| raw.stream.local_addr().unwrap().port();
+        let (ada_port, bob_port, newcomer_port) = (port(&ada), port(&bob), port(&newcomer));
         reset(ada.stream);
         bob.send("/nick ada");
         newcomer.send("ada");
+        // Everything is at the server before it goes on (loopback may deliver late
+        // under load): Ada's socket there is reset (gone from the table), the two
+        // lines wait in the others' receive queues.
+        let arrived = support::echo::eventually(|| {
+            server_side_rx_queue(server.port(), ada_port).is_none()
+                && server_side_rx_queue(server.port(), bob_port) == Some(10)
+                && server_side_rx_queue(server.port(), newcomer_port) == Some(4)
+        });
+        assert!(
+            arrived,
+            "the reset and the two lines did not all reach the server"
+        );
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
         bob.expect("* the name ada is taken");
         newcomer.expect("* the name ada is taken");
