@@ -132,7 +132,12 @@ fn run(listener: &TcpListener, wakeup: &UnixStream, room: &mut Room) -> &'static
         if can_accept && !accept_all(listener, room) {
             accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
         }
+        let open = room.members.len();
         send_and_close(room);
+        if room.members.len() < open {
+            // A descriptor was freed: if accepting was paused, try again now.
+            accept_paused_until = None;
+        }
     }
 }
 // ANCHOR_END: run
