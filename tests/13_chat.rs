@@ -123,6 +123,45 @@ fn typed_into(received: &[String], typed: &[(usize, &str)]) -> String {
     shown.join("\n")
 }
 
+/// What waits unread in the server's socket connected to `client_port` (its
+/// `rx_queue` in /proc/net/tcp), or `None` if there is no such connection.
+fn server_side_rx_queue(server_port: u16, client_port: u16) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{server_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // local_address, rem_address, st, tx_queue:rx_queue
+        .find(|fields| fields.len() > 4 && fields[1] == local && fields[2] == remote)
+        .and_then(|fields| fields[4].split(':').nth(1).map(str::to_string))
+        .and_then(|rx| usize::from_str_radix(&rx, 16).ok())
+}
+
+/// Can strace trace a program here? Outside CI a test that needs it is skipped (with
+/// a note) when it cannot; under CI (`CI` set) that fails. (As in tests/02.)
+fn strace_works() -> bool {
+    let probe = Command::new("strace")
+        .args(["-D", "-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    let problem = match probe {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "strace cannot trace here ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => format!("strace is missing: {err}"),
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{problem}; CI must install strace (and allow ptrace)"
+    );
+    eprintln!("skipped: {problem}; install strace to run this test");
+    false
+}
+
 fn normaliser(port: u16) -> Normaliser {
     Normaliser::new().port(port, DEFAULT_PORT)
 }
@@ -422,6 +461,91 @@ mod lesson {
             "{:?}",
             ran.stdout
         );
+        // At the end the last prompt is erased too: the shell's prompt does not come
+        // after a `> ` on the same line.
+        assert!(ran.stdout.ends_with("\r\x1b[K"), "{:?}", ran.stdout);
+    }
+
+    #[test]
+    fn with_stdout_in_a_file_no_prompt_goes_into_it() {
+        if !tool_available("script", &["--version"]) {
+            return;
+        }
+        let server = Server::start(SERVER, &[]);
+        let file = std::env::temp_dir().join(format!("13-prompt-{}.txt", std::process::id()));
+        let command = format!(
+            "{CLIENT} --port {} --name tty > {}",
+            server.port(),
+            file.display()
+        );
+        // stdin is the terminal, stdout the file.
+        let ran = run("script", &["-qc", &command, "/dev/null"], b"/who\n\x04");
+        assert!(ran.status.success(), "{}", ran.stderr);
+        let logged = std::fs::read_to_string(&file).unwrap_or_default();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(
+            logged,
+            format!("{ASK_NAME}\n* welcome tty; here: tty\n* here: tty\n")
+        );
+    }
+
+    #[test]
+    fn a_refused_name_stops_the_client_before_its_messages() {
+        let server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let said = run(
+            CLIENT,
+            &["--port", &port, "--name", "Ada", "hello", "/who"],
+            b"",
+        );
+        assert!(!said.status.success(), "{}", said.stdout);
+        assert!(
+            said.stderr
+                .contains("error: the server refused the name Ada"),
+            "{}",
+            said.stderr
+        );
+        assert!(
+            said.stdout.contains("* the name Ada is taken"),
+            "{}",
+            said.stdout
+        );
+        // `hello` was not sent as a name, nor as anything else.
+        ada.send("/who");
+        ada.expect("* here: ada");
+    }
+
+    #[test]
+    fn the_client_gives_up_on_a_server_that_never_reads() {
+        // A "server" that accepts (the kernel does) and never reads.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(1).unwrap();
+        let port = socket
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .unwrap()
+            .port()
+            .to_string();
+        // 16 MB of lines: more than both sockets' buffers hold.
+        let line = format!("{}\n", "x".repeat(1000));
+        let input = line.repeat(16 * 1024);
+        // (No --name: the client would first wait 5 s for the answer to it.)
+        let said = run(CLIENT, &["--port", &port], input.as_bytes());
+        assert_eq!(said.status.code(), Some(1), "{}", said.stderr);
+        assert!(
+            said.stderr
+                .contains("error: the server took nothing more of our lines for 5 s"),
+            "{}",
+            said.stderr
+        );
+        drop(socket);
     }
 
     #[test]
@@ -644,6 +768,156 @@ print(repr(f.read()))
                 .contains("served 101 clients, closed 1 connection still open"),
             "{}",
             exited.stdout
+        );
+    }
+
+    #[test]
+    fn a_paste_of_a_thousand_lines_reaches_a_reader_that_keeps_up() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        ada.expect("* bob joined");
+        // One write, most likely one read at the server: 1,000 lines for Ada's queue
+        // (bound: 256 lines) and 40 /help (280 lines) for Bob's own, in one round.
+        let mut paste: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        paste.push_str(&"/help\n".repeat(40));
+        bob.send_bytes(paste.as_bytes());
+        for i in 0..1000 {
+            ada.expect(&format!("<bob> line {i}"));
+        }
+        for _ in 0..40 {
+            bob.expect("* commands:");
+            for _ in 0..6 {
+                let line = bob.line();
+                assert!(line.starts_with("*   /"), "{line:?}");
+            }
+        }
+        // Neither was dropped.
+        ada.send("/who");
+        ada.expect("* here: ada, bob");
+        bob.send("/who");
+        bob.expect("* here: ada, bob");
+    }
+
+    #[test]
+    fn a_name_is_not_free_before_the_room_hears_its_owner_left() {
+        let mut server = Server::start(SERVER, &[]);
+        let (ada, _) = Raw::join(server.addr, "ada");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        let (mut cy, _) = Raw::join(server.addr, "cy");
+        let mut newcomer = Raw::connect(server.addr);
+        bob.expect("* cy joined");
+        // Both in one round: the server is stopped while Ada resets, Bob asks for her
+        // name and the newcomer gives it.
+        let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let stopped = support::echo::eventually(|| process_state(server.pid()) == Some('T'));
+        assert!(stopped, "the server did not stop");
+        let port = |raw: &Raw| raw.stream.local_addr().unwrap().port();
+        let (ada_port, bob_port, newcomer_port) = (port(&ada), port(&bob), port(&newcomer));
+        reset(ada.stream);
+        bob.send("/nick ada");
+        newcomer.send("ada");
+        // Everything is at the server before it goes on (loopback may deliver late
+        // under load): Ada's socket there is reset (gone from the table), the two
+        // lines wait in the others' receive queues.
+        let arrived = support::echo::eventually(|| {
+            server_side_rx_queue(server.port(), ada_port).is_none()
+                && server_side_rx_queue(server.port(), bob_port) == Some(10)
+                && server_side_rx_queue(server.port(), newcomer_port) == Some(4)
+        });
+        assert!(
+            arrived,
+            "the reset and the two lines did not all reach the server"
+        );
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        bob.expect("* the name ada is taken");
+        newcomer.expect("* the name ada is taken");
+        newcomer.expect(ASK_NAME);
+        cy.expect("* ada left");
+        // Now it is free.
+        newcomer.send("ada");
+        newcomer.expect("* welcome ada; here: bob, cy, ada");
+        cy.expect("* ada joined");
+        wait_for_word_about(&mut server, log::DISCONNECTED, "(ada): connection lost");
+    }
+
+    #[test]
+    fn the_list_of_names_fits_in_a_line() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        // 60 names of 24 four-byte letters: about 6 KB written out.
+        let name = |i: usize| format!("{}{i:02}", "𝔞".repeat(22));
+        let members: Vec<Raw> = (0..60)
+            .map(|i| Raw::join(server.addr, &name(i)).0)
+            .collect();
+        let (mut last, welcome) = Raw::join(server.addr, "last");
+        assert!(welcome.len() <= 4096, "{} bytes: {welcome}", welcome.len());
+        // `a, b, and 58 more`: as many ", " as names shown.
+        let shown = welcome.matches(", ").count();
+        assert!(
+            welcome.ends_with(&format!(", and {} more", 61 - shown)),
+            "{welcome}"
+        );
+        last.send("/who");
+        let who = last.line();
+        assert!(who.starts_with("* here: "), "{who}");
+        assert!(who.len() <= 4096, "{} bytes: {who}", who.len());
+        assert!(who.ends_with(" more"), "{who}");
+        drop(members);
+    }
+
+    #[test]
+    fn out_of_descriptors_and_then_not_the_room_does_not_spin() {
+        if !strace_works() {
+            return;
+        }
+        let trace = std::env::temp_dir().join(format!("13-emfile-{}.txt", std::process::id()));
+        let trace_path = trace.to_string_lossy().into_owned();
+        // -D: the process started is the server itself; strace traces it from aside.
+        let mut server = Server::start_with_fd_limit(
+            "strace",
+            &[
+                "-D",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=poll",
+                "-o",
+                &trace_path,
+                SERVER,
+            ],
+            64,
+        );
+        support::echo::crowd_past_fd_limit(&mut server);
+        // Accepting again (the pause is over), then some rounds of chat.
+        let (mut ada, _) = Raw::join(server.addr, "ada");
+        let (mut bob, _) = Raw::join(server.addr, "bob");
+        ada.expect("* bob joined");
+        for i in 0..20 {
+            bob.send(&format!("round {i}"));
+            ada.expect(&format!("<bob> round {i}"));
+        }
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        // strace writes each line as its call returns; the server has exited.
+        let text = std::fs::read_to_string(&trace).unwrap_or_default();
+        let _ = std::fs::remove_file(&trace);
+        // The loop's polls (the wake-up socket is always watched for POLLIN) that were
+        // told not to wait at all: once accepting resumed, none should be.
+        let polls: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("poll(") && line.contains("POLLIN"))
+            .collect();
+        let not_waiting = polls
+            .iter()
+            .filter(|line| line.contains("], ") && line.contains(", 0) "))
+            .count();
+        assert!(polls.len() > 20, "strace saw {} polls", polls.len());
+        assert!(
+            not_waiting <= 2,
+            "{not_waiting} of {} polls had timeout 0 (the loop spins); the last: {:?}",
+            polls.len(),
+            polls.last()
         );
     }
 

@@ -12,7 +12,7 @@
 /// Lines from the server, whole, as the server reads ours.
 mod lines;
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::io::{self, BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::thread;
@@ -26,8 +26,12 @@ const DEFAULT_PORT: u16 = 10013;
 /// After the last line is sent (and our side half-closed), how long to wait for the
 /// server to answer and close before giving up.
 const REPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long one send may make no progress (the server not reading) before giving up.
+const SEND_WAIT: Duration = Duration::from_secs(5);
 /// The longest line from the server this client shows (a longer one is cut).
 const MAX_SERVER_LINE: usize = 64 * 1024;
+/// The server's question for a name (`* what is your name? ...`) starts so.
+const ASK_NAME: &str = "* what is your name?";
 
 fn main() {
     let args = Cli::new(
@@ -50,15 +54,26 @@ fn main() {
     let stream = TcpStream::connect(addr).unwrap_or_else(|err| {
         exit_with_error(&connect_failed(addr, &err, "13_chat_server"));
     });
-    // A second handle on the same socket (dup(2)), for the thread that reads.
+    // SO_SNDTIMEO: a send that the kernel can take nothing of for SEND_WAIT fails
+    // (EAGAIN) instead of blocking for ever when the server does not read.
+    if let Err(err) = stream.set_write_timeout(Some(SEND_WAIT)) {
+        exit_with_error(&format!("cannot set a send timeout: {err}"));
+    }
+    // A second handle on the same socket (fcntl(F_DUPFD_CLOEXEC): dup(2), closed on
+    // exec), for the thread that reads.
     let from_server = stream
         .try_clone()
         .unwrap_or_else(|err| exit_with_error(&format!("cannot duplicate the socket: {err}")));
-    let prompt = io::stdin().is_terminal();
+    // A prompt only on a terminal: stdin one to type at, stdout one to look at.
+    let prompt = io::stdin().is_terminal() && io::stdout().is_terminal();
     let (done, finished) = mpsc::channel();
+    let (named, name_taken) = mpsc::channel();
     thread::spawn(move || {
-        let outcome = print_lines(from_server, prompt);
+        let outcome = print_lines(from_server, prompt, named);
         let _ = done.send(());
+        if prompt {
+            erase_prompt();
+        }
         match outcome {
             Ok(()) => std::process::exit(0),
             Err(message) => exit_with_error(&message),
@@ -69,29 +84,51 @@ fn main() {
     // ANCHOR: send
     let mut to_server = &stream;
     let mut send = |line: &[u8]| to_server.write_all(&[line, b"\n"].concat());
-    let sent = args
-        .get::<String>("--name")
-        .map_or(Ok(()), |name| send(name.as_bytes()))
-        .and_then(|()| {
-            if args.messages.is_empty() {
-                each_line_of_stdin(prompt, &mut send)
-            } else {
-                args.messages
-                    .iter()
-                    .try_for_each(|message| send(message.as_bytes()))
-            }
-        });
-    // A failed send means the server is gone: the reading thread says how.
-    if sent.is_ok() {
+    let mut sent = Ok(());
+    if let Some(name) = args.get::<String>("--name") {
+        sent = send(name.as_bytes());
+        // Refused (taken, or not a name), the server asks again, and each message
+        // would be taken as a name: stop here instead.
+        if sent.is_ok() && name_taken.recv_timeout(REPLY_WAIT) == Ok(false) {
+            fail(prompt, &format!("the server refused the name {name}"));
+        }
+    }
+    let sent = sent.and_then(|()| {
+        if args.messages.is_empty() {
+            each_line_of_stdin(prompt, &mut send)
+        } else {
+            args.messages
+                .iter()
+                .try_for_each(|message| send(message.as_bytes()))
+        }
+    });
+    match sent {
         // Half-close: "no more from me". The server answers what we sent, then
         // closes; the reading thread sees the end and ends the program.
-        let _ = stream.shutdown(Shutdown::Write);
+        Ok(()) => {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        // SO_SNDTIMEO ran out: the server's buffers and ours are full.
+        Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            fail(
+                prompt,
+                &format!(
+                    "the server took nothing more of our lines for {} s (it is not reading)",
+                    SEND_WAIT.as_secs()
+                ),
+            );
+        }
+        // Any other failed send means the server is gone: the reading thread says how.
+        Err(_) => {}
     }
     if finished.recv_timeout(REPLY_WAIT).is_err() {
-        exit_with_error(&format!(
-            "the server did not close the connection within {} s of our last line",
-            REPLY_WAIT.as_secs()
-        ));
+        fail(
+            prompt,
+            &format!(
+                "the server did not close the connection within {} s of our last line",
+                REPLY_WAIT.as_secs()
+            ),
+        );
     }
     // ANCHOR_END: send
     // The reading thread ends the program (with its status); wait for it to do so.
@@ -101,7 +138,7 @@ fn main() {
 }
 
 /// Sends each line of stdin (without its line end) until the end of input, with a
-/// `> ` prompt when stdin is a terminal.
+/// `> ` prompt when stdin (and stdout) is a terminal.
 fn each_line_of_stdin(
     prompt: bool,
     send: &mut impl FnMut(&[u8]) -> io::Result<()>,
@@ -124,9 +161,17 @@ fn each_line_of_stdin(
 // ANCHOR: print_lines
 /// The reading thread: each line from the server, printed as it comes, until the
 /// server closes (`Ok`) or the connection fails (`Err`, the message for the user).
-fn print_lines(mut from_server: TcpStream, prompt: bool) -> Result<(), String> {
+/// On the way it tells `named` whether our name was taken: `true` at `* welcome`
+/// (or at a first line that is not the question: no room, no name), `false` when
+/// the question for a name comes a second time.
+fn print_lines(
+    mut from_server: TcpStream,
+    prompt: bool,
+    named: mpsc::Sender<bool>,
+) -> Result<(), String> {
     let mut reader = LineReader::new(MAX_SERVER_LINE);
     let mut buffer = [0u8; 16 * 1024];
+    let mut asked = 0;
     loop {
         let lines = match from_server.read(&mut buffer) {
             Ok(0) => {
@@ -142,6 +187,16 @@ fn print_lines(mut from_server: TcpStream, prompt: bool) -> Result<(), String> {
             Err(err) => return Err(format!("lost the connection to the server: {err}")),
         };
         for line in lines {
+            if let Line::Text(text) = &line {
+                if text.starts_with(ASK_NAME) {
+                    asked += 1;
+                    if asked > 1 {
+                        let _ = named.send(false);
+                    }
+                } else if asked == 0 || text.starts_with("* welcome ") {
+                    let _ = named.send(true);
+                }
+            }
             show(line, prompt);
         }
     }
@@ -156,7 +211,7 @@ fn show(line: Line, prompt: bool) {
         Line::Text(text) => text,
         Line::TooLong => format!("(a line longer than {MAX_SERVER_LINE} bytes, not shown)"),
     };
-    if prompt && io::stdout().is_terminal() {
+    if prompt {
         let mut out = io::stdout().lock();
         if let Err(err) = write!(out, "\r\x1b[K{text}\n> ").and_then(|()| out.flush()) {
             exit_on_stdout_error(&err);
@@ -164,6 +219,21 @@ fn show(line: Line, prompt: bool) {
     } else {
         print_line(&text);
     }
+}
+
+/// Erases the prompt, last thing on a terminal, so that the shell's comes on a
+/// clean line.
+fn erase_prompt() {
+    let mut out = io::stdout().lock();
+    let _ = write!(out, "\r\x1b[K").and_then(|()| out.flush());
+}
+
+/// Ends the program with `error: MESSAGE` (on stderr), the prompt erased first.
+fn fail(prompt: bool, message: &str) -> ! {
+    if prompt {
+        erase_prompt();
+    }
+    exit_with_error(message)
 }
 
 fn show_prompt() {

@@ -88,12 +88,20 @@ impl LineReader {
 // ANCHOR: clean_text
 /// Bytes as text anyone's terminal can show: invalid UTF-8 becomes U+FFFD (`�`),
 /// and so do control characters other than tab, so that a line cannot clear
-/// another user's screen or move their cursor with escape sequences.
+/// another user's screen or move their cursor with escape sequences; and so do the
+/// controls that are not "control characters" to Unicode but still move text: the
+/// bidirectional ones (U+202E shows the rest of a line backwards) and the line and
+/// paragraph separators (a line break inside what the server sees as one line).
 pub fn clean_text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
         .map(|ch| {
-            if ch.is_control() && ch != '\t' {
+            let moves_text = matches!(
+                ch,
+                '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}'
+            );
+            if (ch.is_control() && ch != '\t') || moves_text {
                 char::REPLACEMENT_CHARACTER
             } else {
                 ch
@@ -138,6 +146,14 @@ mod tests {
     fn invalid_utf8_and_control_characters_are_replaced() {
         let mut reader = LineReader::new(10);
         assert_eq!(texts(reader.feed(b"a\xffb\x1b[2J\tc\n")), ["a�b�[2J\tc"]);
+    }
+
+    #[test]
+    fn bidi_and_line_separator_controls_are_replaced() {
+        // U+202E turns the rest of a line around on screen; U+2028 and U+2029 break
+        // it where the server sees one line; U+2066-U+2069 and U+200E/F, U+061C too.
+        let text = "a\u{202e}b\u{2028}c\u{2029}d\u{2066}e\u{2069}f\u{200f}g\u{61c}h";
+        assert_eq!(clean_text(text.as_bytes()), "a�b�c�d�e�f�g�h");
     }
 
     #[test]

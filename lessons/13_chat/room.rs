@@ -2,9 +2,9 @@
 //!
 //! Nothing here blocks. Sending a line to someone only queues it in their
 //! [`Outbox`]; the event loop writes queues out as each socket takes them. A queue
-//! is bounded, in lines and in bytes: when someone's queue is full they are not
-//! reading, and they are dropped, so that one stalled reader costs the others
-//! nothing (neither waiting nor memory).
+//! is bounded, in lines and in bytes: when someone's queue is full and their socket
+//! takes nothing more, they are not reading, and they are dropped, so that one
+//! stalled reader costs the others nothing (neither waiting nor memory).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -12,14 +12,17 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 use crate::lines::LineReader;
+use workbook::log;
 
 // ANCHOR: bounds
 /// The longest line a client may send, in bytes (without its line end).
 pub const MAX_LINE: usize = 4096;
 /// The most lines that may wait for one client...
 pub const MAX_QUEUED_LINES: usize = 256;
-/// ... and the most bytes. Either bound reached: that client is dropped.
+/// ... and the most bytes. Either bound reached, and the socket full: dropped.
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024;
+/// The most bytes of names in a welcome or /who line.
+pub const MAX_NAMES: usize = 2048;
 // ANCHOR_END: bounds
 
 // ANCHOR: outbox
@@ -119,8 +122,9 @@ pub struct Room {
     pub quiet: bool,
     /// Clients accepted since the start, for the last line.
     pub served: usize,
-    /// `* NAME left` and `* NAME dropped` lines for the rest of the room, not sent yet.
-    announcements: Vec<String>,
+    /// `* NAME left` and `* NAME dropped` lines for the rest of the room, not sent yet,
+    /// with whose they are: until it is sent, that member's name is still taken.
+    announcements: Vec<(usize, String)>,
 }
 
 impl Room {
@@ -148,11 +152,24 @@ impl Room {
     }
 
     // ANCHOR: send
-    /// Queues `line` for member `to`. Their queue full: they are not reading, so they
-    /// are dropped (closed at the end of the round), and the others will be told.
+    /// Queues `line` for member `to`. Their queue full: first it goes to their socket,
+    /// as much as the kernel takes now (one read of a paste can make hundreds of lines
+    /// in one round, faster than any reader). Still full: their socket's buffers are
+    /// full too, they are not reading, so they are dropped (closed at the end of the
+    /// round), and the others will be told.
     pub fn send(&mut self, to: usize, line: &str) {
         let member = &mut self.members[to];
-        if member.state == State::Open && !member.outbox.push(line) {
+        if member.state != State::Open || member.outbox.push(line) {
+            return;
+        }
+        if let Err(err) = member.outbox.write_to(&member.stream) {
+            // EPIPE or ECONNRESET: gone.
+            if !self.quiet {
+                log!("{}: {err}", member.peers);
+            }
+            return self.close(to, "connection lost");
+        }
+        if !member.outbox.push(line) {
             self.close(to, NOT_READING);
         }
     }
@@ -178,11 +195,12 @@ impl Room {
         }
         member.state = State::Closed(why);
         if let (true, Some(name)) = (was_open, &member.name) {
-            self.announcements.push(if why == NOT_READING {
+            let line = if why == NOT_READING {
                 format!("* {name} {NOT_READING}")
             } else {
                 format!("* {name} left")
-            });
+            };
+            self.announcements.push((who, line));
         }
     }
 
@@ -191,17 +209,23 @@ impl Room {
     /// calls again until nobody is.)
     pub fn announce(&mut self) -> bool {
         let announcements = std::mem::take(&mut self.announcements);
-        for line in &announcements {
+        for (_, line) in &announcements {
             self.broadcast(None, line);
         }
         !announcements.is_empty()
     }
 
     /// The member whose name is `name`, ignoring case (`Ada` and `ada` are one name).
+    /// A name is someone's until the room has been told they left: while they are
+    /// open, or closed this round and not announced yet (else a newcomer could take
+    /// `ada`, and then everyone would read `* ada left`).
     pub fn find(&self, name: &str) -> Option<usize> {
         let wanted = name.to_lowercase();
-        self.members.iter().position(|member| {
-            member.state == State::Open
+        (0..self.members.len()).find(|&who| {
+            let member = &self.members[who];
+            let holds_name = member.state == State::Open
+                || self.announcements.iter().any(|(closed, _)| *closed == who);
+            holds_name
                 && member
                     .name
                     .as_ref()
@@ -214,7 +238,9 @@ impl Room {
         self.members[who].name.as_deref().unwrap_or("")
     }
 
-    /// Everyone's names, in the order they came: `ada, bob, 小明`.
+    /// Everyone's names, in the order they came: `ada, bob, 小明`; as many as fit in
+    /// [`MAX_NAMES`] bytes, then `, and 12 more` (a line must fit in a queue, and a
+    /// room of thousands is not read name by name).
     pub fn names(&self) -> String {
         let names: Vec<&str> = self
             .members
@@ -222,6 +248,17 @@ impl Room {
             .filter(|member| member.state == State::Open)
             .filter_map(|member| member.name.as_deref())
             .collect();
-        names.join(", ")
+        let mut list = String::new();
+        for (shown, name) in names.iter().enumerate() {
+            if list.len() + 2 + name.len() > MAX_NAMES {
+                list.push_str(&format!(", and {} more", names.len() - shown));
+                break;
+            }
+            if shown > 0 {
+                list.push_str(", ");
+            }
+            list.push_str(name);
+        }
+        list
     }
 }

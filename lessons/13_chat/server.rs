@@ -7,8 +7,9 @@
 //!
 //! One thread serves everyone with poll(2), as in lesson 05: a line from one client
 //! becomes lines queued for the others (room.rs), and each queue goes out as its
-//! socket takes it. A client whose queue fills up is not reading: it is dropped, and
-//! nobody waits for it. `--bot` runs the tutorial's menu bot instead of the room.
+//! socket takes it. A client whose queue and socket buffers fill up is not reading
+//! (or not fast enough): it is dropped, and nobody waits for it. `--bot` runs the
+//! tutorial's menu bot instead of the room.
 
 // ANCHOR: modules
 /// `--bot`: the menu bot.
@@ -84,8 +85,12 @@ fn run(listener: &TcpListener, wakeup: &UnixStream, room: &mut Room) -> &'static
     let mut accept_paused_until: Option<Instant> = None;
     loop {
         // [wake-up, listener, member 0, member 1, ...]: read from members in the
-        // room, write to those with lines queued.
-        let accepting = accept_paused_until.is_none_or(|until| Instant::now() >= until);
+        // room, write to those with lines queued. A pause that is over is forgotten
+        // (else the next timeout would be 0 for ever, and the loop spin).
+        if accept_paused_until.is_some_and(|until| Instant::now() >= until) {
+            accept_paused_until = None;
+        }
+        let accepting = accept_paused_until.is_none();
         let mut fds = Vec::with_capacity(2 + room.members.len());
         fds.push(PollFd::new(wakeup.as_fd(), PollFlags::POLLIN));
         let listen_for = if accepting {
@@ -127,7 +132,12 @@ fn run(listener: &TcpListener, wakeup: &UnixStream, room: &mut Room) -> &'static
         if can_accept && !accept_all(listener, room) {
             accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
         }
+        let open = room.members.len();
         send_and_close(room);
+        if room.members.len() < open {
+            // A descriptor was freed: if accepting was paused, try again now.
+            accept_paused_until = None;
+        }
     }
 }
 // ANCHOR_END: run

@@ -12,7 +12,8 @@
 //! `/help`; an unknown one gets `* unknown command /x; try /help`. A line over 4,096
 //! bytes gets `* line too long (max 4096 bytes)` and is skipped up to its `\n`.
 //! Invalid UTF-8 shows as U+FFFD. A client that does not read is dropped when its
-//! queue is full, and the others get `* NAME dropped (not reading)`.
+//! queue and socket buffers are full, and the others get `* NAME dropped (not
+//! reading)`.
 //!
 //! The checks give their clients names of their own (`ck` + process id + a number),
 //! and skip lines that are not theirs, so they can run on a server with people in it.
