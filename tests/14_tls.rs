@@ -443,6 +443,69 @@ mod lesson {
         assert_clean_shutdown(&server.stop(SIGINT));
     }
 
+    /// A client that sends one byte of its ClientHello every 100 ms never lets a
+    /// single read wait long: only a deadline over the whole handshake ends it.
+    #[test]
+    fn a_trickling_handshake_is_closed_at_the_deadline() {
+        let dir = CertDir::new();
+        let mut server = start(&dir, &["--handshake-timeout", "0.5"]);
+        let mut trickler = connect(server.addr);
+        // A record header announcing a 512-byte ClientHello, then its body byte by byte.
+        trickler.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        let mut closed = false;
+        // At most 200 bytes (20 s), 40 times the deadline.
+        for _ in 0..200 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if trickler.write_all(&[0x01]).is_err() {
+                closed = true;
+                break;
+            }
+            // Has the server closed? A peek that does not wait: 0 is its FIN.
+            trickler.set_nonblocking(true).unwrap();
+            let seen = trickler.peek(&mut [0u8; 1]);
+            trickler.set_nonblocking(false).unwrap();
+            match seen {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(0) | Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => panic!("the server answered a ClientHello that never ended"),
+            }
+        }
+        assert!(
+            closed,
+            "a client trickling one byte per 100 ms still held its handshake after 20 s \
+             (--handshake-timeout 0.5)"
+        );
+        wait_for_word(&mut server, "no TLS handshake within");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// An HTTP request is longer than the 48 bytes the server peeks at: it reads the
+    /// rest before closing, so the client sees a clean end (FIN), not a reset.
+    #[test]
+    fn a_long_plain_text_request_gets_a_clean_close_not_a_reset() {
+        let dir = CertDir::new();
+        let mut server = start(&dir, &[]);
+        let mut plain = connect(server.addr);
+        let request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:10014\r\nUser-Agent: curl/8.5.0\r\n\
+                        Accept: */*\r\n\r\n";
+        assert!(request.len() > 48);
+        plain.write_all(request).unwrap();
+        let mut rest = [0u8; 64];
+        match plain.read(&mut rest) {
+            Ok(0) => {}
+            Ok(n) => panic!("the server answered: {}", escaped(&rest[..n])),
+            Err(err) => panic!("want a clean close (EOF), got: {err}"),
+        }
+        let line = wait_for_word(&mut server, tls::NOT_TLS);
+        // The log shows the first bytes and marks the cut.
+        assert!(line.contains("GET / HTTP/1.1\\r\\n"), "{line}");
+        assert!(line.contains("..."), "the cut is not marked: {line}");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     #[test]
     fn a_session_without_close_notify_is_logged_as_truncated() {
         let dir = CertDir::new();
