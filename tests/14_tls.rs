@@ -506,6 +506,83 @@ mod lesson {
         assert_clean_shutdown(&server.stop(SIGINT));
     }
 
+    /// A TLS server (the test's) that finishes the handshake, then echoes nothing
+    /// (`echo: false`) or echoes but never answers close_notify (`echo: true`).
+    fn stalling_tls_server(dir: &CertDir, echo: bool) -> (u16, std::thread::JoinHandle<()>) {
+        let chain = tls::load_certificates(&dir.certs().join("server.pem")).unwrap();
+        let key = tls::load_private_key(&dir.certs().join("server-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let serving = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            while tls.is_handshaking() {
+                tls.complete_io(&mut stream).unwrap();
+            }
+            if echo {
+                let mut session = rustls::Stream::new(&mut tls, &mut stream);
+                let mut line = [0u8; 3];
+                session.read_exact(&mut line).unwrap();
+                session.write_all(&line).unwrap();
+                session.flush().unwrap();
+            }
+            let _ = read_until_closed(&mut stream, WAIT);
+        });
+        (port, serving)
+    }
+
+    #[test]
+    fn client_says_what_timed_out_when_the_server_stalls() {
+        let dir = CertDir::new();
+        drop(start(&dir, &[]));
+        let ca = dir.ca_arg();
+        std::thread::scope(|scope| {
+            for (echo, words) in [
+                (false, "did not echo within 10 s"),
+                (true, "did not answer our close_notify within 10 s"),
+            ] {
+                let (port, serving) = stalling_tls_server(&dir, echo);
+                let ca = &ca;
+                scope.spawn(move || {
+                    let port = port.to_string();
+                    let client = run(CLIENT, &["--port", &port, "--ca", ca, "hi"], b"");
+                    assert_error_line(&client, &[words]);
+                    assert!(!client.stderr.contains("os error"), "{}", client.stderr);
+                    serving.join().unwrap();
+                });
+            }
+        });
+    }
+
+    /// Ctrl-C on the server while the client waits for input, then the input ends:
+    /// the client says the server ended the session, not that it closed normally.
+    #[test]
+    fn client_reports_a_server_ended_session_found_at_the_end_of_input() {
+        let dir = CertDir::new();
+        let server = start(&dir, &[]);
+        let port = server.port().to_string();
+        let ca = dir.ca_arg();
+        let mut client = Interactive::start(CLIENT, &["--port", &port, "--ca", &ca]);
+        assert!(client.expect_line().starts_with("TLS: TLSv1_3"));
+        client.expect_line();
+        client.send_line("before");
+        assert_eq!(client.expect_line(), "echo: \"before\"");
+        assert_clean_shutdown(&server.stop(SIGINT));
+        let exited = client.finish();
+        assert!(
+            exited
+                .stdout
+                .contains("the server ended the session (close_notify)"),
+            "{}",
+            exited.stdout
+        );
+    }
+
     #[test]
     fn a_session_without_close_notify_is_logged_as_truncated() {
         let dir = CertDir::new();
