@@ -583,6 +583,28 @@ mod lesson {
         );
     }
 
+    /// A certificate folder from long ago: the server refuses an expired
+    /// certificate and says to remove the folder, rather than serve it "(reused)".
+    #[test]
+    fn an_expired_certificate_is_not_reused() {
+        use rcgen::{CertificateParams, KeyPair};
+        let dir = CertDir::new();
+        let certs = dir.certs();
+        std::fs::create_dir_all(&certs).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(400);
+        params.not_after = now - time::Duration::days(35);
+        let expired = params.self_signed(&key).unwrap();
+        std::fs::write(certs.join("ca.pem"), expired.pem()).unwrap();
+        std::fs::write(certs.join("server.pem"), expired.pem()).unwrap();
+        std::fs::write(certs.join("server-key.pem"), key.serialize_pem()).unwrap();
+        let certs_arg = dir.certs_arg();
+        let exited = run(SERVER, &["--cert-dir", &certs_arg, "--port", "0"], b"");
+        assert_error_line(&exited, &["expired", &certs_arg, "remove"]);
+    }
+
     #[test]
     fn a_session_without_close_notify_is_logged_as_truncated() {
         let dir = CertDir::new();
