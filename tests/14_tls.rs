@@ -898,6 +898,41 @@ mod lesson {
 
     /// The same client's plain counterpart for the table: a new TCP connection per
     /// echo, against lesson 06's server (the same server without TLS).
+    /// Lesson 11's load client makes full handshakes by default (what the chapter's
+    /// handshakes/s row measures), and resumed ones with --tls-resume; the server's
+    /// log says which each was.
+    #[test]
+    fn load_client_full_and_resumed_handshakes() {
+        const LOAD: &str = env!("CARGO_BIN_EXE_11_load_test_client");
+        let dir = CertDir::new();
+        let mut server = start(&dir, &[]);
+        let port = server.port().to_string();
+        let ca = dir.ca_arg();
+        for (more, full, resumed) in [(&[][..], 4, 0), (&["--tls-resume"][..], 1, 3)] {
+            let mut args = vec!["--port", &port, "--tls", &ca, "--conns", "1"];
+            args.extend(["--requests", "4", "--new-connection-per-request"]);
+            args.extend(more);
+            let exited = run(LOAD, &args, b"");
+            assert!(
+                exited.status.success() && exited.stdout.contains("errors: 0"),
+                "{args:?}: {}{}",
+                exited.stdout,
+                exited.stderr
+            );
+            let kinds: Vec<String> = (0..4)
+                .map(|_| wait_for_word(&mut server, tls::HANDSHAKE_DONE))
+                .collect();
+            let count = |kind: &str| kinds.iter().filter(|line| line.ends_with(kind)).count();
+            assert_eq!(
+                (count("full handshake"), count("resumed session")),
+                (full, resumed),
+                "{args:?}:\n{}",
+                kinds.join("\n")
+            );
+        }
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     #[test]
     fn load_client_new_connection_per_echo_without_tls() {
         const LOAD: &str = env!("CARGO_BIN_EXE_11_load_test_client");

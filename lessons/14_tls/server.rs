@@ -426,7 +426,7 @@ fn ending_of(err: io::Error) -> HandshakeEnd {
     }
 }
 
-/// `TLSv1_3, TLS13_AES_256_GCM_SHA384, server name localhost`.
+/// `TLSv1_3, TLS13_AES_256_GCM_SHA384, server name localhost, full handshake`.
 fn describe(tls: &ServerConnection) -> String {
     let version = tls
         .protocol_version()
@@ -441,7 +441,14 @@ fn describe(tls: &ServerConnection) -> String {
         Some(name) => format!("server name {name}"),
         None => "no server name (SNI)".to_string(),
     };
-    format!("{version}, {suite}, {name}")
+    // Full (certificate sent, signed, verified) or resumed (a session ticket from an
+    // earlier connection: no certificate, no signature).
+    let kind = match tls.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => "resumed session",
+        Some(_) => "full handshake",
+        None => "?",
+    };
+    format!("{version}, {suite}, {name}, {kind}")
 }
 
 /// How the client ended the session.
