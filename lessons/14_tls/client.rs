@@ -202,6 +202,7 @@ fn exchange(tls: &mut ClientConnection, socket: &mut Wire, line: &[u8]) -> io::R
 }
 // ANCHOR_END: exchange
 
+// ANCHOR: close
 /// A read or write that waited `TIMEOUT` fails with EAGAIN (SO_RCVTIMEO,
 /// SO_SNDTIMEO: "Resource temporarily unavailable"): say what we waited for instead.
 fn waited_for(err: io::Error, what: &str) -> io::Error {
@@ -214,7 +215,6 @@ fn waited_for(err: io::Error, what: &str) -> io::Error {
     }
 }
 
-// ANCHOR: close
 /// close_notify out, then read until the server's close_notify: rustls returns 0
 /// only for that, and an error if the connection ends without it (a truncation).
 /// Returns the line to print: who ended the session.
@@ -251,7 +251,6 @@ fn close(tls: &mut ClientConnection, socket: &mut Wire) -> io::Result<&'static s
         }
     }
 }
-// ANCHOR_END: close
 
 /// Whether the server's close_notify has already come: reads what is in the socket
 /// now (non-blocking) and lets rustls look at it.
@@ -274,6 +273,7 @@ fn server_has_closed(tls: &mut ClientConnection, socket: &mut Wire) -> io::Resul
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
     Ok(state.peer_has_closed())
 }
+// ANCHOR_END: close
 
 // ANCHOR: wire
 /// The TCP socket, with an eye on it: `--show-wire` prints a line for every TLS record

@@ -201,6 +201,7 @@ fn spawn_connection(
     threads: &mut Vec<JoinHandle<()>>,
 ) {
     let peers = show::peers(&stream);
+    // ANCHOR: nodelay
     // TCP_NODELAY: TLS writes a flight of records in more than one write (after the
     // handshake, session tickets; then the first echo). With Nagle's algorithm the
     // later small write waits for the ACK of the earlier one, which the client delays
@@ -208,6 +209,7 @@ fn spawn_connection(
     if let Err(err) = stream.set_nodelay(true) {
         log!("{} {peers}: TCP_NODELAY: {err}", log::ERROR);
     }
+    // ANCHOR_END: nodelay
     let stream = Arc::new(stream);
     let registered = connections.register(Some(Arc::clone(&stream)));
     let number = registered.number;
