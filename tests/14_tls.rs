@@ -443,6 +443,168 @@ mod lesson {
         assert_clean_shutdown(&server.stop(SIGINT));
     }
 
+    /// A client that sends one byte of its ClientHello every 100 ms never lets a
+    /// single read wait long: only a deadline over the whole handshake ends it.
+    #[test]
+    fn a_trickling_handshake_is_closed_at_the_deadline() {
+        let dir = CertDir::new();
+        let mut server = start(&dir, &["--handshake-timeout", "0.5"]);
+        let mut trickler = connect(server.addr);
+        // A record header announcing a 512-byte ClientHello, then its body byte by byte.
+        trickler.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+        let mut closed = false;
+        // At most 200 bytes (20 s), 40 times the deadline.
+        for _ in 0..200 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if trickler.write_all(&[0x01]).is_err() {
+                closed = true;
+                break;
+            }
+            // Has the server closed? A peek that does not wait: 0 is its FIN.
+            trickler.set_nonblocking(true).unwrap();
+            let seen = trickler.peek(&mut [0u8; 1]);
+            trickler.set_nonblocking(false).unwrap();
+            match seen {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(0) | Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => panic!("the server answered a ClientHello that never ended"),
+            }
+        }
+        assert!(
+            closed,
+            "a client trickling one byte per 100 ms still held its handshake after 20 s \
+             (--handshake-timeout 0.5)"
+        );
+        wait_for_word(&mut server, "no TLS handshake within");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// An HTTP request is longer than the 48 bytes the server peeks at: it reads the
+    /// rest before closing, so the client sees a clean end (FIN), not a reset.
+    #[test]
+    fn a_long_plain_text_request_gets_a_clean_close_not_a_reset() {
+        let dir = CertDir::new();
+        let mut server = start(&dir, &[]);
+        let mut plain = connect(server.addr);
+        let request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:10014\r\nUser-Agent: curl/8.5.0\r\n\
+                        Accept: */*\r\n\r\n";
+        assert!(request.len() > 48);
+        plain.write_all(request).unwrap();
+        let mut rest = [0u8; 64];
+        match plain.read(&mut rest) {
+            Ok(0) => {}
+            Ok(n) => panic!("the server answered: {}", escaped(&rest[..n])),
+            Err(err) => panic!("want a clean close (EOF), got: {err}"),
+        }
+        let line = wait_for_word(&mut server, tls::NOT_TLS);
+        // The log shows the first bytes and marks the cut.
+        assert!(line.contains("GET / HTTP/1.1\\r\\n"), "{line}");
+        assert!(line.contains("..."), "the cut is not marked: {line}");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// A TLS server (the test's) that finishes the handshake, then echoes nothing
+    /// (`echo: false`) or echoes but never answers close_notify (`echo: true`).
+    fn stalling_tls_server(dir: &CertDir, echo: bool) -> (u16, std::thread::JoinHandle<()>) {
+        let chain = tls::load_certificates(&dir.certs().join("server.pem")).unwrap();
+        let key = tls::load_private_key(&dir.certs().join("server-key.pem")).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let serving = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut tls = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            while tls.is_handshaking() {
+                tls.complete_io(&mut stream).unwrap();
+            }
+            if echo {
+                let mut session = rustls::Stream::new(&mut tls, &mut stream);
+                let mut line = [0u8; 3];
+                session.read_exact(&mut line).unwrap();
+                session.write_all(&line).unwrap();
+                session.flush().unwrap();
+            }
+            let _ = read_until_closed(&mut stream, WAIT);
+        });
+        (port, serving)
+    }
+
+    #[test]
+    fn client_says_what_timed_out_when_the_server_stalls() {
+        let dir = CertDir::new();
+        drop(start(&dir, &[]));
+        let ca = dir.ca_arg();
+        std::thread::scope(|scope| {
+            for (echo, words) in [
+                (false, "did not echo within 10 s"),
+                (true, "did not answer our close_notify within 10 s"),
+            ] {
+                let (port, serving) = stalling_tls_server(&dir, echo);
+                let ca = &ca;
+                scope.spawn(move || {
+                    let port = port.to_string();
+                    let client = run(CLIENT, &["--port", &port, "--ca", ca, "hi"], b"");
+                    assert_error_line(&client, &[words]);
+                    assert!(!client.stderr.contains("os error"), "{}", client.stderr);
+                    serving.join().unwrap();
+                });
+            }
+        });
+    }
+
+    /// Ctrl-C on the server while the client waits for input, then the input ends:
+    /// the client says the server ended the session, not that it closed normally.
+    #[test]
+    fn client_reports_a_server_ended_session_found_at_the_end_of_input() {
+        let dir = CertDir::new();
+        let server = start(&dir, &[]);
+        let port = server.port().to_string();
+        let ca = dir.ca_arg();
+        let mut client = Interactive::start(CLIENT, &["--port", &port, "--ca", &ca]);
+        assert!(client.expect_line().starts_with("TLS: TLSv1_3"));
+        client.expect_line();
+        client.send_line("before");
+        assert_eq!(client.expect_line(), "echo: \"before\"");
+        assert_clean_shutdown(&server.stop(SIGINT));
+        let exited = client.finish();
+        assert!(
+            exited
+                .stdout
+                .contains("the server ended the session (close_notify)"),
+            "{}",
+            exited.stdout
+        );
+    }
+
+    /// A certificate folder from long ago: the server refuses an expired
+    /// certificate and says to remove the folder, rather than serve it "(reused)".
+    #[test]
+    fn an_expired_certificate_is_not_reused() {
+        use rcgen::{CertificateParams, KeyPair};
+        let dir = CertDir::new();
+        let certs = dir.certs();
+        std::fs::create_dir_all(&certs).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(400);
+        params.not_after = now - time::Duration::days(35);
+        let expired = params.self_signed(&key).unwrap();
+        std::fs::write(certs.join("ca.pem"), expired.pem()).unwrap();
+        std::fs::write(certs.join("server.pem"), expired.pem()).unwrap();
+        std::fs::write(certs.join("server-key.pem"), key.serialize_pem()).unwrap();
+        let certs_arg = dir.certs_arg();
+        let exited = run(SERVER, &["--cert-dir", &certs_arg, "--port", "0"], b"");
+        assert_error_line(&exited, &["expired", &certs_arg, "remove"]);
+    }
+
     #[test]
     fn a_session_without_close_notify_is_logged_as_truncated() {
         let dir = CertDir::new();
@@ -736,6 +898,41 @@ mod lesson {
 
     /// The same client's plain counterpart for the table: a new TCP connection per
     /// echo, against lesson 06's server (the same server without TLS).
+    /// Lesson 11's load client makes full handshakes by default (what the chapter's
+    /// handshakes/s row measures), and resumed ones with --tls-resume; the server's
+    /// log says which each was.
+    #[test]
+    fn load_client_full_and_resumed_handshakes() {
+        const LOAD: &str = env!("CARGO_BIN_EXE_11_load_test_client");
+        let dir = CertDir::new();
+        let mut server = start(&dir, &[]);
+        let port = server.port().to_string();
+        let ca = dir.ca_arg();
+        for (more, full, resumed) in [(&[][..], 4, 0), (&["--tls-resume"][..], 1, 3)] {
+            let mut args = vec!["--port", &port, "--tls", &ca, "--conns", "1"];
+            args.extend(["--requests", "4", "--new-connection-per-request"]);
+            args.extend(more);
+            let exited = run(LOAD, &args, b"");
+            assert!(
+                exited.status.success() && exited.stdout.contains("errors: 0"),
+                "{args:?}: {}{}",
+                exited.stdout,
+                exited.stderr
+            );
+            let kinds: Vec<String> = (0..4)
+                .map(|_| wait_for_word(&mut server, tls::HANDSHAKE_DONE))
+                .collect();
+            let count = |kind: &str| kinds.iter().filter(|line| line.ends_with(kind)).count();
+            assert_eq!(
+                (count("full handshake"), count("resumed session")),
+                (full, resumed),
+                "{args:?}:\n{}",
+                kinds.join("\n")
+            );
+        }
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     #[test]
     fn load_client_new_connection_per_echo_without_tls() {
         const LOAD: &str = env!("CARGO_BIN_EXE_11_load_test_client");

@@ -280,6 +280,11 @@ fn main() {
         "connect to an AF_UNIX stream server at PATH instead of --host/--port \
          (lesson 16's server), to compare it with TCP loopback",
     )
+    .switch(
+        "--tls-resume",
+        "with --tls: resume sessions (TLS 1.3 session tickets from earlier connections: \
+         no certificate sent, no signature); default: every handshake is a full one",
+    )
     .parse();
     let conns: usize = args.get_or("--conns", 50);
     // With --duration alone, the time is the only bound.
@@ -311,8 +316,15 @@ fn main() {
     // One blocking thread per connection slot: TLS, or a new echo connection each time.
     let blocking = match &tls_ca {
         Some(ca) => {
-            let config = workbook::tls::client_config(std::path::Path::new(ca))
+            let mut config = workbook::tls::client_config(std::path::Path::new(ca))
                 .unwrap_or_else(|why| exit_with_error(&why));
+            // rustls keeps the server's session tickets in the (shared) config and
+            // resumes with them: a new connection then skips the certificate and its
+            // signature. Off unless asked, so that a handshake costs what a first one does.
+            if !args.flag("--tls-resume") {
+                std::sync::Arc::make_mut(&mut config).resumption =
+                    rustls::client::Resumption::disabled();
+            }
             let name =
                 workbook::tls::server_name(&args.host).unwrap_or_else(|why| args.usage_error(&why));
             Some(tls::Transport::Tls(config, name))
@@ -320,8 +332,18 @@ fn main() {
         None if new_connection && reply == Reply::Echo => Some(tls::Transport::Plain),
         None => None,
     };
+    if tls_ca.is_none() && args.flag("--tls-resume") {
+        args.usage_error("--tls-resume goes with --tls");
+    }
     if let Some(ca) = &tls_ca {
-        print_line(&format!("over TLS, the server verified against {ca}"));
+        let handshakes = if args.flag("--tls-resume") {
+            "sessions resumed"
+        } else {
+            "full handshakes"
+        };
+        print_line(&format!(
+            "over TLS, the server verified against {ca} ({handshakes})"
+        ));
     }
     if reply == Reply::Http {
         if args.get::<String>("--size").is_some() {

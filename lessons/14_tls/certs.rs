@@ -47,6 +47,10 @@ fn files(dir: &Path, made_now: bool) -> CertFiles {
 pub fn ensure(dir: &Path) -> Result<CertFiles, String> {
     let found = files(dir, false);
     if found.ca.exists() && found.chain.exists() && found.key.exists() {
+        // Made long ago? An expired certificate would be refused by every client.
+        for path in [&found.ca, &found.chain] {
+            still_valid(path, dir)?;
+        }
         return Ok(found);
     }
     if dir.exists() {
@@ -72,6 +76,26 @@ pub fn ensure(dir: &Path) -> Result<CertFiles, String> {
     });
     let _ = fs::remove_dir_all(&scratch);
     made
+}
+
+/// Err (with what to do) if a certificate in `path` has expired.
+fn still_valid(path: &Path, dir: &Path) -> Result<(), String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    for certificate in workbook::tls::load_certificates(path)? {
+        let (_, parsed) = X509Certificate::from_der(&certificate)
+            .map_err(|err| format!("{} is not a certificate: {err}", path.display()))?;
+        let not_after = parsed.validity().not_after;
+        if not_after.timestamp() < now {
+            return Err(format!(
+                "{} expired on {not_after}: remove {} and a new CA and certificate are \
+                 made (clients then need the new ca.pem)",
+                path.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ANCHOR: make

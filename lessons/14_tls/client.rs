@@ -111,10 +111,10 @@ fn main() {
         };
         exit_with_error(&format!("talking to {addr}: {why}"));
     }
-    if let Err(err) = close(&mut tls, &mut socket) {
-        exit_with_error(&format!("{addr}: closing: {err}"));
+    match close(&mut tls, &mut socket) {
+        Ok(how) => print_line(how),
+        Err(err) => exit_with_error(&format!("{addr}: closing: {err}")),
     }
-    print_line("closed: close_notify sent and received");
 }
 
 // ANCHOR: session
@@ -166,8 +166,10 @@ fn exchange(tls: &mut ClientConnection, socket: &mut Wire, line: &[u8]) -> io::R
     let mut session = rustls::Stream::new(tls, socket);
     let mut echo = Vec::with_capacity(message.len());
     for piece in message.chunks(PIECE) {
-        session.write_all(piece)?;
-        session.flush()?;
+        session
+            .write_all(piece)
+            .and_then(|()| session.flush())
+            .map_err(|err| waited_for(err, "take our data"))?;
         let mut got = vec![0u8; piece.len()];
         let mut filled = 0;
         while filled < got.len() {
@@ -189,7 +191,7 @@ fn exchange(tls: &mut ClientConnection, socket: &mut Wire, line: &[u8]) -> io::R
                         message.len()
                     )));
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Err(waited_for(err, "echo")),
             }
         }
         echo.extend_from_slice(&got);
@@ -201,16 +203,42 @@ fn exchange(tls: &mut ClientConnection, socket: &mut Wire, line: &[u8]) -> io::R
 // ANCHOR_END: exchange
 
 // ANCHOR: close
+/// A read or write that waited `TIMEOUT` fails with EAGAIN (SO_RCVTIMEO,
+/// SO_SNDTIMEO: "Resource temporarily unavailable"): say what we waited for instead.
+fn waited_for(err: io::Error, what: &str) -> io::Error {
+    match err.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the server did not {what} within {} s", TIMEOUT.as_secs()),
+        ),
+        _ => err,
+    }
+}
+
 /// close_notify out, then read until the server's close_notify: rustls returns 0
 /// only for that, and an error if the connection ends without it (a truncation).
-fn close(tls: &mut ClientConnection, socket: &mut Wire) -> io::Result<()> {
+/// Returns the line to print: who ended the session.
+fn close(tls: &mut ClientConnection, socket: &mut Wire) -> io::Result<&'static str> {
+    // The server may have ended the session while we waited for input (Ctrl-C on
+    // it): its close_notify is then already in our socket. Look without waiting.
+    if server_has_closed(tls, socket)? {
+        // Ours in answer, as far as the socket still takes it.
+        tls.send_close_notify();
+        while tls.wants_write() && tls.write_tls(socket).is_ok() {}
+        return Ok(
+            "closed: the server ended the session (close_notify) while we waited \
+                   for input; ours sent",
+        );
+    }
     tls.send_close_notify();
     let mut session = rustls::Stream::new(tls, socket);
-    session.flush()?;
+    session
+        .flush()
+        .map_err(|err| waited_for(err, "take our close_notify"))?;
     let mut rest = [0u8; 1024];
     loop {
         match session.read(&mut rest) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok("closed: close_notify sent and received"),
             Ok(n) => print_line(&format!("unexpected: {}", show::bytes(&rest[..n]))),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
@@ -219,9 +247,31 @@ fn close(tls: &mut ClientConnection, socket: &mut Wire) -> io::Result<()> {
                     "the server closed without close_notify (a truncated session)",
                 ));
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(waited_for(err, "answer our close_notify")),
         }
     }
+}
+
+/// Whether the server's close_notify has already come: reads what is in the socket
+/// now (non-blocking) and lets rustls look at it.
+fn server_has_closed(tls: &mut ClientConnection, socket: &mut Wire) -> io::Result<bool> {
+    socket.stream.set_nonblocking(true)?;
+    let read = loop {
+        match tls.read_tls(socket) {
+            // EOF, or nothing more for now.
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => break Err(err),
+        }
+    };
+    socket.stream.set_nonblocking(false)?;
+    read?;
+    let state = tls
+        .process_new_packets()
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+    Ok(state.peer_has_closed())
 }
 // ANCHOR_END: close
 

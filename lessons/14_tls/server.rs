@@ -35,6 +35,16 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const ACCEPT_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 /// How many of a non-TLS client's first bytes the log shows.
 const SHOWN_FIRST_BYTES: usize = 48;
+/// A non-TLS client's bytes are read (and dropped) before its socket is closed: at
+/// most this many, until it pauses this long.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_PAUSE: Duration = Duration::from_millis(200);
+
+/// What a client that does not speak TLS sent: its first bytes, and how many in all.
+struct Received {
+    first: Vec<u8>,
+    total: usize,
+}
 
 /// What each connection's thread needs to know.
 struct Settings {
@@ -191,6 +201,7 @@ fn spawn_connection(
     threads: &mut Vec<JoinHandle<()>>,
 ) {
     let peers = show::peers(&stream);
+    // ANCHOR: nodelay
     // TCP_NODELAY: TLS writes a flight of records in more than one write (after the
     // handshake, session tickets; then the first echo). With Nagle's algorithm the
     // later small write waits for the ACK of the earlier one, which the client delays
@@ -198,6 +209,7 @@ fn spawn_connection(
     if let Err(err) = stream.set_nodelay(true) {
         log!("{} {peers}: TCP_NODELAY: {err}", log::ERROR);
     }
+    // ANCHOR_END: nodelay
     let stream = Arc::new(stream);
     let registered = connections.register(Some(Arc::clone(&stream)));
     let number = registered.number;
@@ -232,13 +244,17 @@ fn serve(
     peers: &str,
 ) {
     let how = match handshake(stream, settings) {
-        Err(HandshakeEnd::NotTls(first)) => {
-            let shown = &first[..first.len().min(SHOWN_FIRST_BYTES)];
+        Err(HandshakeEnd::NotTls(received)) => {
             // No alert either: a client that does not speak TLS could not read it.
+            // `...` marks where the shown bytes stop.
+            let cut = match received.total.saturating_sub(received.first.len()) {
+                0 => String::new(),
+                more => format!("... ({})", show::count(more, "more byte")),
+            };
             log!(
-                "{} {peers} sent {}; closing",
+                "{} {peers} sent {}{cut}; closing",
                 tls::NOT_TLS,
-                show::bytes(shown)
+                show::bytes(&received.first)
             );
             "not TLS".to_string()
         }
@@ -279,7 +295,7 @@ fn serve(
 /// How a handshake can end other than in a session.
 enum HandshakeEnd {
     /// The first bytes are not a TLS record (an HTTP request, a lesson 06 client...).
-    NotTls(Vec<u8>),
+    NotTls(Received),
     TimedOut,
     Closed,
     /// rustls refused: a bad message, no common cipher suite, the client's alert...
@@ -313,27 +329,37 @@ fn handshake(stream: &TcpStream, settings: &Settings) -> Result<ServerConnection
         return Err(HandshakeEnd::Closed);
     }
     if first[0] != 0x16 {
-        // Take the peeked bytes out of the socket: close(2) on a socket with unread
-        // data sends a reset (RST) instead of a FIN.
-        let mut discard = [0u8; SHOWN_FIRST_BYTES];
-        let _ = (&*stream).read(&mut discard[..n]);
-        return Err(HandshakeEnd::NotTls(first[..n].to_vec()));
+        return Err(HandshakeEnd::NotTls(drain(stream, n, deadline)));
     }
 
     let mut tls = ServerConnection::new(Arc::clone(&settings.config))
         .map_err(|err| HandshakeEnd::Failed(err.to_string()))?;
     let mut socket = stream;
-    // complete_io reads records, lets rustls answer (ServerHello, certificate,
-    // Finished), writes its records, until the handshake is done. Each read waits at
-    // most until the deadline, so a client that stops half-way is closed too.
-    while tls.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HandshakeEnd::TimedOut);
+    // The handshake, driven by hand: rustls' records out (ServerHello, certificate,
+    // Finished; at the end the session tickets), the client's records in, until it
+    // is done. Each read waits only for the time left: a client that sends one byte
+    // now and then gets no new wait per byte, it is closed at the deadline.
+    // (rustls' complete_io would loop over many reads, each with the full timeout.)
+    loop {
+        while tls.wants_write() {
+            timed(left_until(deadline)?)?;
+            tls.write_tls(&mut socket).map_err(ending_of)?;
         }
-        timed(left)?;
-        if let Err(err) = tls.complete_io(&mut socket) {
-            return Err(ending_of(err));
+        if !tls.is_handshaking() {
+            break;
+        }
+        timed(left_until(deadline)?)?;
+        match tls.read_tls(&mut socket) {
+            Ok(0) => return Err(HandshakeEnd::Closed),
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(ending_of(err)),
+        }
+        // rustls decrypts and checks what came; on an error it queues an alert
+        // (why we refuse) for the client: send it, as far as the socket takes it.
+        if let Err(err) = tls.process_new_packets() {
+            let _ = tls.write_tls(&mut socket);
+            return Err(HandshakeEnd::Failed(err.to_string()));
         }
     }
     // The echo has no deadline (lesson 06's echo has none either).
@@ -342,6 +368,51 @@ fn handshake(stream: &TcpStream, settings: &Settings) -> Result<ServerConnection
         .and_then(|()| stream.set_write_timeout(None))
         .map_err(|err| HandshakeEnd::Failed(err.to_string()))?;
     Ok(tls)
+}
+
+/// The time left until `deadline`, or `TimedOut` when there is none.
+fn left_until(deadline: Instant) -> Result<Duration, HandshakeEnd> {
+    match deadline.saturating_duration_since(Instant::now()) {
+        left if left.is_zero() => Err(HandshakeEnd::TimedOut),
+        left => Ok(left),
+    }
+}
+
+/// Reads what a client that does not speak TLS sent (the `peeked` bytes and what
+/// follows, at most `DRAIN_LIMIT`, until it pauses for `DRAIN_PAUSE` or the
+/// handshake's deadline), and keeps the first bytes for the log. close(2) on a
+/// socket with unread data sends a reset (RST) instead of a FIN: an HTTP client
+/// would report "connection reset" instead of an empty answer.
+fn drain(mut stream: &TcpStream, peeked: usize, deadline: Instant) -> Received {
+    let mut first = Vec::with_capacity(SHOWN_FIRST_BYTES);
+    let mut total = 0;
+    let mut buffer = [0u8; 4096];
+    while total < DRAIN_LIMIT {
+        let Ok(left) = left_until(deadline) else {
+            break;
+        };
+        if stream
+            .set_read_timeout(Some(left.min(DRAIN_PAUSE)))
+            .is_err()
+        {
+            break;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                let keep = n.min(SHOWN_FIRST_BYTES - first.len());
+                first.extend_from_slice(&buffer[..keep]);
+                total += n;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            // Quiet for DRAIN_PAUSE (or gone): what it had to say is read.
+            Err(_) => break,
+        }
+    }
+    Received {
+        first,
+        total: total.max(peeked),
+    }
 }
 // ANCHOR_END: handshake
 
@@ -357,7 +428,7 @@ fn ending_of(err: io::Error) -> HandshakeEnd {
     }
 }
 
-/// `TLSv1_3, TLS13_AES_256_GCM_SHA384, server name localhost`.
+/// `TLSv1_3, TLS13_AES_256_GCM_SHA384, server name localhost, full handshake`.
 fn describe(tls: &ServerConnection) -> String {
     let version = tls
         .protocol_version()
@@ -372,7 +443,14 @@ fn describe(tls: &ServerConnection) -> String {
         Some(name) => format!("server name {name}"),
         None => "no server name (SNI)".to_string(),
     };
-    format!("{version}, {suite}, {name}")
+    // Full (certificate sent, signed, verified) or resumed (a session ticket from an
+    // earlier connection: no certificate, no signature).
+    let kind = match tls.handshake_kind() {
+        Some(rustls::HandshakeKind::Resumed) => "resumed session",
+        Some(_) => "full handshake",
+        None => "?",
+    };
+    format!("{version}, {suite}, {name}, {kind}")
 }
 
 /// How the client ended the session.
