@@ -12,7 +12,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::transcript::{self, Normaliser};
 use support::*;
@@ -544,6 +544,124 @@ mod lesson {
             assert!(matches!(ended, "eof" | "reset"), "{mode}");
             assert_clean_shutdown(&server.stop(SIGINT));
         }
+    }
+
+    /// Reads what comes on `stream` within `window` while sending `message` every
+    /// `every` (if any); returns how many bytes came back.
+    fn bytes_back_within(
+        stream: &mut TcpStream,
+        window: Duration,
+        send: Option<(&[u8], Duration)>,
+    ) -> usize {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let started = Instant::now();
+        let mut next_send = started;
+        let mut got = 0;
+        let mut chunk = [0u8; 4096];
+        while started.elapsed() < window {
+            if let Some((message, every)) = send {
+                if Instant::now() >= next_send {
+                    stream.write_all(message).unwrap();
+                    next_send += every;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(err) => panic!("read failed after {got} bytes: {err}"),
+            }
+        }
+        got
+    }
+
+    /// --misbehave slow sends one byte a second whatever arrives: a client that keeps
+    /// sending (10 bytes every quarter second) gets at most 5 bytes back in the first
+    /// 2.5 s (paced, it is 3: one at once, then one a second). A bound, not a speed:
+    /// a loaded machine only makes it fewer.
+    #[test]
+    fn slow_is_paced_while_the_client_keeps_sending() {
+        let server = Server::start(SERVER, &["--misbehave", "slow"]);
+        let mut stream = connect(server.addr);
+        let got = bytes_back_within(
+            &mut stream,
+            Duration::from_millis(2500),
+            Some((b"0123456789", Duration::from_millis(250))),
+        );
+        assert!(
+            got <= 5,
+            "{got} bytes came back in 2.5 s: not one byte a second"
+        );
+        drop(stream);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// --misbehave slow reads no more while it has bytes to echo: a client that sends
+    /// and never reads is held back by TCP's flow control (its write blocks once the
+    /// kernel's buffers are full), instead of the server buffering all it sends.
+    #[test]
+    fn slow_holds_back_a_client_that_keeps_sending() {
+        let server = Server::start(SERVER, &["--misbehave", "slow"]);
+        let mut stream = connect(server.addr);
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let chunk = [b'x'; 64 * 1024];
+        let started = Instant::now();
+        let mut sent = 0usize;
+        let blocked = loop {
+            if started.elapsed() > Duration::from_secs(8) {
+                break false;
+            }
+            match stream.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break true;
+                }
+                Err(err) => panic!("write failed after {sent} bytes: {err}"),
+            }
+        };
+        assert!(
+            blocked,
+            "{sent} bytes went out in 8 s and no write blocked for 1 s: the slow server \
+             reads (and keeps) everything"
+        );
+        drop(stream);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// --misbehave slow finishes its echo when the client half-closes (sends, then
+    /// shutdown(SHUT_WR)): end of file ends the input, not the reply. And Ctrl-C
+    /// still stops it in time while another half-closed client waits for a long
+    /// reply.
+    #[test]
+    fn slow_finishes_the_echo_after_a_half_close() {
+        let server = Server::start(SERVER, &["--misbehave", "slow"]);
+        let mut stream = connect(server.addr);
+        stream.write_all(b"hello").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_same_bytes(
+            &read_to_eof(&mut stream),
+            b"hello",
+            "the slow echo after a half-close",
+        );
+        let mut long = connect(server.addr);
+        long.write_all(b"a reply of a minute, one byte a second, too long to wait for")
+            .unwrap();
+        long.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_same_bytes(&read_exactly(&mut long, 1), b"a", "the first byte");
+        assert_clean_shutdown(&server.stop(SIGINT));
     }
 
     /// The well-behaved server and a client that sends without ever reading: the

@@ -297,7 +297,7 @@ fn peer(mode: Mode) -> io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     thread::spawn(move || {
         if let Ok((stream, _)) = listener.accept() {
-            let _ = misbehave::serve(mode, &stream, PEER_HOLD, &|_| {});
+            let _ = misbehave::serve(mode, &stream, PEER_HOLD, &|| false, &|_| {});
         }
     });
     Ok(addr)

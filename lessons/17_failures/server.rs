@@ -243,6 +243,7 @@ fn spawn_connection(
     let stream = Arc::new(stream);
     // Registered, so that Ctrl-C reaches this thread even while it waits in read(2).
     let registered = connections.register(Some(Arc::clone(&stream)));
+    let stopping_of = Arc::clone(connections);
     if !quiet {
         log!("{} {peers} (mode {})", log::CONNECTED, mode.name());
     }
@@ -254,7 +255,8 @@ fn spawn_connection(
                     log!("{peers}: {line}");
                 }
             };
-            if let Err(err) = misbehave::serve(mode, &stream, hold, &note) {
+            let stopping = || stopping_of.is_stopping();
+            if let Err(err) = misbehave::serve(mode, &stream, hold, &stopping, &note) {
                 log!("{} {peers}: {err}", log::ERROR);
             }
             drop(registered);
