@@ -664,6 +664,28 @@ mod lesson {
         assert_clean_shutdown(&server.stop(SIGINT));
     }
 
+    /// The careful client sends a message bigger than both sockets' buffers to the
+    /// well-behaved server: it reads the echo while it writes, so the two do not
+    /// block each other (a client that writes it all first waits on a server that
+    /// waits on it).
+    #[test]
+    fn client_sends_a_message_bigger_than_the_buffers() {
+        let server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        let mut line = vec![b'x'; 12 * 1024 * 1024];
+        line.push(b'\n');
+        let ran = run(CLIENT, &["--port", &port, "--timeout", "10"], &line);
+        assert!(
+            ran.status.success(),
+            "{:?}\n{}\n{}",
+            ran.status,
+            ran.stdout,
+            ran.stderr
+        );
+        assert!(ran.stdout.contains("echo \"xxx"), "{}", ran.stdout);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     /// The well-behaved server and a client that sends without ever reading: the
     /// echo's write blocks, and `--hold` (as a send timeout) ends it too: the server
     /// logs the error, lets the client go, and serves the next one.

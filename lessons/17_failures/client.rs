@@ -20,11 +20,13 @@ mod cases;
 mod misbehave;
 // ANCHOR_END: modules
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use cases::{CASES, Case, Outcome};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use workbook::cli::Cli;
 use workbook::{exit_with_error, print_line, show};
 
@@ -299,9 +301,6 @@ fn step_failed(step: Step) -> impl Fn(io::Error) -> Failure {
 /// Connects, then waits (bounded) for the greeting.
 fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Failure> {
     let mut stream = TcpStream::connect_timeout(&addr, wait).map_err(step_failed(Step::Connect))?;
-    stream
-        .set_write_timeout(Some(wait))
-        .map_err(step_failed(Step::Send))?;
     // ANCHOR: keepalive
     // A connection that stays quiet may be half-open: the peer's machine lost power,
     // or a NAT box forgot the connection, and no FIN or RST will ever come. TCP
@@ -346,12 +345,11 @@ fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Fail
 
 /// Sends one message and reads its echo before a deadline.
 fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<(), Failure> {
-    // write(2) blocks while both buffers are full (no-read); SO_SNDTIMEO bounds it.
-    stream.write_all(message).map_err(step_failed(Step::Send))?;
+    let mut echo = Vec::new();
+    send_reading(stream, message, &mut echo, wait)?;
     print_line(&format!("sent {}", show::bytes(message)));
     // One deadline for the whole echo, not one timeout per read: a server that
     // sends a byte a second would satisfy every read and never finish.
-    let mut echo = Vec::new();
     let deadline = Instant::now() + wait;
     read_before(stream, &mut echo, message.len(), deadline).map_err(|error| {
         if !echo.is_empty() {
@@ -366,6 +364,79 @@ fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<()
     print_line(&format!("echo {}", show::bytes(&echo)));
     Ok(())
 }
+
+// ANCHOR: send_reading
+/// Sends `message`, reading the echo into `echo` meanwhile. Writing it all first
+/// would deadlock on a message bigger than the buffers: the server's echo fills our
+/// receive buffer, its write blocks, it stops reading, its receive buffer fills, and
+/// then our write blocks too, each waiting for the other. So poll(2) for both, and
+/// send only what fits now (MSG_DONTWAIT). A send that makes no progress for `wait`
+/// fails with EAGAIN: the peer does not read (no-read).
+fn send_reading(
+    stream: &TcpStream,
+    message: &[u8],
+    echo: &mut Vec<u8>,
+    wait: Duration,
+) -> Result<(), Failure> {
+    let socket = socket2::SockRef::from(stream);
+    let mut sent = 0;
+    let mut chunk = [0u8; 64 * 1024];
+    let mut stuck_after = Instant::now() + wait;
+    while sent < message.len() {
+        let mut events = PollFlags::POLLOUT;
+        if echo.len() < message.len() {
+            events |= PollFlags::POLLIN;
+        }
+        let left = stuck_after.saturating_duration_since(Instant::now());
+        let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(stream.as_fd(), events)];
+        let ready = match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(step_failed(Step::Send)(err.into())),
+        };
+        if ready.contains(PollFlags::POLLIN) {
+            let room = (message.len() - echo.len()).min(chunk.len());
+            match (&*stream).read(&mut chunk[..room]) {
+                Ok(0) => {
+                    return Err(Failure {
+                        step: Step::Echo,
+                        error: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection (end of file)",
+                        ),
+                        partial: Some(echo.len()),
+                    });
+                }
+                Ok(n) => echo.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(Failure {
+                        step: Step::Echo,
+                        error,
+                        partial: Some(echo.len()),
+                    });
+                }
+            }
+        }
+        // Writable, an error to report (POLLERR, POLLHUP), or the wait is over: the
+        // send says which (EAGAIN when nothing fits).
+        if !ready.contains(PollFlags::POLLIN) || ready.contains(PollFlags::POLLOUT) {
+            match socket.send_with_flags(&message[sent..], nix::libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    sent += n;
+                    stuck_after = Instant::now() + wait;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if err.kind() == io::ErrorKind::WouldBlock && Instant::now() < stuck_after => {}
+                Err(err) => return Err(step_failed(Step::Send)(err)),
+            }
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: send_reading
 // ANCHOR_END: talk
 
 fn is_timeout(err: &io::Error) -> bool {
