@@ -170,6 +170,27 @@ mod protocol {
         assert_clean_shutdown(&server.stop(SIGINT));
     }
 
+    /// `check 17 --misbehave no-read` needs the connection held only a little longer
+    /// than its send timeout (2 s): a short write is a write that blocked until that
+    /// timeout, so it passes against `--hold 3`.
+    #[test]
+    fn no_read_check_passes_with_a_short_hold() {
+        let server = Server::start(SERVER, &["--misbehave", "no-read", "--hold", "3"]);
+        let port = server.port().to_string();
+        let checked = run(
+            WORKBOOK,
+            &["check", "17", "--port", &port, "--misbehave", "no-read"],
+            b"",
+        );
+        assert!(
+            checked.status.success(),
+            "{}\n{}",
+            checked.stdout,
+            checked.stderr
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     /// The Python column of the catalogue, from Python itself: what `socket` raises
     /// against the server's modes, a closed port, a port in use and the unknown name.
     #[test]
