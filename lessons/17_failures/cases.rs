@@ -471,19 +471,44 @@ fn write_blocks() -> io::Result<Outcome> {
     socket2::SockRef::from(&stream).set_send_buffer_size(4096)?;
     let chunk = [b'x'; 16 * 1024];
     let mut sent = 0usize;
-    // Bounded: a peer that reads after all would be noticed after 64 MiB.
-    while sent < 64 * 1024 * 1024 {
+    // The last write that returned less than it was given, and how long it took: with
+    // SO_SNDTIMEO, a write that has sent part of its data when the time runs out
+    // returns that part (a short write); only one that sent nothing fails.
+    let mut short = None;
+    // Bounded in data and in time: a peer that reads after all would be noticed.
+    let started = Instant::now();
+    while sent < 64 * 1024 * 1024 && started.elapsed() < 10 * WAIT {
+        let began = Instant::now();
         match stream.write(&chunk) {
-            Ok(n) => sent += n,
+            Ok(n) => {
+                sent += n;
+                if n < chunk.len() {
+                    short = Some((n, began.elapsed()));
+                }
+            }
             Err(err) => {
+                let before = match short {
+                    Some((n, took)) => format!(
+                        " (the last write was short: {n} bytes, after waiting {:.1} s)",
+                        took.as_secs_f64()
+                    ),
+                    None => String::new(),
+                };
                 return Ok(Outcome::from_error(
                     &err,
-                    format!("{sent} bytes written, then a write waited {WAIT:?}"),
+                    format!(
+                        "{sent} bytes written{before}, then a write that sent nothing \
+                         waited {:.1} s",
+                        began.elapsed().as_secs_f64()
+                    ),
                 ));
             }
         }
     }
-    Ok(Outcome::no_error(format!("{sent} bytes written, no block")))
+    Ok(Outcome::no_error(format!(
+        "{sent} bytes written in {:.1} s, no write failed",
+        started.elapsed().as_secs_f64()
+    )))
 }
 // ANCHOR_END: write_blocks
 
