@@ -445,8 +445,13 @@ mod lesson {
         for (mode, status, want) in [
             ("", 0, "echo \"hello\""),
             ("reset", 1, "diagnosis: the case `reset`"),
-            ("close", 1, "diagnosis: the case `eof`"),
-            ("silent", 1, "diagnosis: the case `read-timeout`"),
+            ("close", 1, "  here: end of file before the echo came"),
+            (
+                "silent",
+                1,
+                "diagnosis: the case `read-timeout`: read from a peer that never answers \
+                 (--misbehave silent)\n  ErrorKind WouldBlock, errno EAGAIN 11",
+            ),
             ("slow", 1, "diagnosis: the case `deadline`"),
             ("wait-first", 0, "no greeting within 2s"),
         ] {
@@ -455,7 +460,7 @@ mod lesson {
             } else {
                 vec!["--misbehave", mode]
             };
-            let server = Server::start(SERVER, &args);
+            let mut server = Server::start(SERVER, &args);
             let port = server.port().to_string();
             let ran = run(CLIENT, &["--port", &port, "--timeout", "2", "hello"], b"");
             assert_eq!(
@@ -474,27 +479,67 @@ mod lesson {
                 assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
                 assert!(ran.stderr.starts_with("error: "), "{}", ran.stderr);
             }
+            let transcribed = matches!(mode, "" | "slow" | "wait-first");
+            if transcribed {
+                // The server's log, whole: the connection over before Ctrl-C (slow:
+                // its next byte after the client left gets the RST, then EPIPE).
+                server.wait_for_line(log::DISCONNECTED);
+            }
             let exited = server.stop(SIGINT);
             assert_clean_shutdown(&exited);
-            if matches!(mode, "" | "slow" | "wait-first") {
+            if transcribed {
                 let shown = if mode.is_empty() {
                     String::new()
                 } else {
                     format!(" -- --misbehave {mode}")
                 };
+                let log: Vec<&str> = exited.stdout.lines().collect();
+                let (start, rest) = log.split_at(2.min(log.len()));
+                let (during, last) = rest.split_at(rest.len().saturating_sub(1));
                 // How many bytes of the slow echo beat the deadline depends on the
                 // machine's load (2 or 3): the transcript shows 2.
                 let normaliser = Normaliser::new()
                     .port(exited.listening_port(), DEFAULT_PORT)
-                    .pattern(r#"partial echo: "[a-z]+""#, r#"partial echo: "he""#);
+                    .pattern(r#"partial echo: "[a-z]+""#, r#"partial echo: "he""#)
+                    .pattern(
+                        r"Connection reset by peer \(os error 104\)",
+                        "Broken pipe (os error 32)",
+                    );
                 text.push_str(&normaliser.apply(&format!(
-                    "# terminal 1\n$ cargo run --bin 17_failures_server{shown}\n# terminal 2\n\
-                     $ cargo run --bin 17_failures_client -- hello\n{}{}\n",
-                    ran.stdout, ran.stderr
+                    "# terminal 1\n$ cargo run --bin 17_failures_server{shown}\n{}\n\
+                     # terminal 2\n$ cargo run --bin 17_failures_client -- hello\n{}{}\
+                     # terminal 1, meanwhile; then Ctrl-C, before the next server takes \
+                     port {DEFAULT_PORT}\n{}\n^C\n{}\n\n",
+                    start.join("\n"),
+                    ran.stdout,
+                    ran.stderr,
+                    during.join("\n"),
+                    last.join("\n"),
                 )));
             }
         }
         transcript::check("17_client", &text);
+    }
+
+    /// The third client of never-accept (two fill the queue): its connect times out,
+    /// and its error line agrees with the diagnosis (no "nothing answered: check
+    /// --host" for a server that is there with a full queue).
+    #[test]
+    fn client_names_a_full_accept_queue() {
+        let server = Server::start(SERVER, &["--misbehave", "never-accept"]);
+        let _queued = [connect(server.addr), connect(server.addr)];
+        let port = server.port().to_string();
+        let ran = run(CLIENT, &["--port", &port, "--timeout", "1", "hello"], b"");
+        assert_eq!(ran.status.code(), Some(1), "{}\n{}", ran.stdout, ran.stderr);
+        assert!(
+            ran.stdout.contains("diagnosis: the case `connect-timeout`"),
+            "{}",
+            ran.stdout
+        );
+        assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+        assert!(ran.stderr.contains("accept queue"), "{}", ran.stderr);
+        assert!(!ran.stderr.contains("nothing answered"), "{}", ran.stderr);
+        assert_clean_shutdown(&server.stop(SIGINT));
     }
 
     /// Every mode logs what it does, with the mode named on the second line.

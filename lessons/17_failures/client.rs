@@ -251,11 +251,24 @@ impl Failure {
                 self.error.kind(),
                 cases::errno_of(&self.error)
             ));
+            if let Some(here) = here(case.name) {
+                print_line(&format!("  here: {here}"));
+            }
             print_line(&format!("  python would say: {}", case.python_line));
             print_line(&format!("  what to do: {}", case.fix));
             print_line(&format!(
                 "  see it alone: cargo run --bin 17_failures_client -- --case {}",
                 case.name
+            ));
+        }
+        if self.step == Step::Connect && self.error.kind() == io::ErrorKind::TimedOut {
+            // Not "nobody is there": a connect that times out got no answer at all,
+            // and a server whose accept queue is full does exactly that.
+            exit_with_error(&format!(
+                "cannot connect to {addr}: {}: no answer to the SYN: the server's accept \
+                 queue may be full (--misbehave never-accept), or a firewall drops it, \
+                 or no machine has that address",
+                self.error
             ));
         }
         if self.step == Step::Connect {
@@ -267,6 +280,26 @@ impl Failure {
         }
         exit_with_error(&format!("{} {addr}: {}", self.step.doing(), self.error))
     }
+}
+
+/// What the case means for this client, where the catalogue's row needs a word.
+fn here(case: &str) -> Option<&'static str> {
+    Some(match case {
+        "read-timeout" => {
+            "nothing came before the deadline: the last read waited the time left and \
+             failed with EAGAIN; the connection is still usable, but this client has \
+             nothing else to wait for, so it gives up"
+        }
+        "deadline" => {
+            "part of the echo came, the rest not before the deadline: TimedOut is this \
+             client's own error (each read itself waited at most the time left)"
+        }
+        "eof" => "end of file before the echo came: for a client that expects one, an error",
+        "connect-timeout" => {
+            "no answer to the SYN before the timeout (connect_timeout's own TimedOut)"
+        }
+        _ => return None,
+    })
 }
 
 // ANCHOR: diagnose
@@ -447,8 +480,10 @@ fn is_timeout(err: &io::Error) -> bool {
 }
 
 // ANCHOR: read_before
-/// Reads until `want` bytes are in `into` or `deadline` passes (TimedOut); end of
-/// file before that is UnexpectedEof. Before each read, the timeout is the time left.
+/// Reads until `want` bytes are in `into` or `deadline` passes: WouldBlock (EAGAIN,
+/// the read timeout's) if nothing came, TimedOut (this function's own) if part did;
+/// end of file before that is UnexpectedEof. Before each read, the timeout is the
+/// time left.
 fn read_before(
     stream: &mut TcpStream,
     into: &mut Vec<u8>,
@@ -456,10 +491,18 @@ fn read_before(
     deadline: Instant,
 ) -> io::Result<()> {
     let mut chunk = [0u8; 4096];
+    let had = into.len();
+    // The read timeout's own error, kept: when nothing at all came before the
+    // deadline, that EAGAIN is what happened (a read timeout, WouldBlock).
+    let mut timed_out = None;
     while into.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            return Err(match timed_out {
+                Some(err) if into.len() == had => err,
+                // Bytes came, not all: the deadline is this program's, not the kernel's.
+                _ => io::Error::new(io::ErrorKind::TimedOut, "deadline passed"),
+            });
         }
         stream.set_read_timeout(Some(left))?;
         let room = (want - into.len()).min(chunk.len());
@@ -472,8 +515,8 @@ fn read_before(
             }
             Ok(n) => into.extend_from_slice(&chunk[..n]),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            // SO_RCVTIMEO ran out: EAGAIN. Loop to turn it into the deadline's error.
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            // SO_RCVTIMEO ran out: EAGAIN. Loop: the deadline decides.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => timed_out = Some(err),
             Err(err) => return Err(err),
         }
     }
