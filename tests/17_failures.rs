@@ -193,6 +193,9 @@ mod protocol {
 
     /// The Python column of the catalogue, from Python itself: what `socket` raises
     /// against the server's modes, a closed port, a port in use and the unknown name.
+    /// Both ways where there are two: a read timeout by `settimeout` (TimeoutError)
+    /// and by SO_RCVTIMEO (BlockingIOError, EAGAIN); the name as bytes (gaierror)
+    /// and as a str (UnicodeError, from the idna codec, before any lookup).
     #[test]
     fn python_raises_what_the_catalogue_says() {
         if !tool_available("python3", &["--version"]) {
@@ -207,12 +210,12 @@ mod protocol {
         let closed = closed_port();
         let script = format!(
             r#"
-import select, socket
+import select, socket, struct
 def show(name, call):
     try:
         print(name, repr(call()))
-    except OSError as err:
-        print(name, type(err).__name__, err.errno)
+    except Exception as err:
+        print(name, type(err).__name__, getattr(err, "errno", None))
 def recv(port, timeout=5):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.settimeout(timeout)
@@ -220,14 +223,20 @@ def recv(port, timeout=5):
 show("reset", lambda: recv({reset}))
 show("eof", lambda: recv({close}))
 show("read-timeout", lambda: recv({silent}, 0.5))
+def recv_rcvtimeo(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.settimeout(None)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 500000))
+    return s.recv(100)
+show("read-timeout-so_rcvtimeo", lambda: recv_rcvtimeo({silent}))
 show("refused", lambda: socket.create_connection(("127.0.0.1", {closed}), timeout=5))
 def bind(addr):
     s = socket.socket()
     s.bind(addr)
 show("address-in-use", lambda: bind(("127.0.0.1", {busy})))
 show("address-not-available", lambda: bind(("203.0.113.1", 0)))
-name = "{name}".encode()
-show("unknown-host", lambda: socket.getaddrinfo(name, 80))
+show("unknown-host", lambda: socket.getaddrinfo("{name}".encode(), 80))
+show("unknown-host-str", lambda: socket.getaddrinfo("{name}", 80))
 show("deadlock", lambda: recv({wait_first}, 0.5))
 def nonblocking_connect():
     s = socket.socket()
@@ -272,10 +281,12 @@ show("broken-pipe", broken_pipe)
             "reset ConnectionResetError 104",
             "eof b''",
             "read-timeout TimeoutError None",
+            "read-timeout-so_rcvtimeo BlockingIOError 11",
             "refused ConnectionRefusedError 111",
             "address-in-use OSError 98",
             "address-not-available OSError 99",
             "unknown-host gaierror -2",
+            "unknown-host-str UnicodeError None",
             "deadlock TimeoutError None",
             "nonblocking-connect (115, 111)",
             "connect-timeout TimeoutError None",

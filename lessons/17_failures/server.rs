@@ -104,7 +104,10 @@ fn main() {
     let backlog = if mode == Mode::NeverAccept { 1 } else { 128 };
     let listener = listener::open(addr, backlog, Accept::NonBlocking);
     if mode == Mode::NoRead {
-        // Inherited by each accepted socket: the client fills 4 KiB, not megabytes.
+        // Inherited by each accepted socket: the server's side holds about 4 KiB, so
+        // its buffer is full after a few KiB. The client's own send buffer still
+        // takes megabytes (about 2 MB here) unless the client shrinks it too, as the
+        // write-blocks case does.
         if let Err(err) = socket2::SockRef::from(&listener).set_recv_buffer_size(NO_READ_RCVBUF) {
             exit_with_error(&format!("cannot set SO_RCVBUF: {err}"));
         }
