@@ -914,8 +914,9 @@ mod exercises {
 
     use super::*;
 
-    /// 17.1: `--retry N`: a refused connect is retried (with a growing pause) up to
-    /// N times, so a client started just before its server still gets through.
+    /// 17.1: `--retry N`: a refused connect (only that) is retried up to N times,
+    /// with a pause that doubles from 50 ms to at most 1 s and a line for each retry,
+    /// so a client started just before its server still gets through.
     #[test]
     #[ignore]
     fn exercise_1_retry_refused() {
@@ -930,13 +931,52 @@ mod exercises {
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
         assert!(ran.stdout.contains("echo \"hello\""), "{}", ran.stdout);
         assert_clean_shutdown(&server.stop(SIGINT));
-        // Without a server, it gives up after N tries with the usual error line.
+        // Without a server: one line per retry, each with its pause, doubling from
+        // 50 ms up to 1 s; then the usual error line.
         let alone = run(
             CLIENT,
-            &["--port", &closed_port().to_string(), "--retry", "2"],
+            &["--port", &closed_port().to_string(), "--retry", "6"],
             b"",
         );
         assert_error_line(&alone, &["Connection refused"]);
+        let retries: Vec<&str> = alone
+            .stdout
+            .lines()
+            .filter(|line| line.to_lowercase().contains("retry"))
+            .collect();
+        assert_eq!(retries.len(), 6, "one line per retry:\n{}", alone.stdout);
+        for (line, pause) in retries
+            .iter()
+            .zip(["50ms", "100ms", "200ms", "400ms", "800ms", "1s"])
+        {
+            assert!(
+                line.contains(pause),
+                "the pause should be {pause} in {line:?}:\n{}",
+                alone.stdout
+            );
+        }
+        // Only a refused connect is retried: one that times out (never-accept's full
+        // queue) is not, and fails at once with its own error.
+        let full = Server::start(SERVER, &["--misbehave", "never-accept"]);
+        let _queued = [connect(full.addr), connect(full.addr)];
+        let port = full.port().to_string();
+        let timed_out = run(
+            CLIENT,
+            &["--port", &port, "--retry", "5", "--timeout", "0.5", "hello"],
+            b"",
+        );
+        assert_eq!(timed_out.status.code(), Some(1), "{}", timed_out.stdout);
+        assert!(
+            !timed_out.stdout.to_lowercase().contains("retry"),
+            "a connect timeout was retried:\n{}",
+            timed_out.stdout
+        );
+        assert!(
+            timed_out.stderr.contains("timed out"),
+            "{}",
+            timed_out.stderr
+        );
+        assert_clean_shutdown(&full.stop(SIGINT));
     }
 
     /// 17.2: the well-behaved server says why it closes a connection it has held
