@@ -854,7 +854,8 @@ mod lesson {
     }
 
     /// Stalled stdout while slow replies are in progress: Ctrl-C still ends every
-    /// thread (each waits in a read with a timeout, which shutdown ends) in time.
+    /// thread in time (each waits in a poll(2) for POLLRDHUP, which shutdown(SHUT_RD)
+    /// ends).
     #[test]
     fn survives_stalled_stdout_while_misbehaving() {
         contract::survives_stalled_stdout(SERVER, &["--misbehave", "slow"], |addr| {
