@@ -12,7 +12,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::transcript::{self, Normaliser};
 use support::*;
@@ -170,8 +170,32 @@ mod protocol {
         assert_clean_shutdown(&server.stop(SIGINT));
     }
 
+    /// `check 17 --misbehave no-read` needs the connection held only a little longer
+    /// than its send timeout (2 s): a short write is a write that blocked until that
+    /// timeout, so it passes against `--hold 3`.
+    #[test]
+    fn no_read_check_passes_with_a_short_hold() {
+        let server = Server::start(SERVER, &["--misbehave", "no-read", "--hold", "3"]);
+        let port = server.port().to_string();
+        let checked = run(
+            WORKBOOK,
+            &["check", "17", "--port", &port, "--misbehave", "no-read"],
+            b"",
+        );
+        assert!(
+            checked.status.success(),
+            "{}\n{}",
+            checked.stdout,
+            checked.stderr
+        );
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
     /// The Python column of the catalogue, from Python itself: what `socket` raises
     /// against the server's modes, a closed port, a port in use and the unknown name.
+    /// Both ways where there are two: a read timeout by `settimeout` (TimeoutError)
+    /// and by SO_RCVTIMEO (BlockingIOError, EAGAIN); the name as bytes (gaierror)
+    /// and as a str (UnicodeError, from the idna codec, before any lookup).
     #[test]
     fn python_raises_what_the_catalogue_says() {
         if !tool_available("python3", &["--version"]) {
@@ -186,12 +210,12 @@ mod protocol {
         let closed = closed_port();
         let script = format!(
             r#"
-import select, socket
+import select, socket, struct
 def show(name, call):
     try:
         print(name, repr(call()))
-    except OSError as err:
-        print(name, type(err).__name__, err.errno)
+    except Exception as err:
+        print(name, type(err).__name__, getattr(err, "errno", None))
 def recv(port, timeout=5):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.settimeout(timeout)
@@ -199,14 +223,20 @@ def recv(port, timeout=5):
 show("reset", lambda: recv({reset}))
 show("eof", lambda: recv({close}))
 show("read-timeout", lambda: recv({silent}, 0.5))
+def recv_rcvtimeo(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.settimeout(None)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 500000))
+    return s.recv(100)
+show("read-timeout-so_rcvtimeo", lambda: recv_rcvtimeo({silent}))
 show("refused", lambda: socket.create_connection(("127.0.0.1", {closed}), timeout=5))
 def bind(addr):
     s = socket.socket()
     s.bind(addr)
 show("address-in-use", lambda: bind(("127.0.0.1", {busy})))
 show("address-not-available", lambda: bind(("203.0.113.1", 0)))
-name = "{name}".encode()
-show("unknown-host", lambda: socket.getaddrinfo(name, 80))
+show("unknown-host", lambda: socket.getaddrinfo("{name}".encode(), 80))
+show("unknown-host-str", lambda: socket.getaddrinfo("{name}", 80))
 show("deadlock", lambda: recv({wait_first}, 0.5))
 def nonblocking_connect():
     s = socket.socket()
@@ -251,10 +281,12 @@ show("broken-pipe", broken_pipe)
             "reset ConnectionResetError 104",
             "eof b''",
             "read-timeout TimeoutError None",
+            "read-timeout-so_rcvtimeo BlockingIOError 11",
             "refused ConnectionRefusedError 111",
             "address-in-use OSError 98",
             "address-not-available OSError 99",
             "unknown-host gaierror -2",
+            "unknown-host-str UnicodeError None",
             "deadlock TimeoutError None",
             "nonblocking-connect (115, 111)",
             "connect-timeout TimeoutError None",
@@ -424,8 +456,13 @@ mod lesson {
         for (mode, status, want) in [
             ("", 0, "echo \"hello\""),
             ("reset", 1, "diagnosis: the case `reset`"),
-            ("close", 1, "diagnosis: the case `eof`"),
-            ("silent", 1, "diagnosis: the case `read-timeout`"),
+            ("close", 1, "  here: end of file before the echo came"),
+            (
+                "silent",
+                1,
+                "diagnosis: the case `read-timeout`: read from a peer that never answers \
+                 (--misbehave silent)\n  ErrorKind WouldBlock, errno EAGAIN 11",
+            ),
             ("slow", 1, "diagnosis: the case `deadline`"),
             ("wait-first", 0, "no greeting within 2s"),
         ] {
@@ -434,7 +471,7 @@ mod lesson {
             } else {
                 vec!["--misbehave", mode]
             };
-            let server = Server::start(SERVER, &args);
+            let mut server = Server::start(SERVER, &args);
             let port = server.port().to_string();
             let ran = run(CLIENT, &["--port", &port, "--timeout", "2", "hello"], b"");
             assert_eq!(
@@ -453,27 +490,67 @@ mod lesson {
                 assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
                 assert!(ran.stderr.starts_with("error: "), "{}", ran.stderr);
             }
+            let transcribed = matches!(mode, "" | "slow" | "wait-first");
+            if transcribed {
+                // The server's log, whole: the connection over before Ctrl-C (slow:
+                // its next byte after the client left gets the RST, then EPIPE).
+                server.wait_for_line(log::DISCONNECTED);
+            }
             let exited = server.stop(SIGINT);
             assert_clean_shutdown(&exited);
-            if matches!(mode, "" | "slow" | "wait-first") {
+            if transcribed {
                 let shown = if mode.is_empty() {
                     String::new()
                 } else {
                     format!(" -- --misbehave {mode}")
                 };
+                let log: Vec<&str> = exited.stdout.lines().collect();
+                let (start, rest) = log.split_at(2.min(log.len()));
+                let (during, last) = rest.split_at(rest.len().saturating_sub(1));
                 // How many bytes of the slow echo beat the deadline depends on the
                 // machine's load (2 or 3): the transcript shows 2.
                 let normaliser = Normaliser::new()
                     .port(exited.listening_port(), DEFAULT_PORT)
-                    .pattern(r#"partial echo: "[a-z]+""#, r#"partial echo: "he""#);
+                    .pattern(r#"partial echo: "[a-z]+""#, r#"partial echo: "he""#)
+                    .pattern(
+                        r"Connection reset by peer \(os error 104\)",
+                        "Broken pipe (os error 32)",
+                    );
                 text.push_str(&normaliser.apply(&format!(
-                    "# terminal 1\n$ cargo run --bin 17_failures_server{shown}\n# terminal 2\n\
-                     $ cargo run --bin 17_failures_client -- hello\n{}{}\n",
-                    ran.stdout, ran.stderr
+                    "# terminal 1\n$ cargo run --bin 17_failures_server{shown}\n{}\n\
+                     # terminal 2\n$ cargo run --bin 17_failures_client -- hello\n{}{}\
+                     # terminal 1, meanwhile; then Ctrl-C, before the next server takes \
+                     port {DEFAULT_PORT}\n{}\n^C\n{}\n\n",
+                    start.join("\n"),
+                    ran.stdout,
+                    ran.stderr,
+                    during.join("\n"),
+                    last.join("\n"),
                 )));
             }
         }
         transcript::check("17_client", &text);
+    }
+
+    /// The third client of never-accept (two fill the queue): its connect times out,
+    /// and its error line agrees with the diagnosis (no "nothing answered: check
+    /// --host" for a server that is there with a full queue).
+    #[test]
+    fn client_names_a_full_accept_queue() {
+        let server = Server::start(SERVER, &["--misbehave", "never-accept"]);
+        let _queued = [connect(server.addr), connect(server.addr)];
+        let port = server.port().to_string();
+        let ran = run(CLIENT, &["--port", &port, "--timeout", "1", "hello"], b"");
+        assert_eq!(ran.status.code(), Some(1), "{}\n{}", ran.stdout, ran.stderr);
+        assert!(
+            ran.stdout.contains("diagnosis: the case `connect-timeout`"),
+            "{}",
+            ran.stdout
+        );
+        assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+        assert!(ran.stderr.contains("accept queue"), "{}", ran.stderr);
+        assert!(!ran.stderr.contains("nothing answered"), "{}", ran.stderr);
+        assert_clean_shutdown(&server.stop(SIGINT));
     }
 
     /// Every mode logs what it does, with the mode named on the second line.
@@ -544,6 +621,146 @@ mod lesson {
             assert!(matches!(ended, "eof" | "reset"), "{mode}");
             assert_clean_shutdown(&server.stop(SIGINT));
         }
+    }
+
+    /// Reads what comes on `stream` within `window` while sending `message` every
+    /// `every` (if any); returns how many bytes came back.
+    fn bytes_back_within(
+        stream: &mut TcpStream,
+        window: Duration,
+        send: Option<(&[u8], Duration)>,
+    ) -> usize {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let started = Instant::now();
+        let mut next_send = started;
+        let mut got = 0;
+        let mut chunk = [0u8; 4096];
+        while started.elapsed() < window {
+            if let Some((message, every)) = send {
+                if Instant::now() >= next_send {
+                    stream.write_all(message).unwrap();
+                    next_send += every;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(err) => panic!("read failed after {got} bytes: {err}"),
+            }
+        }
+        got
+    }
+
+    /// --misbehave slow sends one byte a second whatever arrives: a client that keeps
+    /// sending (10 bytes every quarter second) gets at most 5 bytes back in the first
+    /// 2.5 s (paced, it is 3: one at once, then one a second). A bound, not a speed:
+    /// a loaded machine only makes it fewer.
+    #[test]
+    fn slow_is_paced_while_the_client_keeps_sending() {
+        let server = Server::start(SERVER, &["--misbehave", "slow"]);
+        let mut stream = connect(server.addr);
+        let got = bytes_back_within(
+            &mut stream,
+            Duration::from_millis(2500),
+            Some((b"0123456789", Duration::from_millis(250))),
+        );
+        assert!(
+            got <= 5,
+            "{got} bytes came back in 2.5 s: not one byte a second"
+        );
+        drop(stream);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// --misbehave slow reads no more while it has bytes to echo: a client that sends
+    /// and never reads is held back by TCP's flow control (its write blocks once the
+    /// kernel's buffers are full), instead of the server buffering all it sends.
+    #[test]
+    fn slow_holds_back_a_client_that_keeps_sending() {
+        let server = Server::start(SERVER, &["--misbehave", "slow"]);
+        let mut stream = connect(server.addr);
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let chunk = [b'x'; 64 * 1024];
+        let started = Instant::now();
+        let mut sent = 0usize;
+        let blocked = loop {
+            if started.elapsed() > Duration::from_secs(8) {
+                break false;
+            }
+            match stream.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break true;
+                }
+                Err(err) => panic!("write failed after {sent} bytes: {err}"),
+            }
+        };
+        assert!(
+            blocked,
+            "{sent} bytes went out in 8 s and no write blocked for 1 s: the slow server \
+             reads (and keeps) everything"
+        );
+        drop(stream);
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// --misbehave slow finishes its echo when the client half-closes (sends, then
+    /// shutdown(SHUT_WR)): end of file ends the input, not the reply. And Ctrl-C
+    /// still stops it in time while another half-closed client waits for a long
+    /// reply.
+    #[test]
+    fn slow_finishes_the_echo_after_a_half_close() {
+        let server = Server::start(SERVER, &["--misbehave", "slow"]);
+        let mut stream = connect(server.addr);
+        stream.write_all(b"hello").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_same_bytes(
+            &read_to_eof(&mut stream),
+            b"hello",
+            "the slow echo after a half-close",
+        );
+        let mut long = connect(server.addr);
+        long.write_all(b"a reply of a minute, one byte a second, too long to wait for")
+            .unwrap();
+        long.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_same_bytes(&read_exactly(&mut long, 1), b"a", "the first byte");
+        assert_clean_shutdown(&server.stop(SIGINT));
+    }
+
+    /// The careful client sends a message bigger than both sockets' buffers to the
+    /// well-behaved server: it reads the echo while it writes, so the two do not
+    /// block each other (a client that writes it all first waits on a server that
+    /// waits on it).
+    #[test]
+    fn client_sends_a_message_bigger_than_the_buffers() {
+        let server = Server::start(SERVER, &[]);
+        let port = server.port().to_string();
+        let mut line = vec![b'x'; 12 * 1024 * 1024];
+        line.push(b'\n');
+        let ran = run(CLIENT, &["--port", &port, "--timeout", "10"], &line);
+        assert!(
+            ran.status.success(),
+            "{:?}\n{}\n{}",
+            ran.status,
+            ran.stdout,
+            ran.stderr
+        );
+        assert!(ran.stdout.contains("echo \"xxx"), "{}", ran.stdout);
+        assert_clean_shutdown(&server.stop(SIGINT));
     }
 
     /// The well-behaved server and a client that sends without ever reading: the
@@ -637,7 +854,8 @@ mod lesson {
     }
 
     /// Stalled stdout while slow replies are in progress: Ctrl-C still ends every
-    /// thread (each waits in a read with a timeout, which shutdown ends) in time.
+    /// thread in time (each waits in a poll(2) for POLLRDHUP, which shutdown(SHUT_RD)
+    /// ends).
     #[test]
     fn survives_stalled_stdout_while_misbehaving() {
         contract::survives_stalled_stdout(SERVER, &["--misbehave", "slow"], |addr| {
@@ -697,8 +915,9 @@ mod exercises {
 
     use super::*;
 
-    /// 17.1: `--retry N`: a refused connect is retried (with a growing pause) up to
-    /// N times, so a client started just before its server still gets through.
+    /// 17.1: `--retry N`: a refused connect (only that) is retried up to N times,
+    /// with a pause that doubles from 50 ms to at most 1 s and a line for each retry,
+    /// so a client started just before its server still gets through.
     #[test]
     #[ignore]
     fn exercise_1_retry_refused() {
@@ -713,13 +932,52 @@ mod exercises {
         assert!(ran.status.success(), "{}\n{}", ran.stdout, ran.stderr);
         assert!(ran.stdout.contains("echo \"hello\""), "{}", ran.stdout);
         assert_clean_shutdown(&server.stop(SIGINT));
-        // Without a server, it gives up after N tries with the usual error line.
+        // Without a server: one line per retry, each with its pause, doubling from
+        // 50 ms up to 1 s; then the usual error line.
         let alone = run(
             CLIENT,
-            &["--port", &closed_port().to_string(), "--retry", "2"],
+            &["--port", &closed_port().to_string(), "--retry", "6"],
             b"",
         );
         assert_error_line(&alone, &["Connection refused"]);
+        let retries: Vec<&str> = alone
+            .stdout
+            .lines()
+            .filter(|line| line.to_lowercase().contains("retry"))
+            .collect();
+        assert_eq!(retries.len(), 6, "one line per retry:\n{}", alone.stdout);
+        for (line, pause) in retries
+            .iter()
+            .zip(["50ms", "100ms", "200ms", "400ms", "800ms", "1s"])
+        {
+            assert!(
+                line.contains(pause),
+                "the pause should be {pause} in {line:?}:\n{}",
+                alone.stdout
+            );
+        }
+        // Only a refused connect is retried: one that times out (never-accept's full
+        // queue) is not, and fails at once with its own error.
+        let full = Server::start(SERVER, &["--misbehave", "never-accept"]);
+        let _queued = [connect(full.addr), connect(full.addr)];
+        let port = full.port().to_string();
+        let timed_out = run(
+            CLIENT,
+            &["--port", &port, "--retry", "5", "--timeout", "0.5", "hello"],
+            b"",
+        );
+        assert_eq!(timed_out.status.code(), Some(1), "{}", timed_out.stdout);
+        assert!(
+            !timed_out.stdout.to_lowercase().contains("retry"),
+            "a connect timeout was retried:\n{}",
+            timed_out.stdout
+        );
+        assert!(
+            timed_out.stderr.contains("timed out"),
+            "{}",
+            timed_out.stderr
+        );
+        assert_clean_shutdown(&full.stop(SIGINT));
     }
 
     /// 17.2: the well-behaved server says why it closes a connection it has held

@@ -45,7 +45,9 @@ pub struct Case {
     /// machine gives them; the run is compared with these.
     pub kind: &'static str,
     pub errno: &'static str,
-    /// The exception Python raises for the same call (short, for the table).
+    /// The exception Python raises for the same failure (short, for the table); for
+    /// a timeout, with `settimeout`, Python's way (poll, then TimeoutError), not the
+    /// same system call (see `python_line`).
     pub python: &'static str,
     /// What Python prints.
     pub python_line: &'static str,
@@ -139,8 +141,9 @@ pub static CASES: &[Case] = &[
         mode: Some("silent"),
         kind: "WouldBlock",
         errno: "EAGAIN 11",
-        python: "TimeoutError",
-        python_line: "TimeoutError: timed out",
+        python: "TimeoutError (settimeout)",
+        python_line: "TimeoutError: timed out (with settimeout; SO_RCVTIMEO set with \
+                      setsockopt, as here, gives BlockingIOError: [Errno 11])",
         fix: "set_read_timeout; the timeout is EAGAIN (WouldBlock), not TimedOut: check \
               both kinds; the connection is still usable",
         run: read_timeout,
@@ -179,8 +182,9 @@ pub static CASES: &[Case] = &[
         errno: "EPIPE 32",
         python: "BrokenPipeError",
         python_line: "BrokenPipeError: [Errno 32] Broken pipe",
-        fix: "the peer is gone: close. Rust (and Python) ignore SIGPIPE, so write returns \
-              EPIPE; a C program dies of SIGPIPE unless it passes MSG_NOSIGNAL",
+        fix: "the peer is gone: close. Rust's std sends with MSG_NOSIGNAL and Python \
+              ignores SIGPIPE, so write returns EPIPE; a C program dies of SIGPIPE \
+              unless it does one of the two",
         run: broken_pipe,
     },
     Case {
@@ -190,8 +194,10 @@ pub static CASES: &[Case] = &[
         mode: Some("no-read"),
         kind: "WouldBlock",
         errno: "EAGAIN 11",
-        python: "TimeoutError",
-        python_line: "TimeoutError: timed out (without a timeout, sendall() waits for ever)",
+        python: "TimeoutError (settimeout)",
+        python_line: "TimeoutError: timed out (with settimeout; SO_SNDTIMEO set with \
+                      setsockopt gives BlockingIOError; without a timeout, sendall() \
+                      waits for ever)",
         fix: "set_write_timeout, or a non-blocking socket with an output buffer \
               (lesson 05): a peer that stops reading must not stop you",
         run: write_blocks,
@@ -229,8 +235,10 @@ pub static CASES: &[Case] = &[
         mode: None,
         kind: "Uncategorized",
         errno: "EAI_NONAME -2 (not an errno)",
-        python: "socket.gaierror",
-        python_line: "socket.gaierror: [Errno -2] Name or service not known",
+        python: "socket.gaierror (bytes name)",
+        python_line: "socket.gaierror: [Errno -2] Name or service not known (for this \
+                      name as bytes; as a str, the idna codec refuses its 83-byte label \
+                      first: UnicodeError)",
         fix: "check the name; std keeps getaddrinfo's code only in the message, so match \
               the lookup step, not the ErrorKind; EAI_AGAIN (-3) is worth a retry",
         run: unknown_host,
@@ -242,8 +250,9 @@ pub static CASES: &[Case] = &[
         mode: Some("wait-first"),
         kind: "WouldBlock",
         errno: "EAGAIN 11",
-        python: "TimeoutError",
-        python_line: "TimeoutError: timed out (without a timeout: both wait for ever)",
+        python: "TimeoutError (settimeout)",
+        python_line: "TimeoutError: timed out (with settimeout; without a timeout: both \
+                      wait for ever)",
         fix: "the protocol must say who speaks first; a read timeout turns the silent \
               hang into an error you can report",
         run: deadlock,
@@ -297,7 +306,7 @@ fn peer(mode: Mode) -> io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     thread::spawn(move || {
         if let Ok((stream, _)) = listener.accept() {
-            let _ = misbehave::serve(mode, &stream, PEER_HOLD, &|_| {});
+            let _ = misbehave::serve(mode, &stream, PEER_HOLD, &|| false, &|_| {});
         }
     });
     Ok(addr)
@@ -446,8 +455,9 @@ fn broken_pipe() -> io::Result<Outcome> {
     let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
     poll(&mut fds, PollTimeout::from(1000u16))?;
     // ... and the second write fails with EPIPE. In C this write would also raise
-    // SIGPIPE, whose default action ends the process; Rust's runtime sets SIGPIPE to
-    // "ignore" before main, so the error comes back as a value instead.
+    // SIGPIPE, whose default action ends the process. Rust's std passes MSG_NOSIGNAL
+    // to every send(2) on a socket (strace shows it), so no signal is raised at all
+    // and the error comes back as a value.
     Ok(match stream.write(b"hello") {
         Ok(n) => Outcome::no_error(format!("the second write sent {n} bytes")),
         Err(err) => Outcome::from_error(
@@ -471,19 +481,44 @@ fn write_blocks() -> io::Result<Outcome> {
     socket2::SockRef::from(&stream).set_send_buffer_size(4096)?;
     let chunk = [b'x'; 16 * 1024];
     let mut sent = 0usize;
-    // Bounded: a peer that reads after all would be noticed after 64 MiB.
-    while sent < 64 * 1024 * 1024 {
+    // The last write that returned less than it was given, and how long it took: with
+    // SO_SNDTIMEO, a write that has sent part of its data when the time runs out
+    // returns that part (a short write); only one that sent nothing fails.
+    let mut short = None;
+    // Bounded in data and in time: a peer that reads after all would be noticed.
+    let started = Instant::now();
+    while sent < 64 * 1024 * 1024 && started.elapsed() < 10 * WAIT {
+        let began = Instant::now();
         match stream.write(&chunk) {
-            Ok(n) => sent += n,
+            Ok(n) => {
+                sent += n;
+                if n < chunk.len() {
+                    short = Some((n, began.elapsed()));
+                }
+            }
             Err(err) => {
+                let before = match short {
+                    Some((n, took)) => format!(
+                        " (the last write was short: {n} bytes, after waiting {:.1} s)",
+                        took.as_secs_f64()
+                    ),
+                    None => String::new(),
+                };
                 return Ok(Outcome::from_error(
                     &err,
-                    format!("{sent} bytes written, then a write waited {WAIT:?}"),
+                    format!(
+                        "{sent} bytes written{before}, then a write that sent nothing \
+                         waited {:.1} s",
+                        began.elapsed().as_secs_f64()
+                    ),
                 ));
             }
         }
     }
-    Ok(Outcome::no_error(format!("{sent} bytes written, no block")))
+    Ok(Outcome::no_error(format!(
+        "{sent} bytes written in {:.1} s, no write failed",
+        started.elapsed().as_secs_f64()
+    )))
 }
 // ANCHOR_END: write_blocks
 

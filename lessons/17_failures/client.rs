@@ -20,11 +20,13 @@ mod cases;
 mod misbehave;
 // ANCHOR_END: modules
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use cases::{CASES, Case, Outcome};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use workbook::cli::Cli;
 use workbook::{exit_with_error, print_line, show};
 
@@ -249,11 +251,24 @@ impl Failure {
                 self.error.kind(),
                 cases::errno_of(&self.error)
             ));
+            if let Some(here) = here(case.name) {
+                print_line(&format!("  here: {here}"));
+            }
             print_line(&format!("  python would say: {}", case.python_line));
             print_line(&format!("  what to do: {}", case.fix));
             print_line(&format!(
                 "  see it alone: cargo run --bin 17_failures_client -- --case {}",
                 case.name
+            ));
+        }
+        if self.step == Step::Connect && self.error.kind() == io::ErrorKind::TimedOut {
+            // Not "nobody is there": a connect that times out got no answer at all,
+            // and a server whose accept queue is full does exactly that.
+            exit_with_error(&format!(
+                "cannot connect to {addr}: {}: no answer to the SYN: the server's accept \
+                 queue may be full (--misbehave never-accept), or a firewall drops it, \
+                 or no machine has that address",
+                self.error
             ));
         }
         if self.step == Step::Connect {
@@ -265,6 +280,26 @@ impl Failure {
         }
         exit_with_error(&format!("{} {addr}: {}", self.step.doing(), self.error))
     }
+}
+
+/// What the case means for this client, where the catalogue's row needs a word.
+fn here(case: &str) -> Option<&'static str> {
+    Some(match case {
+        "read-timeout" => {
+            "nothing came before the deadline: the last read waited the time left and \
+             failed with EAGAIN; the connection is still usable, but this client has \
+             nothing else to wait for, so it gives up"
+        }
+        "deadline" => {
+            "part of the echo came, the rest not before the deadline: TimedOut is this \
+             client's own error (each read itself waited at most the time left)"
+        }
+        "eof" => "end of file before the echo came: for a client that expects one, an error",
+        "connect-timeout" => {
+            "no answer to the SYN before the timeout (connect_timeout's own TimedOut)"
+        }
+        _ => return None,
+    })
 }
 
 // ANCHOR: diagnose
@@ -299,9 +334,6 @@ fn step_failed(step: Step) -> impl Fn(io::Error) -> Failure {
 /// Connects, then waits (bounded) for the greeting.
 fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Failure> {
     let mut stream = TcpStream::connect_timeout(&addr, wait).map_err(step_failed(Step::Connect))?;
-    stream
-        .set_write_timeout(Some(wait))
-        .map_err(step_failed(Step::Send))?;
     // ANCHOR: keepalive
     // A connection that stays quiet may be half-open: the peer's machine lost power,
     // or a NAT box forgot the connection, and no FIN or RST will ever come. TCP
@@ -346,12 +378,11 @@ fn connect_and_greet(addr: SocketAddr, wait: Duration) -> Result<TcpStream, Fail
 
 /// Sends one message and reads its echo before a deadline.
 fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<(), Failure> {
-    // write(2) blocks while both buffers are full (no-read); SO_SNDTIMEO bounds it.
-    stream.write_all(message).map_err(step_failed(Step::Send))?;
+    let mut echo = Vec::new();
+    send_reading(stream, message, &mut echo, wait)?;
     print_line(&format!("sent {}", show::bytes(message)));
     // One deadline for the whole echo, not one timeout per read: a server that
     // sends a byte a second would satisfy every read and never finish.
-    let mut echo = Vec::new();
     let deadline = Instant::now() + wait;
     read_before(stream, &mut echo, message.len(), deadline).map_err(|error| {
         if !echo.is_empty() {
@@ -366,6 +397,79 @@ fn exchange(stream: &mut TcpStream, message: &[u8], wait: Duration) -> Result<()
     print_line(&format!("echo {}", show::bytes(&echo)));
     Ok(())
 }
+
+// ANCHOR: send_reading
+/// Sends `message`, reading the echo into `echo` meanwhile. Writing it all first
+/// would deadlock on a message bigger than the buffers: the server's echo fills our
+/// receive buffer, its write blocks, it stops reading, its receive buffer fills, and
+/// then our write blocks too, each waiting for the other. So poll(2) for both, and
+/// send only what fits now (MSG_DONTWAIT). A send that makes no progress for `wait`
+/// fails with EAGAIN: the peer does not read (no-read).
+fn send_reading(
+    stream: &TcpStream,
+    message: &[u8],
+    echo: &mut Vec<u8>,
+    wait: Duration,
+) -> Result<(), Failure> {
+    let socket = socket2::SockRef::from(stream);
+    let mut sent = 0;
+    let mut chunk = [0u8; 64 * 1024];
+    let mut stuck_after = Instant::now() + wait;
+    while sent < message.len() {
+        let mut events = PollFlags::POLLOUT;
+        if echo.len() < message.len() {
+            events |= PollFlags::POLLIN;
+        }
+        let left = stuck_after.saturating_duration_since(Instant::now());
+        let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(stream.as_fd(), events)];
+        let ready = match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(_) => fds[0].revents().unwrap_or(PollFlags::empty()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(step_failed(Step::Send)(err.into())),
+        };
+        if ready.contains(PollFlags::POLLIN) {
+            let room = (message.len() - echo.len()).min(chunk.len());
+            match (&*stream).read(&mut chunk[..room]) {
+                Ok(0) => {
+                    return Err(Failure {
+                        step: Step::Echo,
+                        error: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection (end of file)",
+                        ),
+                        partial: Some(echo.len()),
+                    });
+                }
+                Ok(n) => echo.extend_from_slice(&chunk[..n]),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(Failure {
+                        step: Step::Echo,
+                        error,
+                        partial: Some(echo.len()),
+                    });
+                }
+            }
+        }
+        // Writable, an error to report (POLLERR, POLLHUP), or the wait is over: the
+        // send says which (EAGAIN when nothing fits).
+        if !ready.contains(PollFlags::POLLIN) || ready.contains(PollFlags::POLLOUT) {
+            match socket.send_with_flags(&message[sent..], nix::libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    sent += n;
+                    stuck_after = Instant::now() + wait;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err)
+                    if err.kind() == io::ErrorKind::WouldBlock && Instant::now() < stuck_after => {}
+                Err(err) => return Err(step_failed(Step::Send)(err)),
+            }
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: send_reading
 // ANCHOR_END: talk
 
 fn is_timeout(err: &io::Error) -> bool {
@@ -376,8 +480,10 @@ fn is_timeout(err: &io::Error) -> bool {
 }
 
 // ANCHOR: read_before
-/// Reads until `want` bytes are in `into` or `deadline` passes (TimedOut); end of
-/// file before that is UnexpectedEof. Before each read, the timeout is the time left.
+/// Reads until `want` bytes are in `into` or `deadline` passes: WouldBlock (EAGAIN,
+/// the read timeout's) if nothing came, TimedOut (this function's own) if part did;
+/// end of file before that is UnexpectedEof. Before each read, the timeout is the
+/// time left.
 fn read_before(
     stream: &mut TcpStream,
     into: &mut Vec<u8>,
@@ -385,10 +491,18 @@ fn read_before(
     deadline: Instant,
 ) -> io::Result<()> {
     let mut chunk = [0u8; 4096];
+    let had = into.len();
+    // The read timeout's own error, kept: when nothing at all came before the
+    // deadline, that EAGAIN is what happened (a read timeout, WouldBlock).
+    let mut timed_out = None;
     while into.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+            return Err(match timed_out {
+                Some(err) if into.len() == had => err,
+                // Bytes came, not all: the deadline is this program's, not the kernel's.
+                _ => io::Error::new(io::ErrorKind::TimedOut, "deadline passed"),
+            });
         }
         stream.set_read_timeout(Some(left))?;
         let room = (want - into.len()).min(chunk.len());
@@ -401,8 +515,8 @@ fn read_before(
             }
             Ok(n) => into.extend_from_slice(&chunk[..n]),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            // SO_RCVTIMEO ran out: EAGAIN. Loop to turn it into the deadline's error.
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            // SO_RCVTIMEO ran out: EAGAIN. Loop: the deadline decides.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => timed_out = Some(err),
             Err(err) => return Err(err),
         }
     }

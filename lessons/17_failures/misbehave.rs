@@ -94,11 +94,14 @@ impl Mode {
 // ANCHOR: serve
 /// Serves one accepted connection as `mode` says, for at most `hold`. `note` gets a
 /// line for each thing worth logging (the server logs it; the client's in-process
-/// peers drop it). Returns when the connection is over.
+/// peers drop it); `stopping` says whether Ctrl-C came (the server asks its live
+/// connections; the in-process peers never stop). Returns when the connection is
+/// over.
 pub fn serve(
     mode: Mode,
     stream: &TcpStream,
     hold: Duration,
+    stopping: &dyn Fn() -> bool,
     note: &dyn Fn(String),
 ) -> io::Result<()> {
     let deadline = Instant::now() + hold;
@@ -127,18 +130,18 @@ pub fn serve(
             }
             Ok(())
         }
-        Mode::Slow => echo(stream, deadline, Some(Duration::from_secs(1)), note),
+        Mode::Slow => slow_echo(stream, deadline, Duration::from_secs(1), stopping, note),
         Mode::NoRead => {
             note("no-read: not reading".into());
             wait_for_end(stream, deadline)
         }
         Mode::WaitFirst => {
             note("wait-first: waiting for the client to speak first".into());
-            echo(stream, deadline, None, note)
+            echo(stream, deadline, note)
         }
         Mode::WellBehaved => {
             (&*stream).write_all(GREETING)?;
-            echo(stream, deadline, None, note)
+            echo(stream, deadline, note)
         }
     }
 }
@@ -168,39 +171,90 @@ fn read_before(
 }
 
 // ANCHOR: slow
-/// Echoes what comes until end of file or `deadline`; with `pace`, one byte per
-/// `pace`. The pause is a read with a timeout, not a sleep: shutdown(2) on Ctrl-C
-/// ends that read at once, where a sleeping thread would hold the server up.
-fn echo(
+/// Echoes what comes, one byte per `pace`, until end of file or `deadline`.
+///
+/// One byte per `pace` whatever arrives: the pause is a deadline for the next
+/// byte, which no data ends early. It reads only when everything read is echoed, so
+/// at most one buffer waits here; what the client sends meanwhile waits in the
+/// kernel, and when that is full TCP's flow control blocks the client's writes. End
+/// of file ends the input, not the reply: a client that half-closes (shutdown
+/// SHUT_WR) still gets its whole echo. Ctrl-C (`stopping`) ends it at once.
+fn slow_echo(
     stream: &TcpStream,
     deadline: Instant,
-    pace: Option<Duration>,
+    pace: Duration,
+    stopping: &dyn Fn() -> bool,
     note: &dyn Fn(String),
 ) -> io::Result<()> {
     let mut buffer = [0u8; 4096];
+    // Once the peer's FIN is seen, POLLRDHUP stays set: stop asking for it.
+    let mut peer_finished = false;
+    // When the next byte may go: one `pace` after the last one, across reads too.
+    let mut next = Instant::now();
     while let Some(n) = read_before(stream, &mut buffer, deadline)? {
         note(format!("echoing {n} bytes"));
-        let Some(pace) = pace else {
-            (&*stream).write_all(&buffer[..n])?;
-            continue;
-        };
-        let mut pending: Vec<u8> = buffer[..n].to_vec();
-        while !pending.is_empty() {
-            (&*stream).write_all(&pending[..1])?;
-            pending.remove(0);
-            let pause = deadline.min(Instant::now() + pace);
-            match read_before(stream, &mut buffer, pause)? {
-                Some(more) => pending.extend_from_slice(&buffer[..more]),
-                // End of file (or Ctrl-C) stops; the pause simply running out goes on.
-                None if Instant::now() < pause => return Ok(()),
-                None if Instant::now() >= deadline => return Ok(()),
-                None => {}
+        for byte in &buffer[..n] {
+            if pause(stream, next.min(deadline), &mut peer_finished, stopping)?
+                || Instant::now() >= deadline
+            {
+                return Ok(());
             }
+            (&*stream).write_all(&[*byte])?;
+            next = Instant::now() + pace;
         }
     }
     Ok(())
 }
+
+/// Waits until `until` without reading; true if the server is stopping. The wait is
+/// poll(2), not a sleep, so that Ctrl-C ends it: POLLRDHUP comes with our own
+/// shutdown(SHUT_RD) (or the peer's FIN: then keep echoing), POLLHUP with the
+/// SHUT_RDWR that cuts off whoever is left after the grace period.
+fn pause(
+    stream: &TcpStream,
+    until: Instant,
+    peer_finished: &mut bool,
+    stopping: &dyn Fn() -> bool,
+) -> io::Result<bool> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(stopping());
+        }
+        let millis = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let events = if *peer_finished {
+            // Asked for nothing, poll reports only POLLHUP and POLLERR.
+            PollFlags::empty()
+        } else {
+            PollFlags::from_bits_retain(nix::libc::POLLRDHUP)
+        };
+        let mut fds = [PollFd::new(stream.as_fd(), events)];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) if stopping() => return Ok(true),
+            Ok(_) => {
+                let seen = fds[0].revents().unwrap_or(PollFlags::empty());
+                if seen.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                    // A reset: the next write says so.
+                    return Ok(false);
+                }
+                *peer_finished = true;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
 // ANCHOR_END: slow
+
+/// Echoes what comes until end of file or `deadline`.
+fn echo(stream: &TcpStream, deadline: Instant, note: &dyn Fn(String)) -> io::Result<()> {
+    let mut buffer = [0u8; 4096];
+    while let Some(n) = read_before(stream, &mut buffer, deadline)? {
+        note(format!("echoing {n} bytes"));
+        (&*stream).write_all(&buffer[..n])?;
+    }
+    Ok(())
+}
 
 /// Waits, without reading, until the peer closes or resets, our side is shut down
 /// (Ctrl-C), or `deadline`: poll(2) for POLLRDHUP only, so the data that arrives

@@ -104,7 +104,10 @@ fn main() {
     let backlog = if mode == Mode::NeverAccept { 1 } else { 128 };
     let listener = listener::open(addr, backlog, Accept::NonBlocking);
     if mode == Mode::NoRead {
-        // Inherited by each accepted socket: the client fills 4 KiB, not megabytes.
+        // Inherited by each accepted socket: the server's side holds about 4 KiB, so
+        // its buffer is full after a few KiB. The client's own send buffer still
+        // takes megabytes (about 2 MB here) unless the client shrinks it too, as the
+        // write-blocks case does.
         if let Err(err) = socket2::SockRef::from(&listener).set_recv_buffer_size(NO_READ_RCVBUF) {
             exit_with_error(&format!("cannot set SO_RCVBUF: {err}"));
         }
@@ -243,6 +246,7 @@ fn spawn_connection(
     let stream = Arc::new(stream);
     // Registered, so that Ctrl-C reaches this thread even while it waits in read(2).
     let registered = connections.register(Some(Arc::clone(&stream)));
+    let stopping_of = Arc::clone(connections);
     if !quiet {
         log!("{} {peers} (mode {})", log::CONNECTED, mode.name());
     }
@@ -254,7 +258,8 @@ fn spawn_connection(
                     log!("{peers}: {line}");
                 }
             };
-            if let Err(err) = misbehave::serve(mode, &stream, hold, &note) {
+            let stopping = || stopping_of.is_stopping();
+            if let Err(err) = misbehave::serve(mode, &stream, hold, &stopping, &note) {
                 log!("{} {peers}: {err}", log::ERROR);
             }
             drop(registered);
