@@ -1,7 +1,7 @@
 //! `cargo run -- run NN [CLIENT ARGS]`: a lesson's server and client in one terminal.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::lessons::Lesson;
 use crate::{error, lesson_arg, usage_error};
 
 /// How long the server may take to print `listening on` (a first build is not counted).
@@ -48,14 +49,61 @@ enum Event {
     Closed(&'static str),
 }
 
+/// How `run_with` starts the two programs: as they are (`run`), or under a tracer
+/// (`trace`, src/bin/workbook/trace/).
+pub trait Launch {
+    /// The command that starts `exe`; `who` is "server" or "client".
+    fn command(&self, exe: &Path, who: &'static str) -> Command {
+        let _ = who;
+        Command::new(exe)
+    }
+    /// The process to send SIGINT to, to stop the server started as `child`.
+    fn server_pid(&self, child: &Child) -> u32 {
+        child.id()
+    }
+    /// How long the client may run before it is stopped.
+    fn client_wait(&self) -> Duration {
+        CLIENT_WAIT
+    }
+    /// The server, the client and the client's default arguments for `lesson`.
+    fn programs(&self, lesson: &Lesson) -> Result<Programs, String> {
+        if let Some(why) = lesson.not_a_pair {
+            return Err(why.to_string());
+        }
+        Ok(Programs {
+            server_bin: format!("{}_server", lesson.name),
+            client_bin: format!("{}_client", lesson.name),
+            client_args: lesson.client_args.iter().map(|a| a.to_string()).collect(),
+        })
+    }
+}
+
+/// The two programs a run starts.
+pub struct Programs {
+    pub server_bin: String,
+    pub client_bin: String,
+    /// What the client gets when the user gives nothing.
+    pub client_args: Vec<String>,
+}
+
+/// `run`: the programs as they are.
+pub struct Direct;
+impl Launch for Direct {}
+
 pub fn run(args: &[String]) -> i32 {
+    run_with(args, &Direct)
+}
+
+/// Runs lesson `args[0]`'s server and client, started by `launch`; the exit status.
+pub fn run_with(args: &[String], launch: &dyn Launch) -> i32 {
     let lesson = match lesson_arg(args.first()) {
         Ok(lesson) => lesson,
         Err(status) => return status,
     };
-    if let Some(why) = lesson.not_a_pair {
-        return error(why);
-    }
+    let programs = match launch.programs(lesson) {
+        Ok(programs) => programs,
+        Err(why) => return error(&why),
+    };
     let mut server_args: Vec<String> = Vec::new();
     let mut client_args: Vec<String> = Vec::new();
     let mut rest = args[1..].iter();
@@ -70,7 +118,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     }
     if client_args.is_empty() {
-        client_args = lesson.client_args.iter().map(|a| a.to_string()).collect();
+        client_args = programs.client_args;
     }
     // A TLS lesson's client must trust the CA its server made (or was given): pass
     // it, as a learner would, unless the user chose one.
@@ -84,8 +132,11 @@ pub fn run(args: &[String]) -> i32 {
         let ca = workbook::tls::ca_file(&cert_dir);
         client_args.splice(0..0, ["--ca".to_string(), ca.display().to_string()]);
     }
-    let server_bin = format!("{}_server", lesson.name);
-    let client_bin = format!("{}_client", lesson.name);
+    let Programs {
+        server_bin,
+        client_bin,
+        ..
+    } = programs;
     if let Err(message) = build(&[&server_bin, &client_bin]) {
         return error(&message);
     }
@@ -120,6 +171,7 @@ pub fn run(args: &[String]) -> i32 {
         &bin_dir,
         &server_args,
         &client_args,
+        launch,
     );
     remove_private_dir();
     status
@@ -171,9 +223,11 @@ fn run_pair(
     bin_dir: &std::path::Path,
     server_args: &[String],
     client_args: &[String],
+    launch: &dyn Launch,
 ) -> i32 {
     let (events, received) = mpsc::channel();
-    let mut server = match Command::new(bin_dir.join(server_bin))
+    let mut server = match launch
+        .command(&bin_dir.join(server_bin), "server")
         .args(server_args)
         .args(["--port", "0"])
         .stdin(Stdio::null())
@@ -191,7 +245,7 @@ fn run_pair(
     let listening = match wait_for_port(&received) {
         Ok(listening) => listening,
         Err(message) => {
-            stop(&mut server);
+            stop(&mut server, launch);
             drain(&received, Duration::from_millis(200));
             return error(&message);
         }
@@ -202,7 +256,8 @@ fn run_pair(
         client_args.join(" "),
         address_args.join(" ")
     ));
-    let mut client = match Command::new(bin_dir.join(client_bin))
+    let mut client = match launch
+        .command(&bin_dir.join(client_bin), "client")
         .args(client_args)
         .args(&address_args)
         .stdin(Stdio::null())
@@ -212,7 +267,7 @@ fn run_pair(
     {
         Ok(child) => child,
         Err(err) => {
-            stop(&mut server);
+            stop(&mut server, launch);
             return error(&format!("cannot start {client_bin}: {err}"));
         }
     };
@@ -223,7 +278,8 @@ fn run_pair(
     drop(events);
 
     // Show both programs' lines as they come, until the client has ended.
-    let deadline = Instant::now() + CLIENT_WAIT;
+    let client_wait = launch.client_wait();
+    let deadline = Instant::now() + client_wait;
     let mut client_streams_open = 2;
     while client_streams_open > 0 {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -233,7 +289,7 @@ fn run_pair(
             Err(RecvTimeoutError::Timeout) => {
                 show(&format!(
                     "workbook │ the client ran for {} s: stopping it\n",
-                    CLIENT_WAIT.as_secs()
+                    client_wait.as_secs()
                 ));
                 let _ = client.kill();
                 break;
@@ -246,7 +302,7 @@ fn run_pair(
         "workbook │ client {}; stopping the server with SIGINT (Ctrl-C)\n",
         describe(client_status)
     ));
-    let server_status = stop(&mut server);
+    let server_status = stop(&mut server, launch);
     drain(&received, Duration::from_millis(500));
     show(&format!("workbook │ server {}\n", describe(server_status)));
     client_status.and_then(|status| status.code()).unwrap_or(1)
@@ -350,9 +406,11 @@ fn wait_for_port(received: &Receiver<Event>) -> Result<Listening, String> {
     }
 }
 
-/// Ctrl-C for the server, then its exit status (killed if it does not stop in time).
-fn stop(server: &mut Child) -> Option<ExitStatus> {
-    let _ = kill(Pid::from_raw(server.id() as i32), Signal::SIGINT);
+/// Ctrl-C for the server (the program `launch` started it under, if any, passes it
+/// on), then its exit status (killed if it does not stop in time).
+fn stop(server: &mut Child, launch: &dyn Launch) -> Option<ExitStatus> {
+    let pid = launch.server_pid(server);
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
     let deadline = Instant::now() + STOP_WAIT;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = server.try_wait() {
