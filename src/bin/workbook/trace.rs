@@ -1,0 +1,209 @@
+//! `cargo run -- trace NN [CLIENT ARGS]`: runs a lesson's server and client as `run NN`
+//! does, each under `strace`, and draws the socket calls they made as a sequence
+//! diagram (an SVG picture, and text on the terminal). `trace --book` redraws the
+//! pictures the chapters show (book/src/traces/NN.svg).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use workbook::strace::{parse, picture};
+
+use crate::lessons::{self, Lesson};
+use crate::run::{self, Launch, Programs};
+use crate::{error, package_dir, print_or_exit, usage_error};
+
+/// The calls strace records (`?`: a name this kernel or strace may not know is skipped).
+/// clone and fork only tell a new thread from a new process; they are not drawn.
+const CALLS: &str = "trace=socket,socketpair,bind,listen,accept,accept4,connect,\
+                     read,readv,recvfrom,recvmsg,?recvmmsg,write,writev,sendto,sendmsg,?sendmmsg,\
+                     shutdown,close,?select,pselect6,?poll,ppoll,?epoll_create,epoll_create1,\
+                     epoll_ctl,?epoll_wait,epoll_pwait,?epoll_pwait2,setsockopt,getsockopt,\
+                     getsockname,getpeername,?io_uring_enter,clone,?clone3,?fork,?vfork";
+/// How long a traced client may run (strace slows it; the picture needs little).
+const CLIENT_WAIT: Duration = Duration::from_secs(10);
+/// The most of a trace file read (a runaway program cannot fill the memory).
+const MOST_BYTES: u64 = 4 << 20;
+/// The most calls printed on the terminal.
+const MOST_CALLS_PRINTED: usize = 3000;
+/// The lessons whose chapters show a trace (`trace --book`).
+const BOOK_LESSONS: std::ops::RangeInclusive<u32> = 1..=11;
+
+/// Starts each program under strace, writing its trace to a file of `dir`.
+struct Strace {
+    dir: PathBuf,
+}
+
+impl Launch for Strace {
+    fn command(&self, exe: &Path, who: &'static str) -> Command {
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-ttt", "-T", "-s", "40", "-e", CALLS, "-o"])
+            .arg(self.dir.join(format!("{who}.strace")))
+            .arg("--")
+            .arg(exe);
+        command
+    }
+
+    /// strace's child: the server itself (strace would pass SIGINT on, but then
+    /// stops tracing and the server's last calls would be missing).
+    fn server_pid(&self, child: &Child) -> u32 {
+        let id = child.id();
+        std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok())
+            .unwrap_or(id)
+    }
+
+    fn client_wait(&self) -> Duration {
+        CLIENT_WAIT
+    }
+
+    fn programs(&self, lesson: &Lesson) -> Result<Programs, String> {
+        if lesson.number == 11 {
+            // The load runner has no server of its own: a small load on lesson 08's.
+            return Ok(Programs {
+                server_bin: "08_event_loop_server".into(),
+                client_bin: "11_load_test_client".into(),
+                client_args: ["--conns", "2", "--requests", "2", "--threads", "1"]
+                    .map(String::from)
+                    .to_vec(),
+            });
+        }
+        Launch::programs(&run::Direct, lesson)
+    }
+}
+
+pub fn command(args: &[String]) -> i32 {
+    if !strace_available() {
+        return error(
+            "strace is not installed: install it (Debian, Ubuntu: sudo apt-get install strace; \
+             .ci/run does) and run this again",
+        );
+    }
+    match args.first().map(String::as_str) {
+        Some("--book") if args.len() == 1 => book(),
+        Some("--book") => usage_error("trace --book takes no other arguments"),
+        _ => {
+            let mut svg = None;
+            let mut rest = Vec::new();
+            let mut args = args.iter();
+            while let Some(arg) = args.next() {
+                if arg == "--svg" {
+                    match args.next() {
+                        Some(file) => svg = Some(PathBuf::from(file)),
+                        None => return usage_error("--svg needs a file name"),
+                    }
+                } else {
+                    rest.push(arg.clone());
+                }
+            }
+            let lesson = match crate::lesson_arg(rest.first()) {
+                Ok(lesson) => lesson,
+                Err(status) => return status,
+            };
+            let svg = svg.unwrap_or_else(|| {
+                package_dir()
+                    .join("target")
+                    .join("traces")
+                    .join(format!("{}.svg", lesson.name))
+            });
+            trace(lesson, &rest, &svg, true)
+        }
+    }
+}
+
+fn strace_available() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Redraws book/src/traces/NN.svg for the chapters.
+fn book() -> i32 {
+    let mut status = 0;
+    for number in BOOK_LESSONS {
+        let Some(lesson) = lessons::LESSONS.iter().find(|l| l.number == number) else {
+            continue;
+        };
+        let svg = package_dir()
+            .join("book/src/traces")
+            .join(format!("{:02}.svg", lesson.number));
+        let args = vec![format!("{:02}", lesson.number)];
+        if trace(lesson, &args, &svg, false) != 0 {
+            status = 1;
+        }
+    }
+    status
+}
+
+/// Runs the pair under strace, prints the calls (all of them if `print_all`, else
+/// a count), writes the picture to `svg`.
+fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "workbook-trace-{}-{}-{nanos}",
+        lesson.name,
+        std::process::id()
+    ));
+    if let Err(err) = std::fs::create_dir(&dir) {
+        return error(&format!("cannot create {}: {err}", dir.display()));
+    }
+    let launch = Strace { dir: dir.clone() };
+    let status = run::run_with(args, &launch);
+    let server = read_bounded(&dir.join("server.strace"));
+    let client = read_bounded(&dir.join("client.strace"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (Some(server), Some(client)) = (server, client) else {
+        return error("strace wrote no trace (see above)");
+    };
+    let (server, _) = parse::parse(&server);
+    let (client, _) = parse::parse(&client);
+    let mut diagram = picture::diagram(&server, &client);
+    let total = diagram.steps.len();
+    diagram.cut_to(MOST_CALLS_PRINTED);
+    let shown_args = args[1..].join(" ");
+    let command = format!(
+        "cargo run -- trace {:02}{}{shown_args}",
+        lesson.number,
+        if shown_args.is_empty() { "" } else { " " }
+    );
+    let mut text =
+        format!("workbook │ the socket calls of both programs ({total}), as strace saw them:\n");
+    if print_all {
+        text.push_str(&diagram.text());
+    }
+    diagram.cut_to(picture::MOST_CALLS_SHOWN);
+    let title = format!("lesson {}: {command}", lesson.name);
+    let note = format!(
+        "the socket calls of the server and the client under strace -f; redraw: {}",
+        if print_all {
+            command.clone()
+        } else {
+            "cargo run -- trace --book".to_string()
+        }
+    );
+    if let Some(parent) = svg.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Err(err) = std::fs::write(svg, diagram.svg(&title, &note)) {
+        return error(&format!("cannot write {}: {err}", svg.display()));
+    }
+    text.push_str(&format!("workbook │ picture: {}\n", svg.display()));
+    print_or_exit(&text);
+    status
+}
+
+/// A trace file's first MOST_BYTES; None if there is none.
+fn read_bounded(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(MOST_BYTES).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
