@@ -437,7 +437,13 @@ fn arrows(lifelines: &[Lifeline], steps: &[Step]) -> Vec<Arrow> {
         let ok = call.errno.is_none() || call.errno.as_deref() == Some("EINPROGRESS");
         let side = side_of(step);
         match call.name.as_str() {
-            "connect" if ok && call.args.get(1).is_some_and(|a| a.contains("port=")) => {
+            "connect"
+                if ok
+                    && call
+                        .args
+                        .get(1)
+                        .is_some_and(|a| a.contains("port=") || a.contains("sun_path=")) =>
+            {
                 ends.push(End {
                     side,
                     pid_group: pids_of(lifelines, side),
@@ -837,5 +843,133 @@ impl Diagram {
             escape(&fit(&footer, ((width - 16.0) / CHAR) as usize))
         );
         svg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strace::parse::parse;
+
+    const SERVER_01: &str = include_str!("../../tests/traces/01_server.txt");
+    const CLIENT_01: &str = include_str!("../../tests/traces/01_client.txt");
+    const SERVER_05: &str = include_str!("../../tests/traces/05_server.txt");
+    const CLIENT_05: &str = include_str!("../../tests/traces/05_client.txt");
+
+    fn drawn(server: &str, client: &str) -> Diagram {
+        diagram(&parse(server).0, &parse(client).0)
+    }
+
+    #[test]
+    fn addresses_are_shortened_for_ipv4_ipv6_and_paths() {
+        assert_eq!(
+            address(
+                r#"{sa_family=AF_INET, sin_port=htons(8009), sin_addr=inet_addr("127.0.0.1")}"#
+            )
+            .as_deref(),
+            Some("127.0.0.1:8009")
+        );
+        assert_eq!(
+            address(r#"{sa_family=AF_INET6, sin6_port=htons(10015), sin6_flowinfo=htonl(0), inet_pton(AF_INET6, "::1", &sin6_addr), sin6_scope_id=0}"#)
+                .as_deref(),
+            Some("[::1]:10015")
+        );
+        assert_eq!(
+            address(r#"{sa_family=AF_UNIX, sun_path="/tmp/x.sock"}"#).as_deref(),
+            Some("unix:/tmp/x.sock")
+        );
+    }
+
+    #[test]
+    fn lesson_01_keeps_socket_calls_only_and_links_connect_to_accept() {
+        let diagram = drawn(SERVER_01, CLIENT_01);
+        // The program's own file reads (ELF, /proc/self/maps, the time zone) are gone.
+        assert!(
+            diagram.steps.iter().all(|s| !s.text.contains("ELF")),
+            "{}",
+            diagram.text()
+        );
+        let connect = diagram
+            .steps
+            .iter()
+            .position(|s| s.call.name == "connect")
+            .unwrap();
+        let accept = diagram
+            .steps
+            .iter()
+            .position(|s| s.call.name == "accept4" && s.call.value.is_some_and(|v| v >= 0))
+            .unwrap();
+        assert!(
+            diagram.arrows.contains(&Arrow {
+                from: connect,
+                to: accept
+            }),
+            "{}",
+            diagram.text()
+        );
+        assert!(
+            diagram.steps[accept].blocked,
+            "accept waited for the client"
+        );
+        // Each of the client's two sends arrives in one of the server's reads.
+        let sends_arriving = diagram
+            .arrows
+            .iter()
+            .filter(|a| diagram.steps[a.from].call.name == "sendto")
+            .filter(|a| diagram.lifelines[diagram.steps[a.from].lifeline].side == "client")
+            .count();
+        assert_eq!(sends_arriving, 2, "{}", diagram.text());
+    }
+
+    #[test]
+    fn lesson_05_pairs_each_connect_with_the_accept_of_its_port() {
+        let diagram = drawn(SERVER_05, CLIENT_05);
+        let text = diagram.text();
+        // The client's getsockname says each connection's own port; the accept that
+        // names that port as its peer is the one its connect completed.
+        let mut paired = 0;
+        for arrow in &diagram.arrows {
+            let (from, to) = (&diagram.steps[arrow.from], &diagram.steps[arrow.to]);
+            if from.call.name != "connect" {
+                continue;
+            }
+            let fd = from.call.fd().unwrap();
+            let own = diagram
+                .steps
+                .iter()
+                .find(|s| {
+                    s.call.name == "getsockname"
+                        && s.call.fd() == Some(fd)
+                        && diagram.lifelines[s.lifeline].side == "client"
+                })
+                .and_then(|s| address(&s.call.args[1]))
+                .unwrap();
+            let peer = address(&to.call.args[1]).unwrap();
+            assert_eq!(own, peer, "{text}");
+            paired += 1;
+        }
+        assert_eq!(paired, 3, "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("poll([") && l.contains(" ready [")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_svg_escapes_what_the_programs_sent_and_says_when_it_is_cut() {
+        let server = "1 1.0 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3 <0.000010>\n\
+                      1 1.1 accept4(3, {sa_family=AF_INET, sin_port=htons(5), sin_addr=inet_addr(\"127.0.0.1\")}, [16], SOCK_CLOEXEC) = 4 <0.1>\n\
+                      1 1.3 recvfrom(4, \"<a href='x'>&\\\"\", 4096, 0, NULL, NULL) = 14 <0.000010>\n\
+                      1 1.4 recvfrom(4, \"more\", 4096, 0, NULL, NULL) = 4 <0.000010>";
+        let mut diagram = drawn(server, "");
+        let svg = diagram.svg("a <title> & more", "note");
+        assert!(svg.contains("&lt;a href=&apos;x&apos;&gt;&amp;"), "{svg}");
+        assert!(svg.contains("a &lt;title&gt; &amp; more"));
+        assert!(!svg.contains("<a href"));
+        diagram.cut_to(2);
+        let svg = diagram.svg("t", "n");
+        assert!(svg.contains("cut: 2 more calls not drawn"), "{svg}");
+        assert!(diagram.text().contains("2 more calls not shown"));
     }
 }

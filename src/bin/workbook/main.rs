@@ -174,6 +174,7 @@ fn show_map() -> i32 {
          \x20 2. cargo run -- check 05 --port 8009\n\
          \x20                                 put a server of yours (any language) through lesson 05's checks\n\
          \x20 3. cargo run -- exercise        the exercises, and which are done\n\
+         \x20 4. cargo run -- trace 05        run 05 under strace: its system calls, drawn\n\
          The tests: cargo test (one lesson: cargo test --test 05_poll).\n",
     );
     print_or_exit(&text);

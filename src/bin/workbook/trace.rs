@@ -82,6 +82,12 @@ pub fn command(args: &[String]) -> i32 {
              .ci/run does) and run this again",
         );
     }
+    if let Err(why) = strace_can_trace() {
+        return error(&format!(
+            "strace cannot trace a program here ({why}): ptrace(2) is forbidden, e.g. in a \
+             container without CAP_SYS_PTRACE or with kernel.yama.ptrace_scope=3"
+        ));
+    }
     match args.first().map(String::as_str) {
         Some("--book") if args.len() == 1 => book(),
         Some("--book") => usage_error("trace --book takes no other arguments"),
@@ -121,6 +127,35 @@ fn strace_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Traces `true`: where ptrace(2) is forbidden strace is installed but cannot work.
+fn strace_can_trace() -> Result<(), String> {
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=none",
+            "-o",
+            "/dev/null",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| err.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(stderr
+            .lines()
+            .next()
+            .unwrap_or("it failed")
+            .trim()
+            .to_string())
+    }
 }
 
 /// Redraws book/src/traces/NN.svg for the chapters.
