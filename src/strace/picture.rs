@@ -432,11 +432,28 @@ fn arrows(lifelines: &[Lifeline], steps: &[Step]) -> Vec<Arrow> {
     let side_of = |step: &Step| lifelines[step.lifeline].side;
     // The ends made by connect (client) and accept (server), with ports seen later.
     let mut ends: Vec<End> = Vec::new();
+    // Datagram sockets (socket(.., SOCK_DGRAM, ..)): no connection to pair, only sends.
+    let mut datagram: Vec<End> = Vec::new();
     for (at, step) in steps.iter().enumerate() {
         let call = &step.call;
         let ok = call.errno.is_none() || call.errno.as_deref() == Some("EINPROGRESS");
         let side = side_of(step);
+        let fd = call.fd();
         match call.name.as_str() {
+            "socket"
+                if call.value.is_some_and(|v| v >= 0)
+                    && call.args.get(1).is_some_and(|a| a.contains("SOCK_DGRAM")) =>
+            {
+                datagram.push(End {
+                    side,
+                    pid_group: pids_of(lifelines, side),
+                    fd: call.value.unwrap_or(-1) as i32,
+                    made_by: at,
+                    peer_port: None,
+                    own_port: None,
+                })
+            }
+            "connect" if datagram.iter().any(|e| e.side == side && Some(e.fd) == fd) => {}
             "connect"
                 if ok
                     && call
@@ -462,7 +479,6 @@ fn arrows(lifelines: &[Lifeline], steps: &[Step]) -> Vec<Arrow> {
                 own_port: None,
             }),
             "getsockname" if ok => {
-                let fd = call.fd();
                 if let Some(end) = ends
                     .iter_mut()
                     .rev()
@@ -510,8 +526,16 @@ fn arrows(lifelines: &[Lifeline], steps: &[Step]) -> Vec<Arrow> {
             from: ends[c].made_by,
             to: ends[s].made_by,
         });
-        arrows.extend(data_arrows(steps, lifelines, &ends[c], &ends[s]));
-        arrows.extend(data_arrows(steps, lifelines, &ends[s], &ends[c]));
+        arrows.extend(data_arrows(steps, lifelines, &ends[c], &ends[s], 1));
+        arrows.extend(data_arrows(steps, lifelines, &ends[s], &ends[c], 1));
+    }
+    // Each client datagram socket with each server one (a lesson has one of each);
+    // an empty datagram counts.
+    for client in datagram.iter().filter(|e| e.side == "client") {
+        for server in datagram.iter().filter(|e| e.side == "server") {
+            arrows.extend(data_arrows(steps, lifelines, client, server, 0));
+            arrows.extend(data_arrows(steps, lifelines, server, client, 0));
+        }
     }
     arrows.sort_by_key(|a| (a.from, a.to));
     arrows.dedup();
@@ -552,20 +576,26 @@ fn steps_on(steps: &[Step], lifelines: &[Lifeline], end: &End) -> Vec<usize> {
 }
 
 /// An arrow from each write on `writer` to the first read on `reader` that returned
-/// data and ended after the write began.
-fn data_arrows(steps: &[Step], lifelines: &[Lifeline], writer: &End, reader: &End) -> Vec<Arrow> {
+/// at least `least` bytes and ended after the write began.
+fn data_arrows(
+    steps: &[Step],
+    lifelines: &[Lifeline],
+    writer: &End,
+    reader: &End,
+    least: i64,
+) -> Vec<Arrow> {
     let reads: Vec<usize> = steps_on(steps, lifelines, reader)
         .into_iter()
         .filter(|&at| {
             let call = &steps[at].call;
-            READS.contains(&call.name.as_str()) && call.value.is_some_and(|v| v > 0)
+            READS.contains(&call.name.as_str()) && call.value.is_some_and(|v| v >= least)
         })
         .collect();
     let mut arrows = Vec::new();
     let mut next_read = 0;
     for at in steps_on(steps, lifelines, writer) {
         let call = &steps[at].call;
-        if !WRITES.contains(&call.name.as_str()) || call.value.is_none_or(|v| v <= 0) {
+        if !WRITES.contains(&call.name.as_str()) || call.value.is_none_or(|v| v < least) {
             continue;
         }
         while next_read < reads.len() && steps[reads[next_read]].call.end() < call.start {
