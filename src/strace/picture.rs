@@ -702,13 +702,28 @@ impl Diagram {
         const LEFT: f64 = 70.0;
         const CHAR: f64 = 6.0;
         // Lifelines drawn: those with calls, at most MOST_LIFELINES.
-        let mut shown: Vec<usize> = Vec::new();
+        // The server's threads first (the lesson is about them), at least two of the
+        // client's, each side in the order its threads first appear.
+        let mut busy: Vec<usize> = Vec::new();
         for step in &self.steps {
-            if !shown.contains(&step.lifeline) && shown.len() < MOST_LIFELINES {
-                shown.push(step.lifeline);
+            if !busy.contains(&step.lifeline) {
+                busy.push(step.lifeline);
             }
         }
-        shown.sort_by_key(|&l| (self.lifelines[l].side != "server", l));
+        let of_side = |side: &str| -> Vec<usize> {
+            busy.iter()
+                .copied()
+                .filter(|&l| self.lifelines[l].side == side)
+                .collect()
+        };
+        let (servers, clients) = (of_side("server"), of_side("client"));
+        let client_room = clients
+            .len()
+            .min(2)
+            .max(MOST_LIFELINES.saturating_sub(servers.len()));
+        let server_room = MOST_LIFELINES - client_room.min(MOST_LIFELINES);
+        let mut shown: Vec<usize> = servers.into_iter().take(server_room).collect();
+        shown.extend(clients.into_iter().take(MOST_LIFELINES - shown.len()));
         let hidden_lifelines = self
             .steps
             .iter()
