@@ -46,7 +46,8 @@ usage: cargo run [-- COMMAND]
   exercise NN.K [--hint]           check one exercise (or show its hint)
   trace NN [CLIENT ARGS]           like run, each program under strace: prints the socket
                                    calls both made and draws them as a sequence diagram
-                                   (target/traces/NN_topic.svg; needs strace)
+                                   (target/traces/NN_topic.svg, beside strace's own
+                                   output; needs strace)
       --svg FILE                   draw it there instead
       --server-args \"ARGS\"         as for run
   trace --book                     redraw the chapters' pictures, book/src/traces/01-11.svg

@@ -30,9 +30,26 @@ const MOST_CALLS_PRINTED: usize = 3000;
 /// The lessons whose chapters show a trace (`trace --book`).
 const BOOK_LESSONS: std::ops::RangeInclusive<u32> = 1..=11;
 
-/// Starts each program under strace, writing its trace to a file of `dir`.
+/// Starts each program under strace, writing its trace to `files`.
 struct Strace {
-    dir: PathBuf,
+    files: Files,
+}
+
+/// Where strace writes the two raw traces (kept for the curious, replaced by the next
+/// trace of the same lesson): target/traces/NN_topic.server.strace and .client.strace.
+struct Files {
+    server: PathBuf,
+    client: PathBuf,
+}
+
+impl Files {
+    fn of(lesson: &Lesson) -> Files {
+        let dir = package_dir().join("target").join("traces");
+        Files {
+            server: dir.join(format!("{}.server.strace", lesson.name)),
+            client: dir.join(format!("{}.client.strace", lesson.name)),
+        }
+    }
 }
 
 impl Launch for Strace {
@@ -40,7 +57,11 @@ impl Launch for Strace {
         let mut command = Command::new("strace");
         command
             .args(["-f", "-ttt", "-T", "-s", "40", "-e", CALLS, "-o"])
-            .arg(self.dir.join(format!("{who}.strace")))
+            .arg(if who == "server" {
+                &self.files.server
+            } else {
+                &self.files.client
+            })
             .arg("--")
             .arg(exe);
         command
@@ -179,23 +200,21 @@ fn book() -> i32 {
 /// Runs the pair under strace, prints the calls (all of them if `print_all`, else
 /// a count), writes the picture to `svg`.
 fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "workbook-trace-{}-{}-{nanos}",
-        lesson.name,
-        std::process::id()
-    ));
-    if let Err(err) = std::fs::create_dir(&dir) {
-        return error(&format!("cannot create {}: {err}", dir.display()));
+    let files = Files::of(lesson);
+    // A trace left by an earlier run must not be read as this one's.
+    for file in [&files.server, &files.client] {
+        let _ = std::fs::remove_file(file);
+        if let Some(dir) = file.parent() {
+            if let Err(err) = std::fs::create_dir_all(dir) {
+                return error(&format!("cannot create {}: {err}", dir.display()));
+            }
+        }
     }
-    let launch = Strace { dir: dir.clone() };
+    let launch = Strace { files };
     let status = run::run_with(args, &launch);
-    let server = read_bounded(&dir.join("server.strace"));
-    let client = read_bounded(&dir.join("client.strace"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (Some(server), Some(client)) = (server, client) else {
+    let files = launch.files;
+    let (Some(server), Some(client)) = (read_bounded(&files.server), read_bounded(&files.client))
+    else {
         return error("strace wrote no trace (see above)");
     };
     let (server, _) = parse::parse(&server);
@@ -230,7 +249,12 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
     if let Err(err) = std::fs::write(svg, diagram.svg(&title, &note)) {
         return error(&format!("cannot write {}: {err}", svg.display()));
     }
-    text.push_str(&format!("workbook │ picture: {}\n", svg.display()));
+    text.push_str(&format!(
+        "workbook │ strace's own output: {} and {}\nworkbook │ picture: {}\n",
+        files.server.display(),
+        files.client.display(),
+        svg.display()
+    ));
     print_or_exit(&text);
     status
 }
