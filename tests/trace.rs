@@ -285,3 +285,57 @@ fn every_chapter_01_to_11_has_its_trace_picture() {
         );
     }
 }
+
+/// `trace 05 | head -3`: when nobody reads the output any more, the traced server is
+/// stopped too (strace ignores SIGINT while it runs a program: the signal must go to
+/// the server itself), so nothing is left listening.
+#[test]
+fn a_closed_stdout_stops_the_traced_server() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    if !tool_available("strace", &["-V"]) {
+        return;
+    }
+    let svg =
+        std::env::temp_dir().join(format!("workbook-trace-closed-{}.svg", std::process::id()));
+    let mut child = Command::new(WORKBOOK)
+        .args(["trace", "--svg", &svg.display().to_string(), "05"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix("server │ listening on ") {
+            port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let port = port.expect("no `listening on` line");
+    drop(lines);
+    let deadline = Instant::now() + FRONT_DOOR_WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("trace did not end after its stdout closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_file(&svg);
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the traced server still listens on {port} after trace ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

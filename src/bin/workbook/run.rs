@@ -23,7 +23,8 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// The programs this run started, so that a closed stdout (`run 05 | head`) stops
 /// them instead of leaving them running with nobody to stop them.
-static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Each with whether it runs the program under a tracer (then its child gets the signal).
+static STARTED: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
 
 /// Prints `text`; if stdout is gone, sends SIGINT to the programs started (a server
 /// stops on it by the contract, a client ends) and exits quietly.
@@ -35,8 +36,8 @@ fn show(text: &str) {
         .is_err()
     {
         let started = STARTED.lock().map(|pids| pids.clone()).unwrap_or_default();
-        for pid in started {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        for (pid, traced) in started {
+            let _ = kill(Pid::from_raw(to_signal(pid, traced) as i32), Signal::SIGINT);
         }
         remove_private_dir();
         std::process::exit(0);
@@ -57,9 +58,10 @@ pub trait Launch {
         let _ = who;
         Command::new(exe)
     }
-    /// The process to send SIGINT to, to stop the server started as `child`.
-    fn server_pid(&self, child: &Child) -> u32 {
-        child.id()
+    /// Whether `command` starts a tracer that starts the program: then SIGINT goes to
+    /// the tracer's child (strace ignores SIGINT while it runs a program).
+    fn traces(&self) -> bool {
+        false
     }
     /// How long the client may run before it is stopped.
     fn client_wait(&self) -> Duration {
@@ -84,6 +86,18 @@ pub struct Programs {
     pub client_bin: String,
     /// What the client gets when the user gives nothing.
     pub client_args: Vec<String>,
+}
+
+/// The process to send SIGINT to for the program started as `pid`: its child if it
+/// is a tracer (the first; itself if it has none yet).
+fn to_signal(pid: u32, traced: bool) -> u32 {
+    if !traced {
+        return pid;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(pid)
 }
 
 /// `run`: the programs as they are.
@@ -239,7 +253,7 @@ fn run_pair(
         Err(err) => return error(&format!("cannot start {server_bin}: {err}")),
     };
     if let Ok(mut started) = STARTED.lock() {
-        started.push(server.id());
+        started.push((server.id(), launch.traces()));
     }
     forward(&mut server, "server", &events);
     let listening = match wait_for_port(&received) {
@@ -272,7 +286,7 @@ fn run_pair(
         }
     };
     if let Ok(mut started) = STARTED.lock() {
-        started.push(client.id());
+        started.push((client.id(), launch.traces()));
     }
     forward(&mut client, "client", &events);
     drop(events);
@@ -291,7 +305,7 @@ fn run_pair(
                     "workbook │ the client ran for {} s: stopping it\n",
                     client_wait.as_secs()
                 ));
-                let _ = client.kill();
+                kill_program(&mut client, launch);
                 break;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -409,7 +423,7 @@ fn wait_for_port(received: &Receiver<Event>) -> Result<Listening, String> {
 /// Ctrl-C for the server (the program `launch` started it under, if any, passes it
 /// on), then its exit status (killed if it does not stop in time).
 fn stop(server: &mut Child, launch: &dyn Launch) -> Option<ExitStatus> {
-    let pid = launch.server_pid(server);
+    let pid = to_signal(server.id(), launch.traces());
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
     let deadline = Instant::now() + STOP_WAIT;
     while Instant::now() < deadline {
@@ -418,9 +432,19 @@ fn stop(server: &mut Child, launch: &dyn Launch) -> Option<ExitStatus> {
         }
         thread::sleep(Duration::from_millis(10));
     }
-    let _ = server.kill();
+    kill_program(server, launch);
     let _ = server.wait();
     None
+}
+
+/// SIGKILL for the program `child` runs (the traced one first: a tracer's death
+/// might leave it running, untraced).
+fn kill_program(child: &mut Child, launch: &dyn Launch) {
+    let target = to_signal(child.id(), launch.traces());
+    if target != child.id() {
+        let _ = kill(Pid::from_raw(target as i32), Signal::SIGKILL);
+    }
+    let _ = child.kill();
 }
 
 /// Shows the lines still coming, for up to `limit`.

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use workbook::strace::{parse, picture};
@@ -67,14 +67,8 @@ impl Launch for Strace {
         command
     }
 
-    /// strace's child: the server itself (strace would pass SIGINT on, but then
-    /// stops tracing and the server's last calls would be missing).
-    fn server_pid(&self, child: &Child) -> u32 {
-        let id = child.id();
-        std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
-            .ok()
-            .and_then(|text| text.split_whitespace().next()?.parse().ok())
-            .unwrap_or(id)
+    fn traces(&self) -> bool {
+        true
     }
 
     fn client_wait(&self) -> Duration {
