@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use workbook::strace::{parse, picture};
@@ -23,6 +24,8 @@ const CALLS: &str = "trace=socket,socketpair,bind,listen,accept,accept4,connect,
                      getsockname,getpeername,?io_uring_enter,clone,?clone3,?fork,?vfork";
 /// How long a traced client may run (strace slows it; the picture needs little).
 const CLIENT_WAIT: Duration = Duration::from_secs(10);
+/// The most both trace files may grow to while the programs run (the disk).
+const MOST_FILE_BYTES: u64 = 64 << 20;
 /// The most of a trace file read (a runaway program cannot fill the memory).
 const MOST_BYTES: u64 = 4 << 20;
 /// The most calls printed on the terminal.
@@ -204,9 +207,30 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
             }
         }
     }
-    let launch = Strace { files };
-    let status = run::run_with(args, &launch);
-    let files = launch.files;
+    // A busy client can make strace write tens of megabytes a second: past
+    // MOST_FILE_BYTES the client is stopped, as if it had run out of time.
+    let running = AtomicBool::new(true);
+    let too_big = AtomicBool::new(false);
+    let watched = [files.server.clone(), files.client.clone()];
+    let (status, files) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while running.load(Ordering::Relaxed) {
+                let size: u64 = watched
+                    .iter()
+                    .filter_map(|file| std::fs::metadata(file).ok())
+                    .map(|meta| meta.len())
+                    .sum();
+                if size > MOST_FILE_BYTES && !too_big.swap(true, Ordering::Relaxed) {
+                    stop_traced_client();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let launch = Strace { files };
+        let status = run::run_with(args, &launch);
+        running.store(false, Ordering::Relaxed);
+        (status, launch.files)
+    });
     let (Some(server), Some(client)) = (read_bounded(&files.server), read_bounded(&files.client))
     else {
         return error("strace wrote no trace (see above)");
@@ -222,8 +246,16 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
         lesson.number,
         if shown_args.is_empty() { "" } else { " " }
     );
-    let mut text =
-        format!("workbook │ the socket calls of both programs ({total}), as strace saw them:\n");
+    let mut text = String::new();
+    if too_big.load(Ordering::Relaxed) {
+        text.push_str(&format!(
+            "workbook │ the traces passed {} MB: the client was stopped there\n",
+            MOST_FILE_BYTES >> 20
+        ));
+    }
+    text.push_str(&format!(
+        "workbook │ the socket calls of both programs ({total}), as strace saw them:\n"
+    ));
     if print_all {
         text.push_str(&diagram.text());
     }
@@ -251,6 +283,31 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
     ));
     print_or_exit(&text);
     status
+}
+
+/// SIGINT for the traced client: a child of one of the straces this program started.
+fn stop_traced_client() {
+    let children = |pid: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map(|text| {
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for tracer in children(std::process::id()) {
+        for traced in children(tracer) {
+            let command = std::fs::read(format!("/proc/{traced}/cmdline")).unwrap_or_default();
+            let program = command.split(|b| *b == 0).next().unwrap_or_default();
+            if program.ends_with(b"_client") {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(traced as i32),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+            }
+        }
+    }
 }
 
 /// A trace file's first MOST_BYTES; None if there is none.
