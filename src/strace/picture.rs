@@ -195,6 +195,57 @@ pub fn address(text: &str) -> Option<String> {
     Some(format!("[{ip}]:{port}"))
 }
 
+/// A `struct timeval` strace showed as its 16 bytes (`"\n\0\0...`): `10 s`, `0.1 s`
+/// (`0 s` is no timeout).
+fn timeval(text: &str) -> Option<String> {
+    let bytes = unescape(text.strip_prefix('"')?.strip_suffix('"')?)?;
+    if bytes.len() != 16 {
+        return None;
+    }
+    let seconds = i64::from_le_bytes(bytes[..8].try_into().ok()?);
+    let micros = i64::from_le_bytes(bytes[8..].try_into().ok()?);
+    let value = seconds as f64 + micros as f64 / 1e6;
+    Some(format!("{} s", (value * 1000.0).round() / 1000.0))
+}
+
+/// The bytes of a string as strace escapes them (`\n`, `\t`, `\"`, `\\`, `\0` to `\377`).
+fn unescape(text: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut buffer = [0; 4];
+            bytes.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+            continue;
+        }
+        let byte = match chars.next()? {
+            'n' => b'\n',
+            't' => b'\t',
+            'r' => b'\r',
+            'v' => 0x0b,
+            'f' => 0x0c,
+            '"' => b'"',
+            '\\' => b'\\',
+            digit @ '0'..='7' => {
+                let mut value = digit.to_digit(8)?;
+                for _ in 0..2 {
+                    match chars.peek().and_then(|d| d.to_digit(8)) {
+                        Some(next) => {
+                            value = value * 8 + next;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                u8::try_from(value).ok()?
+            }
+            _ => return None,
+        };
+        bytes.push(byte);
+    }
+    Some(bytes)
+}
+
 /// The first string in `text` with its quotes (and strace's `...` if it was cut).
 fn first_string(text: &str) -> Option<String> {
     let start = text.find('"')?;
@@ -271,12 +322,11 @@ pub fn describe(call: &Call) -> String {
         }
         "getsockname" | "getpeername" => arg(0).to_string(),
         "setsockopt" | "getsockopt" => {
-            format!(
-                "{}, {}, {}",
-                arg(0),
-                arg(2),
-                arg(3).trim_matches(['[', ']'])
-            )
+            let value = match timeval(arg(3)) {
+                Some(seconds) if arg(2).contains("TIMEO") => seconds,
+                _ => short_string(arg(3).trim_matches(['[', ']'])),
+            };
+            format!("{}, {}, {value}", arg(0), arg(2).trim_end_matches("_OLD"))
         }
         "recvfrom" | "recvmsg" | "read" | "readv" => format!("{}, {}", arg(0), arg(2)),
         "sendto" | "write" => format!("{}, {}", arg(0), short_string(arg(1))),
@@ -903,6 +953,35 @@ mod tests {
 
     fn drawn(server: &str, client: &str) -> Diagram {
         diagram(&parse(server).0, &parse(client).0)
+    }
+
+    #[test]
+    fn a_timeout_option_shows_its_seconds() {
+        let call = |value: &str| Call {
+            pid: 1,
+            start: 0.0,
+            seconds: None,
+            name: "setsockopt".into(),
+            args: vec![
+                "3".into(),
+                "SOL_SOCKET".into(),
+                "SO_RCVTIMEO_OLD".into(),
+                value.into(),
+                "16".into(),
+            ],
+            value: Some(0),
+            errno: None,
+            detail: String::new(),
+        };
+        assert_eq!(
+            describe(&call(r#""\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0""#)),
+            "setsockopt(3, SO_RCVTIMEO, 10 s) = 0"
+        );
+        // 0 s and 999,999 µs (0x0f423f, little-endian: `?B\17`).
+        assert_eq!(
+            describe(&call(r#""\0\0\0\0\0\0\0\0?B\17\0\0\0\0\0""#)),
+            "setsockopt(3, SO_RCVTIMEO, 1 s) = 0"
+        );
     }
 
     #[test]
