@@ -50,7 +50,7 @@ usage: cargo run [-- COMMAND]
                                    output; needs strace)
       --svg FILE                   draw it there instead
       --server-args \"ARGS\"         as for run
-  trace --book                     redraw the chapters' pictures, book/src/traces/01-11.svg
+  trace --book                     redraw the chapters' pictures, book/src/traces/01-17.svg
   -h, --help                       this text
 ";
 

@@ -31,7 +31,7 @@ const MOST_BYTES: u64 = 4 << 20;
 /// The most calls printed on the terminal.
 const MOST_CALLS_PRINTED: usize = 3000;
 /// The lessons whose chapters show a trace (`trace --book`).
-const BOOK_LESSONS: std::ops::RangeInclusive<u32> = 1..=11;
+const BOOK_LESSONS: std::ops::RangeInclusive<u32> = 1..=17;
 
 /// Starts each program under strace, writing its trace to `files`.
 struct Strace {
