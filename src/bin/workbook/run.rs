@@ -51,7 +51,7 @@ enum Event {
 }
 
 /// How `run_with` starts the two programs: as they are (`run`), or under a tracer
-/// (`trace`, src/bin/workbook/trace/).
+/// (`trace`, src/bin/workbook/trace.rs).
 pub trait Launch {
     /// The command that starts `exe`; `who` is "server" or "client".
     fn command(&self, exe: &Path, who: &'static str) -> Command {

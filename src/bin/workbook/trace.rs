@@ -57,6 +57,10 @@ impl Files {
 
 impl Launch for Strace {
     fn command(&self, exe: &Path, who: &'static str) -> Command {
+        // -f: every thread and child process, each line with its pid; -ttt: when each
+        // call began, in seconds since the epoch (the two programs' traces share one
+        // clock, and a run over midnight still sorts); -T: how long it took; -s 40:
+        // the first 40 bytes of each buffer.
         let mut command = Command::new("strace");
         command
             .args(["-f", "-ttt", "-T", "-s", "40", "-e", CALLS, "-o"])
@@ -235,8 +239,8 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
     else {
         return error("strace wrote no trace (see above)");
     };
-    let (server, _) = parse::parse(&server);
-    let (client, _) = parse::parse(&client);
+    let (server, server_unread) = parse::parse(&server);
+    let (client, client_unread) = parse::parse(&client);
     let mut diagram = picture::diagram(&server, &client);
     let total = diagram.steps.len();
     diagram.cut_to(MOST_CALLS_PRINTED);
@@ -251,6 +255,12 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
         text.push_str(&format!(
             "workbook │ the traces passed {} MB: the client was stopped there\n",
             MOST_FILE_BYTES >> 20
+        ));
+    }
+    if server_unread + client_unread > 0 {
+        text.push_str(&format!(
+            "workbook │ {} lines of strace's output were not understood and are left out\n",
+            server_unread + client_unread
         ));
     }
     text.push_str(&format!(
