@@ -625,8 +625,9 @@ fn steps_on(steps: &[Step], lifelines: &[Lifeline], end: &End) -> Vec<usize> {
     on
 }
 
-/// An arrow from each write on `writer` to the first read on `reader` that returned
-/// at least `least` bytes and ended after the write began.
+/// An arrow from each write on `writer` to the read on `reader` that got its first
+/// byte (`least` 1, a stream), or to the first read that ended after the write began
+/// (`least` 0, datagrams, where an empty one counts).
 fn data_arrows(
     steps: &[Step],
     lifelines: &[Lifeline],
@@ -642,6 +643,31 @@ fn data_arrows(
         })
         .collect();
     let mut arrows = Vec::new();
+    if least > 0 {
+        // A stream keeps the bytes in order: the write whose first byte is the n-th
+        // byte sent arrives in the read that returned the n-th byte (several writes
+        // can land in one read, one write can span several).
+        let mut read_up_to = Vec::new();
+        let mut received = 0;
+        for &read in &reads {
+            received += steps[read].call.value.unwrap_or(0);
+            read_up_to.push((received, read));
+        }
+        let mut sent = 0;
+        for at in steps_on(steps, lifelines, writer) {
+            let call = &steps[at].call;
+            if !WRITES.contains(&call.name.as_str()) || call.value.is_none_or(|v| v < 1) {
+                continue;
+            }
+            let first = sent;
+            sent += call.value.unwrap_or(0);
+            if let Some(&(_, read)) = read_up_to.iter().find(|(up_to, _)| *up_to > first) {
+                arrows.push(Arrow { from: at, to: read });
+            }
+        }
+        return arrows;
+    }
+    // Datagrams: each goes to the first read that ended after it was sent.
     let mut next_read = 0;
     for at in steps_on(steps, lifelines, writer) {
         let call = &steps[at].call;
@@ -981,6 +1007,40 @@ mod tests {
         assert_eq!(
             describe(&call(r#""\0\0\0\0\0\0\0\0?B\17\0\0\0\0\0""#)),
             "setsockopt(3, SO_RCVTIMEO, 1 s) = 0"
+        );
+    }
+
+    #[test]
+    fn each_write_points_at_the_read_that_got_its_first_byte() {
+        let server = "1 1.0 accept4(3, {sa_family=AF_INET, sin_port=htons(5000), sin_addr=inet_addr(\"127.0.0.1\")}, [16], SOCK_CLOEXEC) = 4 <0.5>\n\
+                      1 1.6 recvfrom(4, \"abc\", 4096, 0, NULL, NULL) = 3 <0.000010>\n\
+                      1 1.7 recvfrom(4, \"d\", 4096, 0, NULL, NULL) = 1 <0.000010>";
+        let client = "2 1.1 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3 <0.000010>\n\
+                      2 1.2 connect(3, {sa_family=AF_INET, sin_port=htons(8000), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = 0 <0.000010>\n\
+                      2 1.3 sendto(3, \"ab\", 2, MSG_NOSIGNAL, NULL, 0) = 2 <0.000010>\n\
+                      2 1.4 sendto(3, \"cd\", 2, MSG_NOSIGNAL, NULL, 0) = 2 <0.000010>\n\
+                      2 1.5 sendto(3, \"e\", 1, MSG_NOSIGNAL, NULL, 0) = 1 <0.000010>";
+        let diagram = drawn(server, client);
+        let at = |text: &str| {
+            diagram
+                .steps
+                .iter()
+                .position(|s| s.text.contains(text))
+                .unwrap_or_else(|| panic!("no {text} in {}", diagram.text()))
+        };
+        let (ab, cd, e) = (at("\"ab\""), at("\"cd\""), at("\"e\""));
+        let (abc, d) = (at("\"abc\""), at("= 1 \"d\""));
+        for arrow in [Arrow { from: ab, to: abc }, Arrow { from: cd, to: abc }] {
+            assert!(diagram.arrows.contains(&arrow), "{}", diagram.text());
+        }
+        // "e" (the 5th byte) was never read: no arrow, rather than a wrong one to "d".
+        assert!(
+            !diagram
+                .arrows
+                .iter()
+                .any(|a| a.from == e || (a.to == d && a.from != cd)),
+            "{}",
+            diagram.text()
         );
     }
 
