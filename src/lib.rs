@@ -14,6 +14,8 @@
 //! - [`echo_client`]: the many-connection client of the echo lessons (04 and up);
 //! - [`time`]: the `ctime` format of Python's `time.ctime()`;
 //! - [`tls`]: PEM files, a client that trusts one CA, TLS errors in a line (lesson 14);
+//! - [`strace`]: strace output read and drawn as a sequence diagram (the front door's
+//!   `trace NN`; a tool, not a lesson);
 //! - here: [`exit_with_error`], one clear `error: ...` line and exit status 1, with a
 //!   hint where one helps; [`print_line`] and [`exit_on_stdout_error`], stdout for
 //!   the clients and tools, which stop quietly when nobody reads it any more.
@@ -29,6 +31,7 @@ pub mod output;
 pub mod protocol;
 pub mod show;
 pub mod signal;
+pub mod strace;
 pub mod time;
 pub mod tls;
 

@@ -3,6 +3,7 @@
 //!   cargo run -- run 05 [CLIENT ARGS]     one lesson's server and client in one terminal
 //!   cargo run -- check 05 [--port P]      the lesson's protocol checks against any server
 //!   cargo run -- exercise [05.3] [--hint] an exercise's check: passed, or not yet
+//!   cargo run -- trace 05 [CLIENT ARGS]   `run 05` under strace: its system calls drawn
 //!
 //! It is a tool around the lessons, not a lesson: nothing here needs reading to learn
 //! sockets.
@@ -10,6 +11,7 @@
 mod exercises;
 mod lessons;
 mod run;
+mod trace;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -42,6 +44,13 @@ usage: cargo run [-- COMMAND]
       --misbehave MODE             lesson 17: check a server started with --misbehave MODE
   exercise                         every exercise and whether it is done yet
   exercise NN.K [--hint]           check one exercise (or show its hint)
+  trace NN [CLIENT ARGS]           like run, each program under strace: prints the socket
+                                   calls both made and draws them as a sequence diagram
+                                   (target/traces/NN_topic.svg, beside strace's own
+                                   output; needs strace)
+      --svg FILE                   draw it there instead
+      --server-args \"ARGS\"         as for run
+  trace --book                     redraw the chapters' pictures, book/src/traces/01-17.svg
   -h, --help                       this text
 ";
 
@@ -56,6 +65,7 @@ fn main() {
         Some("run") => run::run(&args[1..]),
         Some("check") => check(&args[1..]),
         Some("exercise" | "exercises") => exercises::command(&args[1..]),
+        Some("trace") => trace::command(&args[1..]),
         Some(other) => usage_error(&format!("unknown command '{other}'")),
     };
     std::process::exit(status);
@@ -165,6 +175,7 @@ fn show_map() -> i32 {
          \x20 2. cargo run -- check 05 --port 8009\n\
          \x20                                 put a server of yours (any language) through lesson 05's checks\n\
          \x20 3. cargo run -- exercise        the exercises, and which are done\n\
+         \x20 4. cargo run -- trace 05        run 05 under strace: its system calls, drawn\n\
          The tests: cargo test (one lesson: cargo test --test 05_poll).\n",
     );
     print_or_exit(&text);

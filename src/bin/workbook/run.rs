@@ -1,7 +1,7 @@
 //! `cargo run -- run NN [CLIENT ARGS]`: a lesson's server and client in one terminal.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::lessons::Lesson;
 use crate::{error, lesson_arg, usage_error};
 
 /// How long the server may take to print `listening on` (a first build is not counted).
@@ -22,7 +23,8 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// The programs this run started, so that a closed stdout (`run 05 | head`) stops
 /// them instead of leaving them running with nobody to stop them.
-static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Each with whether it runs the program under a tracer (then its child gets the signal).
+static STARTED: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
 
 /// Prints `text`; if stdout is gone, sends SIGINT to the programs started (a server
 /// stops on it by the contract, a client ends) and exits quietly.
@@ -34,8 +36,8 @@ fn show(text: &str) {
         .is_err()
     {
         let started = STARTED.lock().map(|pids| pids.clone()).unwrap_or_default();
-        for pid in started {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+        for (pid, traced) in started {
+            let _ = kill(Pid::from_raw(to_signal(pid, traced) as i32), Signal::SIGINT);
         }
         remove_private_dir();
         std::process::exit(0);
@@ -48,14 +50,74 @@ enum Event {
     Closed(&'static str),
 }
 
+/// How `run_with` starts the two programs: as they are (`run`), or under a tracer
+/// (`trace`, src/bin/workbook/trace.rs).
+pub trait Launch {
+    /// The command that starts `exe`; `who` is "server" or "client".
+    fn command(&self, exe: &Path, who: &'static str) -> Command {
+        let _ = who;
+        Command::new(exe)
+    }
+    /// Whether `command` starts a tracer that starts the program: then SIGINT goes to
+    /// the tracer's child (strace ignores SIGINT while it runs a program).
+    fn traces(&self) -> bool {
+        false
+    }
+    /// How long the client may run before it is stopped.
+    fn client_wait(&self) -> Duration {
+        CLIENT_WAIT
+    }
+    /// The server, the client and the client's default arguments for `lesson`.
+    fn programs(&self, lesson: &Lesson) -> Result<Programs, String> {
+        if let Some(why) = lesson.not_a_pair {
+            return Err(why.to_string());
+        }
+        Ok(Programs {
+            server_bin: format!("{}_server", lesson.name),
+            client_bin: format!("{}_client", lesson.name),
+            client_args: lesson.client_args.iter().map(|a| a.to_string()).collect(),
+        })
+    }
+}
+
+/// The two programs a run starts.
+pub struct Programs {
+    pub server_bin: String,
+    pub client_bin: String,
+    /// What the client gets when the user gives nothing.
+    pub client_args: Vec<String>,
+}
+
+/// The process to send SIGINT to for the program started as `pid`: its child if it
+/// is a tracer (the first; itself if it has none yet).
+fn to_signal(pid: u32, traced: bool) -> u32 {
+    if !traced {
+        return pid;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(pid)
+}
+
+/// `run`: the programs as they are.
+pub struct Direct;
+impl Launch for Direct {}
+
 pub fn run(args: &[String]) -> i32 {
+    run_with(args, &Direct)
+}
+
+/// Runs lesson `args[0]`'s server and client, started by `launch`; the exit status.
+pub fn run_with(args: &[String], launch: &dyn Launch) -> i32 {
     let lesson = match lesson_arg(args.first()) {
         Ok(lesson) => lesson,
         Err(status) => return status,
     };
-    if let Some(why) = lesson.not_a_pair {
-        return error(why);
-    }
+    let programs = match launch.programs(lesson) {
+        Ok(programs) => programs,
+        Err(why) => return error(&why),
+    };
     let mut server_args: Vec<String> = Vec::new();
     let mut client_args: Vec<String> = Vec::new();
     let mut rest = args[1..].iter();
@@ -70,7 +132,7 @@ pub fn run(args: &[String]) -> i32 {
         }
     }
     if client_args.is_empty() {
-        client_args = lesson.client_args.iter().map(|a| a.to_string()).collect();
+        client_args = programs.client_args;
     }
     // A TLS lesson's client must trust the CA its server made (or was given): pass
     // it, as a learner would, unless the user chose one.
@@ -84,8 +146,11 @@ pub fn run(args: &[String]) -> i32 {
         let ca = workbook::tls::ca_file(&cert_dir);
         client_args.splice(0..0, ["--ca".to_string(), ca.display().to_string()]);
     }
-    let server_bin = format!("{}_server", lesson.name);
-    let client_bin = format!("{}_client", lesson.name);
+    let Programs {
+        server_bin,
+        client_bin,
+        ..
+    } = programs;
     if let Err(message) = build(&[&server_bin, &client_bin]) {
         return error(&message);
     }
@@ -120,6 +185,7 @@ pub fn run(args: &[String]) -> i32 {
         &bin_dir,
         &server_args,
         &client_args,
+        launch,
     );
     remove_private_dir();
     status
@@ -171,9 +237,11 @@ fn run_pair(
     bin_dir: &std::path::Path,
     server_args: &[String],
     client_args: &[String],
+    launch: &dyn Launch,
 ) -> i32 {
     let (events, received) = mpsc::channel();
-    let mut server = match Command::new(bin_dir.join(server_bin))
+    let mut server = match launch
+        .command(&bin_dir.join(server_bin), "server")
         .args(server_args)
         .args(["--port", "0"])
         .stdin(Stdio::null())
@@ -185,13 +253,13 @@ fn run_pair(
         Err(err) => return error(&format!("cannot start {server_bin}: {err}")),
     };
     if let Ok(mut started) = STARTED.lock() {
-        started.push(server.id());
+        started.push((server.id(), launch.traces()));
     }
     forward(&mut server, "server", &events);
     let listening = match wait_for_port(&received) {
         Ok(listening) => listening,
         Err(message) => {
-            stop(&mut server);
+            stop(&mut server, launch);
             drain(&received, Duration::from_millis(200));
             return error(&message);
         }
@@ -202,7 +270,8 @@ fn run_pair(
         client_args.join(" "),
         address_args.join(" ")
     ));
-    let mut client = match Command::new(bin_dir.join(client_bin))
+    let mut client = match launch
+        .command(&bin_dir.join(client_bin), "client")
         .args(client_args)
         .args(&address_args)
         .stdin(Stdio::null())
@@ -212,18 +281,19 @@ fn run_pair(
     {
         Ok(child) => child,
         Err(err) => {
-            stop(&mut server);
+            stop(&mut server, launch);
             return error(&format!("cannot start {client_bin}: {err}"));
         }
     };
     if let Ok(mut started) = STARTED.lock() {
-        started.push(client.id());
+        started.push((client.id(), launch.traces()));
     }
     forward(&mut client, "client", &events);
     drop(events);
 
     // Show both programs' lines as they come, until the client has ended.
-    let deadline = Instant::now() + CLIENT_WAIT;
+    let client_wait = launch.client_wait();
+    let deadline = Instant::now() + client_wait;
     let mut client_streams_open = 2;
     while client_streams_open > 0 {
         match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -233,9 +303,9 @@ fn run_pair(
             Err(RecvTimeoutError::Timeout) => {
                 show(&format!(
                     "workbook │ the client ran for {} s: stopping it\n",
-                    CLIENT_WAIT.as_secs()
+                    client_wait.as_secs()
                 ));
-                let _ = client.kill();
+                kill_program(&mut client, launch);
                 break;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -246,7 +316,7 @@ fn run_pair(
         "workbook │ client {}; stopping the server with SIGINT (Ctrl-C)\n",
         describe(client_status)
     ));
-    let server_status = stop(&mut server);
+    let server_status = stop(&mut server, launch);
     drain(&received, Duration::from_millis(500));
     show(&format!("workbook │ server {}\n", describe(server_status)));
     client_status.and_then(|status| status.code()).unwrap_or(1)
@@ -350,9 +420,11 @@ fn wait_for_port(received: &Receiver<Event>) -> Result<Listening, String> {
     }
 }
 
-/// Ctrl-C for the server, then its exit status (killed if it does not stop in time).
-fn stop(server: &mut Child) -> Option<ExitStatus> {
-    let _ = kill(Pid::from_raw(server.id() as i32), Signal::SIGINT);
+/// Ctrl-C for the server (the program `launch` started it under, if any, passes it
+/// on), then its exit status (killed if it does not stop in time).
+fn stop(server: &mut Child, launch: &dyn Launch) -> Option<ExitStatus> {
+    let pid = to_signal(server.id(), launch.traces());
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
     let deadline = Instant::now() + STOP_WAIT;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = server.try_wait() {
@@ -360,9 +432,19 @@ fn stop(server: &mut Child) -> Option<ExitStatus> {
         }
         thread::sleep(Duration::from_millis(10));
     }
-    let _ = server.kill();
+    kill_program(server, launch);
     let _ = server.wait();
     None
+}
+
+/// SIGKILL for the program `child` runs (the traced one first: a tracer's death
+/// might leave it running, untraced).
+fn kill_program(child: &mut Child, launch: &dyn Launch) {
+    let target = to_signal(child.id(), launch.traces());
+    if target != child.id() {
+        let _ = kill(Pid::from_raw(target as i32), Signal::SIGKILL);
+    }
+    let _ = child.kill();
 }
 
 /// Shows the lines still coming, for up to `limit`.
