@@ -148,6 +148,31 @@ asyncio.run(main(int(sys.argv[1])))
             );
         }
     }
+    /// The chapter's side-by-side: the same server in Python's asyncio
+    /// (lessons/18_async/asyncio_echo.py) passes the same checks, and stops on Ctrl-C
+    /// with a client connected, closing it.
+    #[test]
+    fn the_python_asyncio_server_passes_the_same_checks() {
+        if !tool_available("python3", &["--version"]) {
+            return;
+        }
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/lessons/18_async/asyncio_echo.py"
+        );
+        support::protocol::all_checks_pass(18, "python3", &[script, "--quiet"]);
+        let server = Server::start("python3", &[script, "--quiet"]);
+        let mut client = connect(server.addr);
+        round_trip(&mut client, b"hello asyncio\n");
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+        assert!(
+            exited.stdout.contains("closed 1 connections still open"),
+            "{}",
+            exited.stdout
+        );
+        assert_same_bytes(&read_to_eof(&mut client), b"", "after Ctrl-C");
+    }
 }
 
 mod lesson {
@@ -417,6 +442,71 @@ mod lesson {
     fn survives_a_stalled_stdout() {
         for mode in MODES {
             contract::survives_stalled_stdout(SERVER, mode, echo::busy_with_logging);
+        }
+    }
+}
+
+mod exercises {
+    //! The chapter's exercises, ignored until you do them: `cargo run -- exercise 18.K`
+    //! or `cargo test --test 18_async -- --ignored exercise_K`. Reference solutions
+    //! are in `exercises/18_async/`.
+
+    use super::*;
+    use support::echo::eventually;
+
+    /// 18.1: `--idle-timeout SECS`: a connection that sends nothing for SECS is closed
+    /// (`tokio::time::timeout` around the read), with a log line that says so. A
+    /// client that keeps talking is not.
+    #[test]
+    #[ignore = "exercise 18.1: cargo run -- exercise 18.1"]
+    fn exercise_1_idle_timeout() {
+        for runtime in ["current", "multi"] {
+            let mut server = Server::start(SERVER, &["--runtime", runtime, "--idle-timeout", "1"]);
+            let mut idle = connect(server.addr);
+            let closed = read_until_closed(&mut idle, WAIT);
+            assert_eq!(
+                closed.as_deref(),
+                Some(&b""[..]),
+                "--runtime {runtime}: the idle connection was not closed; {}",
+                server.last_lines()
+            );
+            let line = server.wait_for_line(log::DISCONNECTED);
+            assert!(line.contains("idle"), "{line}");
+            let mut talking = connect(server.addr);
+            round_trip(&mut talking, b"still here\n");
+            let exited = server.stop(SIGINT);
+            assert_clean_shutdown(&exited);
+        }
+    }
+
+    /// 18.2: `--max-conns N`: at most N connections are served at once (a
+    /// `tokio::sync::Semaphore`, a permit per connection task); the next client waits
+    /// in the kernel's listen backlog, as with lesson 06's `--max-threads`, and is
+    /// served once one leaves.
+    #[test]
+    #[ignore = "exercise 18.2: cargo run -- exercise 18.2"]
+    fn exercise_2_max_conns() {
+        for runtime in ["current", "multi"] {
+            let server = Server::start(SERVER, &["--runtime", runtime, "--max-conns", "2"]);
+            let mut first = connect(server.addr);
+            let mut second = connect(server.addr);
+            round_trip(&mut first, b"one\n");
+            round_trip(&mut second, b"two\n");
+            let mut third = connect(server.addr);
+            third.write_all(b"three\n").unwrap();
+            let mut queued = 0;
+            assert!(
+                eventually(|| {
+                    queued = server.accept_queue();
+                    queued == 1
+                }),
+                "--runtime {runtime}: the third client should wait in the backlog \
+                 (accept queue {queued}); {}",
+                server.last_lines()
+            );
+            drop(first);
+            let echo = read_exactly(&mut third, 6);
+            assert_same_bytes(&echo, b"three\n", "the third client, once the first left");
         }
     }
 }
