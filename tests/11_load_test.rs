@@ -53,6 +53,26 @@ fn fake_server(serve: impl FnOnce(TcpListener) + Send + 'static) -> String {
     port
 }
 
+/// An echo server on one connection that stalls 300 ms before its first echo (a
+/// server stopped with kill -STOP, a garbage collection, a page fault storm).
+fn stalling_echo_server() -> String {
+    fake_server(move |listener| {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buffer = [0u8; 4096];
+        let mut stalled = false;
+        while let Ok(n @ 1..) = stream.read(&mut buffer) {
+            if !stalled {
+                // The stall, on purpose.
+                thread::sleep(std::time::Duration::from_millis(300));
+                stalled = true;
+            }
+            if stream.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+    })
+}
+
 fn summary_field(stdout: &str, name: &str) -> f64 {
     let line = stdout
         .lines()
@@ -498,7 +518,9 @@ mod lesson {
             "--rounds",
             "1",
             "--models",
-            "05,08,10",
+            "05,08,10,18",
+            "--rates",
+            "2000",
             "--out",
             &out_text,
             "--svg",
@@ -520,13 +542,93 @@ mod lesson {
             "| 08 epoll, level-triggered |",
             "| 08 epoll, edge-triggered |",
             "| 10 socketserver, threading |",
+            "| 18 tokio, current-thread |",
+            "| 18 tokio, multi-thread |",
+            "| 18 mio |",
+            "**open loop, 2,000 requests/s, 50 x 64 B**",
+            "server CPU per request (us)",
+            "p99.9 (us)",
         ] {
             assert!(table.contains(needle), "{needle} missing in:\n{table}");
         }
         assert!(!table.contains("errors:"), "{table}");
+        // The open-loop table has the models it compares (06, 08 level, 18, 19), not
+        // the others.
+        let open_loop = table.split("**open loop").nth(1).unwrap_or_default();
+        for (row, wanted) in [
+            ("| 08 epoll, level-triggered |", true),
+            ("| 18 tokio, current-thread |", true),
+            ("| 18 mio |", true),
+            ("| 05 poll |", false),
+            ("| 08 epoll, edge-triggered |", false),
+        ] {
+            assert_eq!(open_loop.contains(row), wanted, "{row} in:\n{open_loop}");
+        }
         assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
         let _ = std::fs::remove_file(out);
         let _ = std::fs::remove_file(svg);
+    }
+
+    /// `--rate R`: the run's requests are due on a schedule, and each latency counts
+    /// from when its request was due (the approach of the old exercise 11.1, now part
+    /// of the lesson). A server that stalls 300 ms before its first echo: the 30
+    /// requests due during the stall waited for it, from 300 ms (the first) down to
+    /// 10 ms, so at least half of the 40 took 100 ms or more. That is a lower bound
+    /// that a slow machine can only raise; a client that measures from when it
+    /// actually sent (coordinated omission) sees one slow request and a median of
+    /// microseconds.
+    #[test]
+    fn open_loop_counts_from_when_each_request_was_due() {
+        let port = stalling_echo_server();
+        let args = [
+            "--port",
+            &port,
+            "--conns",
+            "1",
+            "--requests",
+            "40",
+            "--rate",
+            "100",
+        ];
+        let stdout = load_ok(&args);
+        assert!(
+            stdout.contains("open loop: 100 requests/s in all, 100.0 per connection"),
+            "no line saying the run was an open loop:\n{stdout}"
+        );
+        assert_eq!(summary_field(&stdout, "requests"), 40.0, "{stdout}");
+        // 90 ms, not 100: a percentile is the lower bound of its bucket (1.6% low).
+        let p50 = summary_field(&stdout, "p50_us");
+        assert!(
+            p50 >= 90_000.0,
+            "p50 {p50} us: requests due during the stall must count the time they \
+             waited for it\n{stdout}"
+        );
+    }
+
+    /// `--rate` is the run's rate, shared by the connections: 4 connections at 400
+    /// requests/s are 100 each, every request checked.
+    #[test]
+    fn open_loop_rate_is_shared_by_the_connections() {
+        let server = Server::start(POLL_SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let args = [
+            "--port",
+            &port,
+            "--conns",
+            "4",
+            "--requests",
+            "20",
+            "--rate",
+            "400",
+        ];
+        let stdout = load_ok(&args);
+        assert!(
+            stdout.contains("open loop: 400 requests/s in all, 100.0 per connection"),
+            "{stdout}"
+        );
+        assert_eq!(summary_field(&stdout, "requests"), 80.0, "{stdout}");
+        assert_eq!(summary_field(&stdout, "errors"), 0.0, "{stdout}");
+        assert_usage_error(&run(CLIENT, &["--port", &port, "--rate", "0"], b""));
     }
 
     #[test]
@@ -544,35 +646,19 @@ mod lesson {
 mod exercises {
     use super::*;
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
     use support::echo::eventually;
     use workbook::log;
 
-    /// 11.1: `--rate R` sends each connection's requests on a schedule, R per second,
-    /// and measures each latency from when its request was due. A server that stalls
-    /// 300 ms before its first echo: the 30 requests due during the stall waited for
-    /// it, from 300 ms (the first) down to 10 ms, so at least half of the 40 took
-    /// 100 ms or more. That is a lower bound that a slow machine can only raise; a
-    /// client that measures from when it actually sent (coordinated omission) sees one
-    /// slow request and a median of microseconds.
+    /// 11.1: with `--rate`, the client also reports the latency counted from when each
+    /// request actually left (`left_p50_us`, ...): what a client with coordinated
+    /// omission would report. A server that stalls 300 ms before its first echo: from
+    /// when they were due, most of the 40 requests waited for the stall (p50 of
+    /// 100 ms or more); from when they left, only the first did, and the others were
+    /// sent after it and answered at once (p50 under 50 ms, in practice microseconds).
     #[test]
     #[ignore = "exercise 11.1: cargo run -- exercise 11.1"]
-    fn exercise_1_open_loop_rate() {
-        let port = fake_server(move |listener| {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buffer = [0u8; 4096];
-            let mut stalled = false;
-            while let Ok(n @ 1..) = stream.read(&mut buffer) {
-                if !stalled {
-                    // The stall, on purpose: a server paused (kill -STOP) for 300 ms.
-                    thread::sleep(Duration::from_millis(300));
-                    stalled = true;
-                }
-                if stream.write_all(&buffer[..n]).is_err() {
-                    break;
-                }
-            }
-        });
+    fn exercise_1_latency_from_when_it_left() {
+        let port = stalling_echo_server();
         let args = [
             "--port",
             &port,
@@ -584,17 +670,24 @@ mod exercises {
             "100",
         ];
         let stdout = load_ok(&args);
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with("summary "))
+            .unwrap_or_default();
         assert!(
-            stdout.contains("open loop"),
-            "no line saying the run was an open loop:\n{stdout}"
+            line.contains(" left_p50_us=") && line.contains(" left_p99_us="),
+            "the summary line has no left_p50_us and left_p99_us:\n{stdout}"
         );
-        assert_eq!(summary_field(&stdout, "requests"), 40.0, "{stdout}");
-        // 90 ms, not 100: a percentile is the lower bound of its bucket (1.6% low).
-        let p50 = summary_field(&stdout, "p50_us");
+        let due_p50 = summary_field(&stdout, "p50_us");
+        let left_p50 = summary_field(&stdout, "left_p50_us");
         assert!(
-            p50 >= 90_000.0,
-            "p50 {p50} us: requests due during the stall must count the time they \
-             waited for it\n{stdout}"
+            due_p50 >= 90_000.0,
+            "p50 from when due: {due_p50} us\n{stdout}"
+        );
+        assert!(
+            left_p50 < 50_000.0,
+            "p50 from when each request left: {left_p50} us; only the first request \
+             left before the stall\n{stdout}"
         );
     }
 

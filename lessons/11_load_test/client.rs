@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
-use nix::sys::time::TimeValLike;
+use nix::sys::time::{TimeSpec, TimeValLike};
+use nix::sys::timer::Expiration;
+use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags, TimerSetTimeFlags};
 use socket2::{Domain, Socket};
 use workbook::cli::Cli;
 use workbook::{connect_failed, exit_with_error, print_line};
@@ -182,6 +184,8 @@ struct Conn {
     http: [u8; HTTP_REPLY_MAX],
     http_head: usize,
     http_size: usize,
+    /// `--rate`: the next request is not due yet; it leaves at this time.
+    due: Option<Instant>,
 }
 
 /// What the server sends back for each message.
@@ -214,6 +218,11 @@ struct Load {
     requests: u64,
     deadline: Option<Instant>,
     reply: Reply,
+    /// `--rate`: requests per second over all the connections (an open loop), how
+    /// many connections share them, and when the schedule starts.
+    rate: Option<f64>,
+    conns: usize,
+    started: Instant,
 }
 
 struct Outcome {
@@ -256,6 +265,13 @@ fn main() {
         "client threads sharing the connections (default 2)",
     )
     .value(
+        "--rate",
+        "R",
+        "open loop: R requests/s in all, on a schedule shared by the connections (each \
+         sends R/N a second, one at a time), and each latency counts from when its \
+         request was due, not from when it left (default: closed loop)",
+    )
+    .value(
         "--reply",
         "KIND",
         "echo (the same bytes back, default), ctime (one `<ctime>\\r\\n` line per \
@@ -294,6 +310,10 @@ fn main() {
     let mut size: usize = args.get_or("--size", 64);
     let idle: usize = args.get_or("--idle", 0);
     let threads: usize = args.get_or("--threads", 2);
+    let rate: Option<f64> = args.get("--rate");
+    if rate.is_some_and(|rate| !(rate > 0.0 && rate <= 1e6)) {
+        args.usage_error("--rate must be more than 0 and at most 1000000 requests/s");
+    }
     if conns == 0 || size == 0 || requests == 0 || threads == 0 {
         args.usage_error("--conns, --requests, --size and --threads must be at least 1");
     }
@@ -409,6 +429,9 @@ fn main() {
         requests,
         deadline: duration.map(|secs| started + Duration::from_secs_f64(secs)),
         reply,
+        rate,
+        conns,
+        started,
     };
     // Deal the connections out to the threads, round-robin.
     let mut shares: Vec<Vec<(usize, Socket)>> = (0..threads).map(|_| Vec::new()).collect();
@@ -456,6 +479,13 @@ fn main() {
     for outcome in &outcomes {
         latencies.merge(&outcome.latencies);
         errors.extend(outcome.errors.iter().cloned());
+    }
+    if let Some(rate) = rate {
+        print_line(&format!(
+            "open loop: {rate} requests/s in all, {:.1} per connection, each latency \
+             from when its request was due",
+            rate / conns as f64
+        ));
     }
     report(
         conns,
@@ -651,6 +681,7 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
             http: [0; HTTP_REPLY_MAX],
             http_head: 0,
             http_size: HTTP_REPLY_MAX,
+            due: None,
         });
     }
     let mut buffer = vec![0u8; load.size.clamp(4096, 1 << 20)];
@@ -671,7 +702,38 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
     }
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut last_check = now;
+    // Open loop: a timerfd(2) in the epoll set wakes the loop when the next request
+    // is due, to the microsecond. (epoll_wait's own timeout counts in whole
+    // milliseconds: a request would leave up to 1 ms late, and that would count in
+    // its latency, more than the servers' whole round trip.)
+    let timer = match load.rate.map(|_| open_timer(&epoll)).transpose() {
+        Ok(timer) => timer,
+        Err(err) => {
+            outcome.errors.push(format!("timerfd: {err}"));
+            return outcome;
+        }
+    };
+    let mut armed_for: Option<Instant> = None;
     while running > 0 {
+        let next_due = conns
+            .iter()
+            .filter(|conn| !conn.done)
+            .filter_map(|conn| conn.due)
+            .min();
+        if let (Some(timer), Some(due)) = (&timer, next_due)
+            && armed_for != Some(due)
+        {
+            // One-shot, relative; at least 1 ns (zero would disarm it).
+            let left = due
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1));
+            let when = Expiration::OneShot(TimeSpec::from_duration(left));
+            if let Err(err) = timer.set(when, TimerSetTimeFlags::empty()) {
+                outcome.errors.push(format!("timerfd_settime: {err}"));
+                break;
+            }
+            armed_for = Some(due);
+        }
         let ready = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
             Ok(ready) => ready,
             Err(Errno::EINTR) => 0,
@@ -682,10 +744,33 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
         };
         let now = Instant::now();
         for event in &events[..ready] {
+            if event.data() == TIMER {
+                // Read the expiry count, so the timer is not readable any more.
+                if let Some(timer) = &timer {
+                    let _ = nix::unistd::read(timer, &mut [0u8; 8]);
+                }
+                armed_for = None;
+                continue;
+            }
             let index = event.data() as usize;
             if index < conns.len() && !conns[index].done {
                 advance(
                     &mut conns[index],
+                    index,
+                    &epoll,
+                    &mut buffer,
+                    load,
+                    &mut outcome,
+                    &mut running,
+                    now,
+                );
+            }
+        }
+        // Open loop: send the requests whose time has come.
+        for (index, conn) in conns.iter_mut().enumerate() {
+            if !conn.done && conn.due.is_some_and(|due| due <= now) {
+                advance(
+                    conn,
                     index,
                     &epoll,
                     &mut buffer,
@@ -719,6 +804,19 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
     outcome
 }
 
+/// The epoll token of the open loop's timer (connections count up from 0).
+const TIMER: u64 = u64::MAX;
+
+/// A non-blocking timerfd on CLOCK_MONOTONIC (the clock `Instant` reads), in `epoll`.
+fn open_timer(epoll: &Epoll) -> io::Result<TimerFd> {
+    let timer = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?;
+    epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
+    Ok(timer)
+}
+
 /// Moves one connection on. It is always watched for reading, and for writing too
 /// only while a write is stuck: then the server may be waiting for us to read its
 /// echo before it reads more of our message, so we must not wait for writing alone.
@@ -734,7 +832,8 @@ fn advance(
     now: Instant,
 ) {
     let result = step(conn, buffer, &mut outcome.latencies, load, now).and_then(|finished| {
-        let writing = conn.written < conn.message.len() && !conn.draining;
+        // Waiting for its time (open loop), a request is not being written.
+        let writing = conn.written < conn.message.len() && !conn.draining && conn.due.is_none();
         if !finished && writing != conn.writing {
             let flags = if writing {
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
@@ -790,6 +889,24 @@ fn step(
         if conn.written < conn.message.len() {
             if conn.written == 0 {
                 conn.started = Instant::now();
+                if let Some(rate) = load.rate {
+                    // Open loop: the run's requests are due one every 1/R seconds,
+                    // dealt to the connections in turn, whether or not the server
+                    // kept up: request n of connection k (of N) is due (n*N + k)/R
+                    // seconds after the start. Not due yet: wait for it. Late: send
+                    // now, and count the latency from when it was due, so that the
+                    // time it waited behind a slow reply counts too (wrk2 does this).
+                    let slot = conn.request as f64 * load.conns as f64 + conn.number as f64;
+                    let due = load.started + Duration::from_secs_f64(slot / rate);
+                    if conn.started < due {
+                        conn.due = Some(due);
+                        // Waiting for its time is not a stall.
+                        conn.last_progress = due;
+                        return Ok(false);
+                    }
+                    conn.due = None;
+                    conn.started = due;
+                }
             }
             while conn.written < conn.message.len() {
                 match conn.stream.write(&conn.message[conn.written..]) {
@@ -1116,6 +1233,9 @@ mod tests {
                     requests: 1,
                     deadline: None,
                     reply: Reply::CtimeLine,
+                    rate: None,
+                    conns: 1,
+                    started: Instant::now(),
                 };
                 let message = message(number, &load);
                 let line_ends = message.windows(2).filter(|w| w == b"\r\n").count();

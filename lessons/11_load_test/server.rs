@@ -41,6 +41,8 @@ struct LoadSpec {
     conns: usize,
     size: usize,
     idle: usize,
+    /// An open loop at this many requests/s in all (`--rate`); `None`: closed loop.
+    rate: Option<f64>,
 }
 
 fn no_extra(_: &LoadSpec) -> Vec<String> {
@@ -51,6 +53,23 @@ fn always(_: &LoadSpec) -> Option<&'static str> {
     None
 }
 
+/// An echo server that takes every load with `--quiet` and the flags given: one line
+/// per model in the list below.
+fn echo_model(name: &'static str, binary: &'static str, args: &'static [&'static str]) -> Model {
+    Model {
+        name,
+        binary,
+        args,
+        per_load: no_extra,
+        cannot: always,
+        reply: "echo",
+    }
+}
+
+/// The models of the open-loop table (latency at fixed rates): names beginning so.
+const OPEN_LOOP_MODELS: &[&str] = &["06 ", "08 epoll, level", "18 ", "19 "];
+
+// ANCHOR: models
 fn models() -> Vec<Model> {
     vec![
         Model {
@@ -148,8 +167,24 @@ fn models() -> Vec<Model> {
             cannot: always,
             reply: "ctime",
         },
+        echo_model(
+            "18 tokio, current-thread",
+            "18_async_server",
+            &["--quiet", "--runtime", "current"],
+        ),
+        echo_model(
+            "18 tokio, multi-thread",
+            "18_async_server",
+            &["--quiet", "--runtime", "multi"],
+        ),
+        echo_model(
+            "18 mio",
+            "18_async_server",
+            &["--quiet", "--reactor", "mio"],
+        ),
     ]
 }
+// ANCHOR_END: models
 
 /// What one run measured.
 #[derive(Clone, Debug, Default)]
@@ -157,9 +192,14 @@ struct Measured {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    p999_us: f64,
     max_us: f64,
     /// The server's CPU time as a share of the run's wall time (1.0 = one core).
     server_cpu: f64,
+    /// The server's CPU time divided by the requests answered, in microseconds: on a
+    /// two-core machine where the client saturates first, the column that ranks
+    /// servers honestly.
+    server_us_per_request: f64,
     /// The load client's, likewise.
     client_cpu: f64,
     /// How far apart the rounds were: (fastest - slowest) / median, of requests/s.
@@ -193,6 +233,13 @@ fn main() {
         "--models",
         "LIST",
         "comma-separated model numbers to run, e.g. 05,08 (default all)",
+    )
+    .value(
+        "--rates",
+        "LIST",
+        "open-loop rates in requests/s for the latency table of models 06, 08 \
+         (level), 18 and 19, 50 connections of 64 B, e.g. 10000,40000 (the default; \
+         `none` skips the open loop)",
     )
     .switch(
         "--quick",
@@ -228,7 +275,19 @@ fn main() {
     }
     let hard_limit = raise_fd_limit();
 
-    let loads = if args.flag("--quick") {
+    let rates: Vec<f64> = match args.get_or("--rates", "10000,40000".to_string()).as_str() {
+        "none" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|rate| match rate.trim().parse::<f64>() {
+                Ok(rate) if rate > 0.0 && rate <= 1e6 => rate,
+                _ => {
+                    args.usage_error("--rates takes requests/s from 1 to 1000000, e.g. 10000,40000")
+                }
+            })
+            .collect(),
+    };
+    let mut loads = if args.flag("--quick") {
         vec![load("1 x 64 B", 1, 64, 0), load("50 x 64 B", 50, 64, 0)]
     } else {
         vec![
@@ -240,6 +299,15 @@ fn main() {
             load("50 x 64 B + 5,000 idle", 50, 64, 5000),
         ]
     };
+    // The open loop: the same 50 x 64 B, at rates every server can hold (or not),
+    // each latency from when its request was due (the load client's --rate).
+    for rate in rates {
+        let name = format!("open loop, {} requests/s, 50 x 64 B", thousands(rate));
+        loads.push(LoadSpec {
+            rate: Some(rate),
+            ..load(&name, 50, 64, 0)
+        });
+    }
     let models: Vec<Model> = models()
         .into_iter()
         .filter(|model| match &wanted {
@@ -278,7 +346,7 @@ fn main() {
         let mut failures: Vec<Option<String>> = vec![None; models.len()];
         for round in 1..=rounds {
             for (model_index, model) in models.iter().enumerate() {
-                if failures[model_index].is_some() {
+                if failures[model_index].is_some() || !takes_part(model, spec) {
                     continue;
                 }
                 let outcome = match (model.cannot)(spec) {
@@ -288,12 +356,13 @@ fn main() {
                 match outcome {
                     Ok(m) => {
                         print_line(&format!(
-                            "round {round}  {:<28} {:<24} {:>9.0} req/s  p99 {:>8.1} us  CPU server {:>4.0}% client {:>4.0}%",
+                            "round {round}  {:<28} {:<24} {:>9.0} req/s  p99 {:>8.1} us  CPU server {:>4.0}% ({:.1} us/request) client {:>4.0}%",
                             model.name,
                             spec.name,
                             m.rps,
                             m.p99_us,
                             m.server_cpu * 100.0,
+                            m.server_us_per_request,
                             m.client_cpu * 100.0
                         ));
                         runs[model_index].push(m);
@@ -309,6 +378,9 @@ fn main() {
             }
         }
         for (model_index, mut measured) in runs.into_iter().enumerate() {
+            if !takes_part(&models[model_index], spec) {
+                continue;
+            }
             let outcome = match failures[model_index].take() {
                 Some(reason) => Err(reason),
                 None => {
@@ -351,7 +423,16 @@ fn load(name: &str, conns: usize, size: usize, idle: usize) -> LoadSpec {
         conns,
         size,
         idle,
+        rate: None,
     }
+}
+
+/// Every model takes the closed-loop loads; the open-loop table has a few.
+fn takes_part(model: &Model, spec: &LoadSpec) -> bool {
+    spec.rate.is_none()
+        || OPEN_LOOP_MODELS
+            .iter()
+            .any(|prefix| model.name.starts_with(prefix))
 }
 
 /// The servers are this program's siblings (all of them are built into one folder).
@@ -466,9 +547,14 @@ fn run_against(
         .and_then(|addr| addr.rsplit(':').next())
         .ok_or_else(|| format!("unexpected first line {first:?}"))?
         .to_string();
+    let rate: Vec<String> = match spec.rate {
+        Some(rate) => vec!["--rate".into(), rate.to_string()],
+        None => Vec::new(),
+    };
     let client = |duration: f64| {
         Command::new(directory.join("11_load_test_client"))
             .args(["--port", &port])
+            .args(&rate)
             .args(["--conns", &spec.conns.to_string()])
             .args(["--size", &spec.size.to_string()])
             .args(["--idle", &spec.idle.to_string()])
@@ -510,11 +596,13 @@ fn run_against(
     let output = measured
         .wait_with_output()
         .map_err(|err| format!("waiting for the load client: {err}"))?;
-    let server_cpu = match (started, finished) {
-        (Some((cpu_before, from)), Some((cpu_after, to))) => {
-            (cpu_after - cpu_before) / to.duration_since(from).as_secs_f64().max(1e-9)
-        }
-        _ => 0.0,
+    // The server's CPU seconds over the run, from /proc/PID/stat (utime + stime).
+    let (server_cpu_seconds, wall) = match (started, finished) {
+        (Some((cpu_before, from)), Some((cpu_after, to))) => (
+            cpu_after - cpu_before,
+            to.duration_since(from).as_secs_f64().max(1e-9),
+        ),
+        _ => (0.0, 1.0),
     };
     let summary = text
         .lines()
@@ -538,8 +626,10 @@ fn run_against(
         rps: field("rps"),
         p50_us: field("p50_us"),
         p99_us: field("p99_us"),
+        p999_us: field("p999_us"),
         max_us: field("max_us"),
-        server_cpu,
+        server_cpu: server_cpu_seconds / wall,
+        server_us_per_request: server_cpu_seconds * 1e6 / field("requests").max(1.0),
         client_cpu: field("client_cpu") / field("seconds").max(1e-9),
         spread: 0.0, // known once every round is in
     })
@@ -597,8 +687,10 @@ fn markdown(
         out,
         "Machine: {cpu}, {cores} cores, Linux {}; release builds; each figure is the median \
          of {rounds} runs of {seconds} s (each after a 0.3 s warm-up), the models taking \
-         turns; descriptor limit {fd_limit}; load client: 1 thread, closed loop, every \
-         byte checked.\n",
+         turns; descriptor limit {fd_limit}; load client: 1 thread, closed loop (open \
+         loop where a table says so), every byte checked. Server CPU per request: the \
+         server's utime + stime (/proc/PID/stat, 10 ms ticks) over the run, divided by \
+         the requests answered.\n",
         kernel.trim()
     );
     let fastest_of = |load_index: usize| {
@@ -612,22 +704,28 @@ fn markdown(
     // The overview: one row per model, one column per load, requests/s and the
     // ratio to that load's fastest model. The tables after it give the latencies.
     let _ = writeln!(out, "**All loads: requests/s (ratio to the fastest)**\n");
-    let header: Vec<&str> = loads.iter().map(|spec| spec.name.as_str()).collect();
+    let closed: Vec<usize> = (0..loads.len())
+        .filter(|&index| loads[index].rate.is_none())
+        .collect();
+    let header: Vec<&str> = closed.iter().map(|&i| loads[i].name.as_str()).collect();
     let _ = writeln!(out, "| model | {} |", header.join(" | "));
-    let _ = writeln!(out, "|---|{}", "---:|".repeat(loads.len()));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(closed.len()));
     for (model_index, model) in models.iter().enumerate() {
-        let cells: Vec<String> = (0..loads.len())
-            .map(|load_index| match results.get(&(load_index, model_index)) {
-                Some(Ok(m)) => {
-                    let fastest = fastest_of(load_index);
-                    let ratio = if fastest > 0.0 { m.rps / fastest } else { 0.0 };
-                    format!("{} ({ratio:.2})", thousands(m.rps))
-                }
-                Some(Err(reason)) if reason.starts_with("refused") => "refused".into(),
-                Some(Err(reason)) if reason.starts_with("n/a") => "n/a".into(),
-                Some(Err(_)) => "failed".into(),
-                None => String::new(),
-            })
+        let cells: Vec<String> = closed
+            .iter()
+            .map(
+                |&load_index| match results.get(&(load_index, model_index)) {
+                    Some(Ok(m)) => {
+                        let fastest = fastest_of(load_index);
+                        let ratio = if fastest > 0.0 { m.rps / fastest } else { 0.0 };
+                        format!("{} ({ratio:.2})", thousands(m.rps))
+                    }
+                    Some(Err(reason)) if reason.starts_with("refused") => "refused".into(),
+                    Some(Err(reason)) if reason.starts_with("n/a") => "n/a".into(),
+                    Some(Err(_)) => "failed".into(),
+                    None => String::new(),
+                },
+            )
             .collect();
         let _ = writeln!(out, "| {} | {} |", model.name, cells.join(" | "));
     }
@@ -637,28 +735,33 @@ fn markdown(
         let _ = writeln!(out, "**{}**\n", spec.name);
         let _ = writeln!(
             out,
-            "| model | requests/s | vs fastest | p50 (us) | p99 (us) | max (us) | server CPU | client CPU | spread of rounds |"
+            "| model | requests/s | vs fastest | p50 (us) | p99 (us) | p99.9 (us) | max (us) | server CPU per request (us) | server CPU | client CPU | spread of rounds |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for (model_index, model) in models.iter().enumerate() {
             match results.get(&(load_index, model_index)) {
                 Some(Ok(m)) => {
                     let _ = writeln!(
                         out,
-                        "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0}% | {:.0}% | {:.0}% |",
+                        "| {} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0}% | {:.0}% | {:.0}% |",
                         model.name,
                         m.rps,
                         if fastest > 0.0 { m.rps / fastest } else { 0.0 },
                         m.p50_us,
                         m.p99_us,
+                        m.p999_us,
                         m.max_us,
+                        m.server_us_per_request,
                         m.server_cpu * 100.0,
                         m.client_cpu * 100.0,
                         m.spread * 100.0
                     );
                 }
                 Some(Err(reason)) => {
-                    let _ = writeln!(out, "| {} | {reason} | | | | | | | |", model.name);
+                    let _ = writeln!(out, "| {} | {reason} | | | | | | | | | |", model.name);
                 }
                 None => {}
             }
@@ -691,7 +794,7 @@ fn svg_chart(
     let points: Vec<(usize, usize)> = loads
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.conns == 50 && l.size == 64)
+        .filter(|(_, l)| l.conns == 50 && l.size == 64 && l.rate.is_none())
         .map(|(i, l)| (i, l.idle))
         .collect();
     // The y axis goes up to the chart's highest point, rounded up to 20,000s.
@@ -710,6 +813,7 @@ fn svg_chart(
     let y_of = |rps: f64| height - bottom - rps / top * (height - bottom - plot_top);
     let colours = [
         "#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+        "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8",
     ];
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\

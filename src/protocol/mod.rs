@@ -82,7 +82,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         1 => Some(lessons::TCP_BASICS),
         2 => Some(lessons::SOCKET_OPTIONS),
         3 => Some(lessons::UDP_TIME),
-        4 | 5 | 6 | 8 => Some(echo::CONCURRENT),
+        4 | 5 | 6 | 8 | 18 => Some(echo::CONCURRENT),
         7 => Some(echo::POOLED),
         9 => Some(lessons::FRAMING),
         10 => Some(lessons::SOCKETSERVER),
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17] {
+        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

@@ -174,6 +174,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["hello"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 18,
+        name: "18_async",
+        topic: "async: the echo on tokio (a task per connection, two runtimes) and on mio",
+        transport: "TCP 10018",
+        protocol: "any bytes, echoed unchanged",
+        client_args: &["--conns", "2", "hello", "async"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.

@@ -1,0 +1,263 @@
+//! `18_async_server --reactor mio`: the echo on mio, the crate tokio's reactor is
+//! built on. mio is lesson 08's reactor in library form: a `Poll` (an epoll
+//! instance), `Token`s (epoll_event's data), `register`/`reregister` (epoll_ctl) and
+//! `poll` (epoll_wait). There are no futures here and no tasks: one loop, one
+//! thread, a handler per connection, as in lesson 08. mio registers every socket
+//! edge-triggered (EPOLLET), so each connection reads until WouldBlock.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use workbook::log::RateLimitedLog;
+use workbook::output::OutputBuffer;
+use workbook::{exit_with_error, log, show, signal};
+
+/// The listening socket's token, and the signal waker's.
+const LISTENER: Token = Token(0);
+const SHUTDOWN: Token = Token(1);
+/// Connections get tokens from here up.
+const FIRST_CONNECTION: usize = 2;
+/// The most one read(2) takes (one buffer for every connection: one loop, one thread).
+const READ_SIZE: usize = 64 * 1024;
+/// Echo waiting to go out beyond which a connection is not read (as in lesson 08).
+const OUTPUT_CAP: usize = 1024 * 1024;
+/// How long accepting pauses after EMFILE/ENFILE (as in lesson 08).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+const ACCEPT_ERROR_INTERVAL: Duration = Duration::from_secs(1);
+
+// ANCHOR: connection
+/// One client: its socket and the echo not sent yet.
+struct Connection {
+    stream: TcpStream,
+    peers: String,
+    output: OutputBuffer,
+    /// The client half-closed: finish the echo, then close.
+    read_closed: bool,
+}
+// ANCHOR_END: connection
+
+// ANCHOR: run
+pub fn run(listener: std::net::TcpListener, quiet: bool) {
+    let fail = |what: &str, err: io::Error| -> ! { exit_with_error(&format!("{what}: {err}")) };
+    // epoll_create1(2).
+    let mut poll = Poll::new().unwrap_or_else(|err| fail("cannot create an epoll instance", err));
+    let bound = listener.local_addr();
+    let mut listener = TcpListener::from_std(listener);
+    // epoll_ctl(EPOLL_CTL_ADD) with EPOLLIN | EPOLLET, and the token as its data.
+    let registry = poll.registry();
+    if let Err(err) = registry.register(&mut listener, LISTENER, Interest::READABLE) {
+        fail("cannot watch the listening socket", err);
+    }
+    // An eventfd in the same epoll set: the signal thread writes to it (no log, no
+    // lock), and the loop wakes with the SHUTDOWN token.
+    let waker = Waker::new(registry, SHUTDOWN)
+        .unwrap_or_else(|err| fail("cannot create the shutdown waker", err));
+    signal::on_shutdown(move || {
+        let _ = waker.wake();
+    })
+    .unwrap_or_else(|message| exit_with_error(&message));
+    if let Ok(bound) = bound {
+        log::listening(bound);
+    }
+    if !quiet {
+        log!("event loop: mio (epoll, edge-triggered)");
+    }
+
+    let mut connections: HashMap<Token, Connection> = HashMap::new();
+    let mut events = Events::with_capacity(1024);
+    let mut buffer = vec![0u8; READ_SIZE];
+    let mut next_token = FIRST_CONNECTION;
+    let mut served = 0usize;
+    let mut accept_paused_until: Option<Instant> = None;
+    let accept_errors = RateLimitedLog::new(ACCEPT_ERROR_INTERVAL);
+    let stopped = loop {
+        // epoll_wait(2): with no timeout unless accepting is paused.
+        let timeout =
+            accept_paused_until.map(|until| until.saturating_duration_since(Instant::now()));
+        if let Err(err) = poll.poll(&mut events, timeout) {
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break format!("epoll_wait failed: {err}");
+        }
+        if let Some(until) = accept_paused_until
+            && Instant::now() >= until
+        {
+            // Watch the listener again: re-registering reports the connections
+            // that queued up meanwhile.
+            accept_paused_until = None;
+            if let Err(err) = poll
+                .registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)
+            {
+                break format!("cannot watch the listening socket again: {err}");
+            }
+        }
+        let mut stop = false;
+        for event in events.iter() {
+            match event.token() {
+                SHUTDOWN => stop = true,
+                LISTENER => {
+                    let accepted =
+                        accept_all(&listener, &poll, &mut connections, &mut next_token, quiet);
+                    served += accepted.count;
+                    if let Some(err) = accepted.error {
+                        accept_errors.line(format!(
+                            "{} accept: {err}; pausing accept for {} ms",
+                            log::ERROR,
+                            ACCEPT_PAUSE.as_millis()
+                        ));
+                        // Stop watching the listener until the pause is over.
+                        let _ = poll.registry().deregister(&mut listener);
+                        accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    }
+                }
+                token => {
+                    let Some(connection) = connections.get_mut(&token) else {
+                        continue;
+                    };
+                    match connection.pump(&mut buffer, quiet) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            // Dropping the mio TcpStream closes it, which also
+                            // takes it out of the epoll set.
+                            if let Some(done) = connections.remove(&token)
+                                && !quiet
+                            {
+                                log!("{} {}", log::DISCONNECTED, done.peers);
+                            }
+                        }
+                        Err(err) => {
+                            if let Some(failed) = connections.remove(&token) {
+                                log!("{} {}: {err}", log::DISCONNECTED, failed.peers);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if stop {
+            break "signal".to_string();
+        }
+    };
+    let open = connections.len();
+    // Closes every connection.
+    drop(connections);
+    log::last_line(format!(
+        "{} ({stopped}): served {}, closed {} still open",
+        log::SHUTTING_DOWN,
+        show::count(served, "client"),
+        show::count(open, "connection")
+    ));
+}
+// ANCHOR_END: run
+
+struct Accepted {
+    count: usize,
+    /// An error the next accept would meet again (EMFILE): pause.
+    error: Option<io::Error>,
+}
+
+// ANCHOR: accept
+/// accept(2) until WouldBlock: edge-triggered, one event may stand for many.
+fn accept_all(
+    listener: &TcpListener,
+    poll: &Poll,
+    connections: &mut HashMap<Token, Connection>,
+    next_token: &mut usize,
+    quiet: bool,
+) -> Accepted {
+    let mut count = 0;
+    loop {
+        let (mut stream, _) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return Accepted { count, error: None };
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(err) => {
+                return Accepted {
+                    count,
+                    error: Some(err),
+                };
+            }
+        };
+        count += 1;
+        let peers = show::peers(&stream);
+        let token = Token(*next_token);
+        *next_token += 1;
+        // Readable and writable, edge-triggered, once: a writable edge comes only
+        // when a full send buffer drains, so asking for it costs nothing meanwhile.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = poll.registry().register(&mut stream, token, interest) {
+            log!("{} {peers}: cannot watch it: {err}", log::ERROR);
+            continue;
+        }
+        if !quiet {
+            log!("{} {peers}", log::CONNECTED);
+        }
+        let connection = Connection {
+            stream,
+            peers,
+            output: OutputBuffer::new(OUTPUT_CAP),
+            read_closed: false,
+        };
+        connections.insert(token, connection);
+    }
+}
+// ANCHOR_END: accept
+
+impl Connection {
+    // ANCHOR: pump
+    /// Reads and writes until the kernel says WouldBlock (edge-triggered: no event
+    /// comes again for what is already there), or OUTPUT_CAP stops the reading.
+    /// True once the connection is done.
+    fn pump(&mut self, buffer: &mut [u8], quiet: bool) -> io::Result<bool> {
+        loop {
+            let mut read_blocked = false;
+            while !self.read_closed && !self.output.is_full() {
+                let room = self.output.room().min(buffer.len());
+                match self.stream.read(&mut buffer[..room]) {
+                    Ok(0) => self.read_closed = true,
+                    Ok(n) => {
+                        if !quiet {
+                            let data = show::bytes(&buffer[..n]);
+                            let size = show::count(n, "byte");
+                            log!("{} {size} from {}: {data}", log::RECEIVED, self.peers);
+                        }
+                        self.output.push(&buffer[..n]);
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        read_blocked = true;
+                        break;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            let mut write_blocked = false;
+            while !self.output.is_empty() {
+                match self.output.write_to(&self.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        write_blocked = true;
+                        break;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            // Either side waits for the kernel (the next edge), or the client is
+            // done. Otherwise the output was full and is empty now: read on.
+            if read_blocked || write_blocked || self.read_closed {
+                return Ok(self.read_closed && self.output.is_empty());
+            }
+        }
+    }
+    // ANCHOR_END: pump
+}
