@@ -148,6 +148,14 @@ fn models() -> Vec<Model> {
             cannot: always,
             reply: "ctime",
         },
+        Model {
+            name: "19 io_uring",
+            binary: "19_uring_server",
+            args: &["--quiet"],
+            per_load: no_extra,
+            cannot: always,
+            reply: "echo",
+        },
     ]
 }
 

@@ -30,9 +30,10 @@ const DEFAULT_PORT: u16 = 10019;
 const SUBMISSION_ENTRIES: u32 = 256;
 /// Completion queue entries: room for the results of many submissions.
 const COMPLETION_ENTRIES: u32 = 4096;
-/// The receive buffers, shared by every connection: 1024 x 4 KiB = 4 MiB in all.
-const BUFFER_COUNT: u16 = 1024;
-const BUFFER_SIZE: u32 = 4096;
+/// The receive buffers, shared by every connection: 4 MiB in all, by default
+/// 1024 buffers of 4 KiB (`--buffer-size` changes the size, and so the number).
+const BUFFER_MEMORY: u32 = 4 << 20;
+const DEFAULT_BUFFER_SIZE: u32 = 4096;
 /// Our one buffer group (a ring may have several, e.g. of different sizes).
 const BUFFER_GROUP: u16 = 0;
 /// Received bytes a connection may hold, not yet echoed, before its receive is
@@ -64,16 +65,29 @@ fn main() {
         "Lesson 19: an echo server on io_uring (submission and completion queues).",
         DEFAULT_PORT,
     )
+    .value(
+        "--buffer-size",
+        "BYTES",
+        "size of each receive buffer, a power of two from 512 to 1048576 (default 4096)",
+    )
     .switch("--quiet", "log only errors and the start and stop lines")
     .parse();
     let quiet = args.flag("--quiet");
+    let buffer_size = match args.try_get::<u32>("--buffer-size") {
+        Ok(size) => size.unwrap_or(DEFAULT_BUFFER_SIZE),
+        Err(message) => args.usage_error(&message),
+    };
+    if !buffer_size.is_power_of_two() || !(512..=1 << 20).contains(&buffer_size) {
+        args.usage_error("--buffer-size must be a power of two from 512 to 1048576");
+    }
+    let buffer_count = (BUFFER_MEMORY / buffer_size) as u16;
     let addr = args
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
 
     // ANCHOR: setup
     let ring = open_ring().unwrap_or_else(|message| exit_with_error(&message));
-    let buffers = BufferRing::register(&ring, BUFFER_GROUP, BUFFER_COUNT, BUFFER_SIZE)
+    let buffers = BufferRing::register(&ring, BUFFER_GROUP, buffer_count, buffer_size)
         .unwrap_or_else(|err| {
             exit_with_error(&format!(
                 "io_uring has no provided buffer rings here (IORING_REGISTER_PBUF_RING: \
@@ -107,6 +121,8 @@ fn main() {
         stopping: false,
         served: 0,
         partial_sends: 0,
+        enters: 0,
+        completed: 0,
         quiet,
     };
     if let Err(err) = server.start() {
@@ -115,7 +131,7 @@ fn main() {
     log::listening(bound);
     if !quiet {
         log!(
-            "event loop: io_uring, {BUFFER_COUNT} provided buffers of {BUFFER_SIZE} bytes, \
+            "event loop: io_uring, {buffer_count} provided buffers of {buffer_size} bytes, \
              multishot accept and receive"
         );
     }
@@ -123,6 +139,11 @@ fn main() {
     let open = server.connections.iter().flatten().count();
     let served = server.served;
     let partial_sends = server.partial_sends;
+    let batching = format!(
+        "{} for {}",
+        show::count(server.enters, "io_uring_enter"),
+        show::count(server.completed, "completion")
+    );
     // Closes the ring (the kernel cancels what is still in it) before the buffers it
     // may write into, then every socket.
     drop(server);
@@ -131,7 +152,7 @@ fn main() {
         Err(err) => format!("io_uring_enter failed: {err}"),
     };
     log::last_line(format!(
-        "{} ({reason}): served {}, {}, closed {} still open",
+        "{} ({reason}): served {}, {}, {batching}, closed {} still open",
         log::SHUTTING_DOWN,
         show::count(served, "client"),
         show::count(partial_sends, "partial send"),
@@ -238,6 +259,10 @@ struct Server {
     served: usize,
     /// Sends that sent less than asked (the rest went in another send).
     partial_sends: usize,
+    /// Rounds of the loop (one io_uring_enter each) and completions handled: their
+    /// ratio is how much one system call did.
+    enters: usize,
+    completed: usize,
     quiet: bool,
 }
 
@@ -260,6 +285,7 @@ impl Server {
     fn run(&mut self) -> io::Result<()> {
         let mut completions: Vec<(u64, i32, u32)> = Vec::new();
         while !self.stopping {
+            self.enters += 1;
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 // A signal (handled on ctrlc's thread) interrupted the wait; EBUSY: the
@@ -277,6 +303,7 @@ impl Server {
                     .completion()
                     .map(|entry| (entry.user_data(), entry.result(), entry.flags())),
             );
+            self.completed += completions.len();
             for &(user_data, result, flags) in &completions {
                 self.complete(user_data, result, flags)?;
             }
