@@ -21,6 +21,7 @@ use buffer_ring::BufferRing;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use nix::errno::Errno;
 use workbook::cli::Cli;
+use workbook::echo_connection::OUTPUT_FULL;
 use workbook::listener::{self, Accept};
 use workbook::log::RateLimitedLog;
 use workbook::{exit_with_error, log, show, signal};
@@ -213,6 +214,8 @@ struct Connection {
     cancels: u32,
     /// It stopped receiving because the buffer ring was empty (ENOBUFS).
     starved: bool,
+    /// Its receive was cancelled because it held HELD_CAP.
+    held_full: bool,
     /// The client half-closed (or closed): echo what is held, then close.
     read_closed: bool,
     /// Closing: waiting for its operations in the ring to end.
@@ -422,6 +425,7 @@ impl Server {
             sending: false,
             cancels: 0,
             starved: false,
+            held_full: false,
             read_closed: false,
             closing: false,
             error: None,
@@ -512,6 +516,7 @@ impl Server {
     /// past HELD_CAP its receive is cancelled (IORING_OP_ASYNC_CANCEL), so the kernel
     /// keeps the rest in the socket and TCP's window stops the client.
     fn stop_receiving_if_full(&mut self, slot: usize) -> io::Result<()> {
+        let quiet = self.quiet;
         let Some(connection) = self.connection(slot) else {
             return Ok(());
         };
@@ -519,6 +524,13 @@ impl Server {
             return Ok(());
         }
         connection.cancels += 1;
+        connection.held_full = true;
+        if !quiet {
+            log!(
+                "{}: {OUTPUT_FULL} (HELD_CAP), not receiving until the client reads",
+                connection.peers
+            );
+        }
         let cancel = opcode::AsyncCancel::new(tag(RECEIVE, slot));
         self.push(cancel.build().user_data(tag(CANCEL, slot)))
     }
@@ -588,6 +600,7 @@ impl Server {
     // ANCHOR: settle
     /// After any completion of a connection: start receiving again, close, or free it.
     fn settle(&mut self, slot: usize) -> io::Result<()> {
+        let quiet = self.quiet;
         let Some(connection) = self.connection(slot) else {
             return Ok(());
         };
@@ -606,6 +619,9 @@ impl Server {
                 && connection.cancels == 0
                 && connection.held_bytes < HELD_CAP
             {
+                if std::mem::take(&mut connection.held_full) && !quiet {
+                    log!("{}: echo drained, receiving again", connection.peers);
+                }
                 return self.arm_receive(slot);
             }
         }
