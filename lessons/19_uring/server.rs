@@ -142,7 +142,7 @@ fn main() {
     let partial_sends = server.partial_sends;
     let batching = format!(
         "{} for {}",
-        show::count(server.enters, "io_uring_enter"),
+        show::count(server.enters, "io_uring_enter call"),
         show::count(server.completed, "completion")
     );
     // Closes the ring (the kernel cancels what is still in it) before the buffers it
