@@ -343,6 +343,29 @@ mod lesson {
         drop(clients);
     }
 
+    /// Where the kernel refuses io_uring, one `error:` line saying so and status 1,
+    /// no panic. The refusal is made with strace's fault injection (`-e inject=`):
+    /// io_uring_setup failing with EPERM (seccomp, kernel.io_uring_disabled) or ENOSYS
+    /// (a kernel without it), io_uring_register failing with EINVAL (before 5.19).
+    #[test]
+    fn says_so_where_io_uring_is_refused() {
+        if !tool_available("strace", &["-V"]) {
+            return;
+        }
+        let cases = [
+            ("io_uring_setup", "EPERM", "io_uring is not available here"),
+            ("io_uring_setup", "ENOSYS", "io_uring is not available here"),
+            ("io_uring_register", "EINVAL", "no provided buffer rings"),
+        ];
+        for (call, errno, words) in cases {
+            let trace = format!("trace={call}");
+            let inject = format!("inject={call}:error={errno}");
+            let args = ["-f", "-o", "/dev/null", "-e", &trace, "-e", &inject, SERVER];
+            let exited = run("strace", &[&args[..], &["--port", "0"]].concat(), b"");
+            assert_error_line(&exited, &[words]);
+        }
+    }
+
     #[test]
     fn contract_client() {
         contract::rejects_bad_flags(CLIENT);
