@@ -194,7 +194,11 @@ mod lesson {
         while received.len() < TOTAL {
             let n = match reader.read(&mut piece) {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => other.unwrap(),
+                Err(err) => panic!(
+                    "the echo stopped after {} of {TOTAL} bytes: {err}",
+                    received.len()
+                ),
+                Ok(n) => n,
             };
             assert!(n > 0, "the server closed after {} bytes", received.len());
             received.extend_from_slice(&piece[..n]);
