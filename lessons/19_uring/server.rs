@@ -20,6 +20,7 @@ use std::time::Duration;
 use buffer_ring::BufferRing;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use nix::errno::Errno;
+use nix::sys::socket::MsgFlags;
 use workbook::cli::Cli;
 use workbook::echo_connection::OUTPUT_FULL;
 use workbook::listener::{self, Accept};
@@ -295,8 +296,8 @@ impl Server {
                 // completion queue overflowed, and reading it below makes room.
                 Err(err)
                     if matches!(
-                        err.raw_os_error(),
-                        Some(libc_errno::EINTR | libc_errno::EBUSY)
+                        err.raw_os_error().map(Errno::from_raw),
+                        Some(Errno::EINTR | Errno::EBUSY)
                     ) => {}
                 Err(err) => return Err(err),
             }
@@ -551,7 +552,7 @@ impl Server {
         let (id, start, len) = (held.id, held.start, (held.end - held.start) as u32);
         // The buffer stays out of the ring until this send's completion.
         let data = self.buffers.address(id).wrapping_add(start);
-        let send = opcode::Send::new(fd, data, len).flags(libc_errno::MSG_NOSIGNAL);
+        let send = opcode::Send::new(fd, data, len).flags(MsgFlags::MSG_NOSIGNAL.bits());
         self.push(send.build().user_data(tag(SEND, slot)))
     }
 
@@ -659,9 +660,4 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// The few constants from libc this file needs (nix re-exports libc).
-mod libc_errno {
-    pub use nix::libc::{EBUSY, EINTR, MSG_NOSIGNAL};
 }
