@@ -41,7 +41,7 @@ fn the_map_lists_every_lesson_folder() {
 fn run_shows_both_programs_for_every_lesson() {
     for lesson in [
         "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "12", "13", "14", "15", "16",
-        "17", "18",
+        "17", "18", "19",
     ] {
         let ran = workbook(&["run", lesson]);
         let out = &ran.stdout;

@@ -182,6 +182,7 @@ fn models() -> Vec<Model> {
             "18_async_server",
             &["--quiet", "--reactor", "mio"],
         ),
+        echo_model("19 io_uring", "19_uring_server", &["--quiet"]),
     ]
 }
 // ANCHOR_END: models

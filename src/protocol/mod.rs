@@ -92,6 +92,7 @@ pub fn checks(lesson: u32) -> Option<&'static [Check]> {
         15 => Some(names::NAMES),
         16 => Some(local::STREAM),
         17 => Some(failures::WELL_BEHAVED),
+        19 => Some(echo::CONCURRENT),
         _ => None,
     }
 }
@@ -334,7 +335,9 @@ mod tests {
 
     #[test]
     fn every_lesson_server_has_checks_with_unique_names() {
-        for lesson in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18] {
+        for lesson in [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19,
+        ] {
             let checks = checks(lesson).unwrap();
             let mut names: Vec<_> = checks.iter().map(|c| c.name).collect();
             names.sort();

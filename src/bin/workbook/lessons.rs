@@ -183,6 +183,15 @@ pub static LESSONS: &[Lesson] = &[
         client_args: &["--conns", "2", "hello", "async"],
         not_a_pair: None,
     },
+    Lesson {
+        number: 19,
+        name: "19_uring",
+        topic: "io_uring: completions instead of readiness, multishot accept, a provided buffer ring",
+        transport: "TCP 10019",
+        protocol: "echo",
+        client_args: &["--conns", "3", "hello"],
+        not_a_pair: None,
+    },
 ];
 
 /// The lesson with this number, from `05`, `5` or `05_poll`.
