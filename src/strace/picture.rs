@@ -639,7 +639,11 @@ fn data_arrows(
         .into_iter()
         .filter(|&at| {
             let call = &steps[at].call;
-            READS.contains(&call.name.as_str()) && call.value.is_some_and(|v| v >= least)
+            // A MSG_PEEK read leaves the bytes queued: the next read gets them again,
+            // so it neither consumes bytes nor is where a write's bytes went.
+            READS.contains(&call.name.as_str())
+                && call.value.is_some_and(|v| v >= least)
+                && !call.args.iter().any(|arg| arg.contains("MSG_PEEK"))
         })
         .collect();
     let mut arrows = Vec::new();
@@ -1041,6 +1045,36 @@ mod tests {
                 .any(|a| a.from == e || (a.to == d && a.from != cd)),
             "{}",
             diagram.text()
+        );
+    }
+
+    #[test]
+    fn a_peek_does_not_count_the_bytes_it_leaves_queued() {
+        // Lesson 14's server peeks at the ClientHello before reading it.
+        let server = "1 1.0 accept4(3, {sa_family=AF_INET, sin_port=htons(5000), sin_addr=inet_addr(\"127.0.0.1\")}, [16], SOCK_CLOEXEC) = 4 <0.5>\n\
+                      1 1.6 recvfrom(4, \"abc\", 48, MSG_PEEK, NULL, NULL) = 3 <0.000010>\n\
+                      1 1.7 recvfrom(4, \"abc\", 4096, 0, NULL, NULL) = 3 <0.000010>\n\
+                      1 1.8 recvfrom(4, \"de\", 4096, 0, NULL, NULL) = 2 <0.000010>";
+        let client = "2 1.1 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3 <0.000010>\n\
+                      2 1.2 connect(3, {sa_family=AF_INET, sin_port=htons(8000), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = 0 <0.000010>\n\
+                      2 1.3 sendto(3, \"abc\", 3, MSG_NOSIGNAL, NULL, 0) = 3 <0.000010>\n\
+                      2 1.65 sendto(3, \"de\", 2, MSG_NOSIGNAL, NULL, 0) = 2 <0.000010>";
+        let diagram = drawn(server, client);
+        let text = diagram.text();
+        let calls: Vec<&Call> = diagram.steps.iter().map(|s| &s.call).collect();
+        let at = |start: f64| calls.iter().position(|c| c.start == start).unwrap();
+        let arrows: Vec<(usize, usize)> = diagram
+            .arrows
+            .iter()
+            .filter(|a| calls[a.from].name == "sendto")
+            .map(|a| (a.from, a.to))
+            .collect();
+        // "de" went to the read that got "de", not to the read of "abc" (before the
+        // fix the peek's 3 bytes were counted twice and "de" pointed back in time).
+        assert_eq!(
+            arrows,
+            vec![(at(1.3), at(1.7)), (at(1.65), at(1.8))],
+            "{text}"
         );
     }
 
