@@ -156,9 +156,31 @@ fn poll_fds(call: &Call) -> Vec<i32> {
 fn ready_fds(call: &Call) -> Vec<i32> {
     match call.name.as_str() {
         "poll" | "ppoll" => field_numbers(&call.detail, "fd="),
-        "select" | "pselect6" => numbers(&call.detail),
+        "select" | "pselect6" => select_ready(&call.detail),
         _ => Vec::new(),
     }
+}
+
+/// The ready descriptors in a select's detail, `(in [3 5], out [4], left {tv_sec=4,
+/// tv_nsec=999997236})`: only the numbers of the `in`, `out` and `except` lists (the
+/// time left is not a descriptor).
+fn select_ready(detail: &str) -> Vec<i32> {
+    let mut fds = Vec::new();
+    for key in ["in [", "out [", "except ["] {
+        for (at, _) in detail.match_indices(key) {
+            // A list opens the detail or follows a comma, not the end of another word.
+            let before = detail[..at].trim_end();
+            if !(before.is_empty() || before.ends_with('(') || before.ends_with(',')) {
+                continue;
+            }
+            let list = &detail[at + key.len()..];
+            let list = &list[..list.find(']').unwrap_or(list.len())];
+            fds.extend(numbers(list));
+        }
+    }
+    fds.sort_unstable();
+    fds.dedup();
+    fds
 }
 
 /// Every number that follows `key` in `text`.
@@ -1076,6 +1098,25 @@ mod tests {
             vec![(at(1.3), at(1.7)), (at(1.65), at(1.8))],
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_select_with_a_timeout_is_ready_only_on_its_in_and_out_lists() {
+        // The reviewer's real line (strace of Python's select.select([a], [], [], 5)).
+        let (records, unread) = parse(
+            "9 1.0 pselect6(4, [3], NULL, NULL, {tv_sec=5, tv_nsec=0}, NULL) = 1 (in [3], left {tv_sec=4, tv_nsec=999997236}) <0.000010>",
+        );
+        assert_eq!(unread, 0);
+        let call = records
+            .iter()
+            .find_map(|r| match r {
+                Record::Call(call) => Some(call),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(ready_fds(call), vec![3], "{}", call.detail);
+        assert_eq!(select_ready("(in [3 5], out [4])"), vec![3, 4, 5]);
+        assert_eq!(select_ready("(Timeout)"), Vec::<i32>::new());
     }
 
     #[test]
