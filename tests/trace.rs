@@ -339,3 +339,63 @@ fn a_closed_stdout_stops_the_traced_server() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `kill -TERM` to the workbook (as a CI job's timeout does) stops what it started:
+/// before, the server, the client and their straces went on, owned by init.
+#[test]
+fn sigterm_to_the_workbook_stops_the_traced_server() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    if !tool_available("strace", &["-V"]) {
+        return;
+    }
+    let svg = std::env::temp_dir().join(format!("workbook-trace-term-{}.svg", std::process::id()));
+    // Lesson 11's client with far more requests than it can make before the signal.
+    let mut child = Command::new(WORKBOOK)
+        .args(["trace", "--svg", &svg.display().to_string(), "11"])
+        .args(["--conns", "2", "--requests", "100000000", "--threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix("server │ listening on ") {
+            port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let port = port.expect("no `listening on` line");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Keep reading, so that a full pipe cannot hold the workbook up.
+    std::thread::spawn(move || lines.for_each(drop));
+    let deadline = Instant::now() + FRONT_DOOR_WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("trace did not end after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
+    let _ = std::fs::remove_file(&svg);
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the traced server still listens on {port} after the workbook got SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -156,9 +156,31 @@ fn poll_fds(call: &Call) -> Vec<i32> {
 fn ready_fds(call: &Call) -> Vec<i32> {
     match call.name.as_str() {
         "poll" | "ppoll" => field_numbers(&call.detail, "fd="),
-        "select" | "pselect6" => numbers(&call.detail),
+        "select" | "pselect6" => select_ready(&call.detail),
         _ => Vec::new(),
     }
+}
+
+/// The ready descriptors in a select's detail, `(in [3 5], out [4], left {tv_sec=4,
+/// tv_nsec=999997236})`: only the numbers of the `in`, `out` and `except` lists (the
+/// time left is not a descriptor).
+fn select_ready(detail: &str) -> Vec<i32> {
+    let mut fds = Vec::new();
+    for key in ["in [", "out [", "except ["] {
+        for (at, _) in detail.match_indices(key) {
+            // A list opens the detail or follows a comma, not the end of another word.
+            let before = detail[..at].trim_end();
+            if !(before.is_empty() || before.ends_with('(') || before.ends_with(',')) {
+                continue;
+            }
+            let list = &detail[at + key.len()..];
+            let list = &list[..list.find(']').unwrap_or(list.len())];
+            fds.extend(numbers(list));
+        }
+    }
+    fds.sort_unstable();
+    fds.dedup();
+    fds
 }
 
 /// Every number that follows `key` in `text`.
@@ -639,7 +661,11 @@ fn data_arrows(
         .into_iter()
         .filter(|&at| {
             let call = &steps[at].call;
-            READS.contains(&call.name.as_str()) && call.value.is_some_and(|v| v >= least)
+            // A MSG_PEEK read leaves the bytes queued: the next read gets them again,
+            // so it neither consumes bytes nor is where a write's bytes went.
+            READS.contains(&call.name.as_str())
+                && call.value.is_some_and(|v| v >= least)
+                && !call.args.iter().any(|arg| arg.contains("MSG_PEEK"))
         })
         .collect();
     let mut arrows = Vec::new();
@@ -1042,6 +1068,55 @@ mod tests {
             "{}",
             diagram.text()
         );
+    }
+
+    #[test]
+    fn a_peek_does_not_count_the_bytes_it_leaves_queued() {
+        // Lesson 14's server peeks at the ClientHello before reading it.
+        let server = "1 1.0 accept4(3, {sa_family=AF_INET, sin_port=htons(5000), sin_addr=inet_addr(\"127.0.0.1\")}, [16], SOCK_CLOEXEC) = 4 <0.5>\n\
+                      1 1.6 recvfrom(4, \"abc\", 48, MSG_PEEK, NULL, NULL) = 3 <0.000010>\n\
+                      1 1.7 recvfrom(4, \"abc\", 4096, 0, NULL, NULL) = 3 <0.000010>\n\
+                      1 1.8 recvfrom(4, \"de\", 4096, 0, NULL, NULL) = 2 <0.000010>";
+        let client = "2 1.1 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3 <0.000010>\n\
+                      2 1.2 connect(3, {sa_family=AF_INET, sin_port=htons(8000), sin_addr=inet_addr(\"127.0.0.1\")}, 16) = 0 <0.000010>\n\
+                      2 1.3 sendto(3, \"abc\", 3, MSG_NOSIGNAL, NULL, 0) = 3 <0.000010>\n\
+                      2 1.65 sendto(3, \"de\", 2, MSG_NOSIGNAL, NULL, 0) = 2 <0.000010>";
+        let diagram = drawn(server, client);
+        let text = diagram.text();
+        let calls: Vec<&Call> = diagram.steps.iter().map(|s| &s.call).collect();
+        let at = |start: f64| calls.iter().position(|c| c.start == start).unwrap();
+        let arrows: Vec<(usize, usize)> = diagram
+            .arrows
+            .iter()
+            .filter(|a| calls[a.from].name == "sendto")
+            .map(|a| (a.from, a.to))
+            .collect();
+        // "de" went to the read that got "de", not to the read of "abc" (before the
+        // fix the peek's 3 bytes were counted twice and "de" pointed back in time).
+        assert_eq!(
+            arrows,
+            vec![(at(1.3), at(1.7)), (at(1.65), at(1.8))],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_select_with_a_timeout_is_ready_only_on_its_in_and_out_lists() {
+        // The reviewer's real line (strace of Python's select.select([a], [], [], 5)).
+        let (records, unread) = parse(
+            "9 1.0 pselect6(4, [3], NULL, NULL, {tv_sec=5, tv_nsec=0}, NULL) = 1 (in [3], left {tv_sec=4, tv_nsec=999997236}) <0.000010>",
+        );
+        assert_eq!(unread, 0);
+        let call = records
+            .iter()
+            .find_map(|r| match r {
+                Record::Call(call) => Some(call),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(ready_fds(call), vec![3], "{}", call.detail);
+        assert_eq!(select_ready("(in [3 5], out [4])"), vec![3, 4, 5]);
+        assert_eq!(select_ready("(Timeout)"), Vec::<i32>::new());
     }
 
     #[test]

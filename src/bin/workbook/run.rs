@@ -35,13 +35,43 @@ fn show(text: &str) {
         .and_then(|()| out.flush())
         .is_err()
     {
-        let started = STARTED.lock().map(|pids| pids.clone()).unwrap_or_default();
-        for (pid, traced) in started {
-            let _ = kill(Pid::from_raw(to_signal(pid, traced) as i32), Signal::SIGINT);
-        }
+        stop_started();
         remove_private_dir();
         std::process::exit(0);
     }
+}
+
+/// SIGINT to the programs this run started (a traced one's own process, not its
+/// strace): a server stops on it by the contract, a client ends, and each strace
+/// ends with the program it traces.
+fn stop_started() {
+    let started = STARTED.lock().map(|pids| pids.clone()).unwrap_or_default();
+    for (pid, traced) in started {
+        let _ = kill(Pid::from_raw(to_signal(pid, traced) as i32), Signal::SIGINT);
+    }
+}
+
+/// SIGINT or SIGTERM to the workbook stops the programs it started before it ends.
+/// Ctrl-C in a terminal reaches the whole process group, but SIGTERM (`kill`, a CI
+/// job's timeout) reaches only the workbook: without this the server, the client
+/// and their straces went on running, owned by init.
+fn stop_on_signal() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // ctrlc runs this on a thread of its own, so it may lock and print.
+        let installed = ctrlc::set_handler(|| {
+            stop_started();
+            remove_private_dir();
+            let _ = writeln!(
+                std::io::stderr(),
+                "workbook │ stopped by a signal; the server and the client were sent SIGINT"
+            );
+            std::process::exit(130);
+        });
+        if let Err(err) = installed {
+            let _ = writeln!(std::io::stderr(), "warning: {err}");
+        }
+    });
 }
 
 /// A line from one of the two programs.
@@ -110,6 +140,7 @@ pub fn run(args: &[String]) -> i32 {
 
 /// Runs lesson `args[0]`'s server and client, started by `launch`; the exit status.
 pub fn run_with(args: &[String], launch: &dyn Launch) -> i32 {
+    stop_on_signal();
     let lesson = match lesson_arg(args.first()) {
         Ok(lesson) => lesson,
         Err(status) => return status,

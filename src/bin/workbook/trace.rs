@@ -132,10 +132,14 @@ pub fn command(args: &[String]) -> i32 {
                 Err(status) => return status,
             };
             let svg = svg.unwrap_or_else(|| {
-                package_dir()
+                let svg = package_dir()
                     .join("target")
                     .join("traces")
-                    .join(format!("{}.svg", lesson.name))
+                    .join(format!("{}.svg", lesson.name));
+                // An earlier run's picture must not be taken for this one's if it fails
+                // (a picture named with --svg, e.g. the book's, is kept).
+                let _ = std::fs::remove_file(&svg);
+                svg
             });
             trace(lesson, &rest, &svg, true)
         }
@@ -235,8 +239,14 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
         running.store(false, Ordering::Relaxed);
         (status, launch.files)
     });
-    let (Some(server), Some(client)) = (read_bounded(&files.server), read_bounded(&files.client))
+    let (Some((server, server_cut)), Some((client, client_cut))) =
+        (read_bounded(&files.server), read_bounded(&files.client))
     else {
+        if status != 0 {
+            // The build failed or the server did not start: the error is said above,
+            // and there is no client's trace to draw.
+            return status;
+        }
         return error("strace wrote no trace (see above)");
     };
     let (server, server_unread) = parse::parse(&server);
@@ -257,14 +267,27 @@ fn trace(lesson: &Lesson, args: &[String], svg: &Path, print_all: bool) -> i32 {
             MOST_FILE_BYTES >> 20
         ));
     }
+    if server_cut || client_cut {
+        text.push_str(&format!(
+            "workbook │ the traces were cut at {} MB each: the calls after that are not read, \
+             and the two files are cut at different moments, so the last calls shown may be \
+             one side's only\n",
+            MOST_BYTES >> 20
+        ));
+    }
     if server_unread + client_unread > 0 {
         text.push_str(&format!(
-            "workbook │ {} lines of strace's output were not understood and are left out\n",
-            server_unread + client_unread
+            "workbook │ {} of strace's output not understood and left out\n",
+            lines(server_unread + client_unread)
         ));
     }
     text.push_str(&format!(
-        "workbook │ the socket calls of both programs ({total}), as strace saw them:\n"
+        "workbook │ the socket calls of both programs ({total}{}), as strace saw them:\n",
+        if server_cut || client_cut {
+            " in the part read"
+        } else {
+            ""
+        }
     ));
     if print_all {
         text.push_str(&diagram.text());
@@ -320,10 +343,26 @@ fn stop_traced_client() {
     }
 }
 
-/// A trace file's first MOST_BYTES; None if there is none.
-fn read_bounded(path: &Path) -> Option<String> {
+/// A trace file's first MOST_BYTES, up to the last whole line, and whether it was
+/// cut there; None if there is none.
+fn read_bounded(path: &Path) -> Option<(String, bool)> {
     let file = std::fs::File::open(path).ok()?;
     let mut bytes = Vec::new();
-    file.take(MOST_BYTES).read_to_end(&mut bytes).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    file.take(MOST_BYTES + 1).read_to_end(&mut bytes).ok()?;
+    let cut = bytes.len() as u64 > MOST_BYTES;
+    if cut {
+        // The line cut in two is not a line strace wrote wrong: leave it out.
+        bytes.truncate(MOST_BYTES as usize);
+        let whole = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        bytes.truncate(whole);
+    }
+    Some((String::from_utf8_lossy(&bytes).into_owned(), cut))
+}
+
+/// "1 line", "2 lines".
+fn lines(count: usize) -> String {
+    format!("{count} line{}", if count == 1 { "" } else { "s" })
 }
