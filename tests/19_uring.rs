@@ -484,6 +484,16 @@ mod exercises {
             b"",
             "a third connection with --max-conns 2",
         );
+        // The line the exercise asks for, about that third connection.
+        let refused = server.wait_for_line(&format!(
+            "{} {} -> ",
+            log::DISCONNECTED,
+            third.local_addr().unwrap()
+        ));
+        assert!(
+            refused.ends_with(": refused, 2 connections open"),
+            "{refused}"
+        );
         let me = first.local_addr().unwrap();
         drop(first);
         server.wait_for_line(&format!("{} {me} ->", log::DISCONNECTED));
