@@ -402,6 +402,8 @@ impl Server {
             match Errno::from_raw(-result) {
                 // That client reset its connection before we took it.
                 Errno::ECONNABORTED | Errno::EINTR => log!("{} accept: {err}", log::ERROR),
+                // Our own cancel (accepting paused): the timeout arms it again.
+                Errno::ECANCELED => {}
                 // EMFILE/ENFILE (out of descriptors), ENOBUFS/ENOMEM, or anything else
                 // the next accept would meet again: pause, do not spin.
                 _ => {
