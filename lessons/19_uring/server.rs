@@ -676,7 +676,11 @@ impl Server {
     /// Buffers came back: the connections whose receive stopped for want of them
     /// receive again.
     fn feed_starved(&mut self) -> io::Result<()> {
-        for slot in std::mem::take(&mut self.starved) {
+        // No more of them than there are free buffers: the others would only meet
+        // ENOBUFS again (they wait for the next buffers back, in their order).
+        let fed = self.buffers.free().min(self.starved.len());
+        let fed: Vec<usize> = self.starved.drain(..fed).collect();
+        for slot in fed {
             if let Some(connection) = self.connection(slot) {
                 connection.starved = false;
             }
