@@ -157,6 +157,83 @@ mod lesson {
         }
     }
 
+    /// Send-Q and Recv-Q of the loopback TCP socket from port `local` to `remote`
+    /// (/proc/net/tcp, as `ss` shows them), if there is one.
+    fn queues(local: u16, remote: u16) -> Option<(usize, usize)> {
+        let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+        let port = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+        table.lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if port(fields.get(1)?)? != local || port(fields.get(2)?)? != remote {
+                return None;
+            }
+            let (tx, rx) = fields.get(4)?.split_once(':')?;
+            Some((
+                usize::from_str_radix(tx, 16).ok()?,
+                usize::from_str_radix(rx, 16).ok()?,
+            ))
+        })
+    }
+
+    /// A client that never reads, whose echo has stalled with little held (under
+    /// HELD_CAP), then sends 1-byte segments (TCP_NODELAY, paced so each is its own
+    /// receive): each takes a whole buffer. The limit on the NUMBER of buffers a
+    /// connection holds stops its receive (it says so) long before it holds the
+    /// ring's 1,024, and another client is still echoed.
+    #[test]
+    fn a_trickle_of_tiny_segments_cannot_hold_the_ring() {
+        use socket2::{Domain, Socket, Type};
+        if !uring_available() {
+            return;
+        }
+        let server = Server::start(SERVER, &["--quiet"]);
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        socket.set_tcp_nodelay(true).unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let mut attacker: TcpStream = socket.into();
+        attacker.set_write_timeout(Some(WAIT)).unwrap();
+        let (me, port) = (attacker.local_addr().unwrap().port(), server.port());
+        // Phase 1: 16 KiB at a time until the server's echo stalls (its send buffer
+        // full): the bytes sent are then no longer all in some socket queue, i.e.
+        // the server holds some. At most 512 rounds (8 MiB).
+        let mut sent = 0;
+        let mut stalled = false;
+        for _ in 0..512 {
+            attacker.write_all(&[b'y'; 16 * 1024]).unwrap();
+            sent += 16 * 1024;
+            let in_queues = || {
+                let (my_tx, my_rx) = queues(me, port).unwrap_or_default();
+                let (its_tx, its_rx) = queues(port, me).unwrap_or_default();
+                my_tx + my_rx + its_tx + its_rx
+            };
+            // Polling /proc (no event to wait for), at most 100 x 2 ms.
+            let settled = (0..100).any(|_| {
+                let all = in_queues() == sent;
+                if !all {
+                    thread::sleep(std::time::Duration::from_millis(2));
+                }
+                all
+            });
+            if !settled {
+                stalled = true;
+                break;
+            }
+        }
+        assert!(stalled, "the echo never stalled after {sent} bytes");
+        // Phase 2: 2,000 bytes, one per segment: more than the ring's 1,024 buffers.
+        for _ in 0..2000 {
+            attacker.write_all(b"x").unwrap();
+            // Pacing, not waiting for readiness: segments sent apart arrive apart.
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let mut other = connect(server.addr);
+        round_trip(&mut other, b"still echoed\n");
+        drop(attacker);
+        let exited = server.stop(SIGINT);
+        assert_clean_shutdown(&exited);
+    }
+
     /// A reader with a 4 KiB SO_RCVBUF that reads slowly: the server's memory stays
     /// bounded while the echo trickles out.
     #[test]
@@ -406,6 +483,16 @@ mod exercises {
             &read_to_eof(&mut third),
             b"",
             "a third connection with --max-conns 2",
+        );
+        // The line the exercise asks for, about that third connection.
+        let refused = server.wait_for_line(&format!(
+            "{} {} -> ",
+            log::DISCONNECTED,
+            third.local_addr().unwrap()
+        ));
+        assert!(
+            refused.ends_with(": refused, 2 connections open"),
+            "{refused}"
         );
         let me = first.local_addr().unwrap();
         drop(first);

@@ -36,6 +36,10 @@ pub struct BufferRing {
     tail: u16,
     /// Buffers given back since the last [`take_returned`](Self::take_returned).
     returned: usize,
+    /// Buffers the kernel filled and named in a completion we have read, not yet
+    /// given back: the ring holds `count - lent` (fewer while completions that
+    /// took buffers are still unread).
+    lent: usize,
 }
 
 impl BufferRing {
@@ -76,6 +80,7 @@ impl BufferRing {
             size,
             tail: 0,
             returned: 0,
+            lent: count as usize,
         };
         // SAFETY: the entries are allocated above and freed only in Drop, after the
         // caller dropped the IoUring (see the module's comment).
@@ -114,6 +119,9 @@ impl BufferRing {
     /// publishes the new tail (a release store, so the kernel sees the entry first).
     pub fn give_back(&mut self, id: u16) {
         assert!(id < self.count);
+        // More entries than buffers would overwrite ones the kernel has not taken.
+        assert!(self.lent > 0, "buffer {id} given back twice");
+        self.lent -= 1;
         let mask = self.count - 1;
         // SAFETY: the entry at tail & mask is inside the ring, and the kernel does
         // not read entries between its head and our tail until we publish the tail.
@@ -128,6 +136,17 @@ impl BufferRing {
             (*tail).store(self.tail, Ordering::Release);
         }
         self.returned += 1;
+    }
+
+    /// A completion named buffer `id`: it is the server's until given back.
+    pub fn lent(&mut self, id: u16) {
+        assert!(id < self.count && self.lent < self.count as usize);
+        self.lent += 1;
+    }
+
+    /// How many buffers are in the ring, as far as the completions read so far tell.
+    pub fn free(&self) -> usize {
+        self.count as usize - self.lent
     }
 
     /// How many buffers came back since the last call (a receive stopped for want

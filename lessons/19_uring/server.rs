@@ -41,6 +41,16 @@ const BUFFER_GROUP: u16 = 0;
 /// Received bytes a connection may hold, not yet echoed, before its receive is
 /// cancelled (a client that sends and does not read stops being read).
 const HELD_CAP: usize = 64 * 1024;
+/// Buffers a connection may hold at once, whatever their bytes: a receive takes a
+/// whole buffer even for 1 byte, so a client that trickles tiny segments and never
+/// reads would otherwise hold the whole ring with a few bytes. HELD_CAP's worth of
+/// buffers, and at most 1/64 of the ring, so that it takes 64 such clients (at least
+/// as many as there are buffers, with huge buffers) to empty the ring.
+fn held_buffers_cap(buffer_size: u32, buffer_count: u16) -> usize {
+    (HELD_CAP / buffer_size as usize)
+        .min(buffer_count as usize / 64)
+        .max(1)
+}
 /// How long accepting pauses after EMFILE/ENFILE (or another error that would repeat).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 /// At most one accept error line a second (see src/log.rs).
@@ -126,6 +136,7 @@ fn main() {
         enters: 0,
         completed: 0,
         quiet,
+        held_buffers: held_buffers_cap(buffer_size, buffer_count),
     };
     if let Err(err) = server.start() {
         exit_with_error(&format!("cannot submit the first operations: {err}"));
@@ -234,6 +245,11 @@ struct Held {
 
 impl Connection {
     /// Nothing of this connection is in the ring: its slot and socket may go.
+    /// It holds HELD_CAP bytes, or `held_buffers` buffers, not yet echoed.
+    fn is_full(&self, held_buffers: usize) -> bool {
+        self.held_bytes >= HELD_CAP || self.held.len() >= held_buffers
+    }
+
     fn idle_in_ring(&self) -> bool {
         !self.receiving && !self.sending && self.cancels == 0
     }
@@ -268,6 +284,8 @@ struct Server {
     enters: usize,
     completed: usize,
     quiet: bool,
+    /// How many buffers one connection may hold (see held_buffers_cap).
+    held_buffers: usize,
 }
 
 impl Server {
@@ -384,6 +402,8 @@ impl Server {
             match Errno::from_raw(-result) {
                 // That client reset its connection before we took it.
                 Errno::ECONNABORTED | Errno::EINTR => log!("{} accept: {err}", log::ERROR),
+                // Our own cancel (accepting paused): the timeout arms it again.
+                Errno::ECANCELED => {}
                 // EMFILE/ENFILE (out of descriptors), ENOBUFS/ENOMEM, or anything else
                 // the next accept would meet again: pause, do not spin.
                 _ => {
@@ -474,6 +494,7 @@ impl Server {
                 connection.error = Some(io::Error::other("a receive came without a buffer"));
                 return self.settle(slot);
             };
+            self.buffers.lent(id);
             let len = result as usize;
             if connection.closing {
                 self.buffers.give_back(id);
@@ -499,7 +520,10 @@ impl Server {
             connection.read_closed = true;
         } else {
             match Errno::from_raw(-result) {
-                // The buffer ring is empty: start again when buffers come back.
+                // The buffer ring was empty. If buffers came back since (even in an
+                // earlier batch, as a mid-batch submit can post this late), start
+                // again at once; otherwise when buffers come back.
+                Errno::ENOBUFS if self.buffers.free() > 0 => {}
                 Errno::ENOBUFS => {
                     connection.starved = true;
                     self.starved.push(slot);
@@ -517,18 +541,18 @@ impl Server {
     /// past HELD_CAP its receive is cancelled (IORING_OP_ASYNC_CANCEL), so the kernel
     /// keeps the rest in the socket and TCP's window stops the client.
     fn stop_receiving_if_full(&mut self, slot: usize) -> io::Result<()> {
-        let quiet = self.quiet;
+        let (quiet, held_buffers) = (self.quiet, self.held_buffers);
         let Some(connection) = self.connection(slot) else {
             return Ok(());
         };
-        if connection.held_bytes < HELD_CAP || !connection.receiving || connection.cancels > 0 {
+        if !connection.is_full(held_buffers) || !connection.receiving || connection.cancels > 0 {
             return Ok(());
         }
         connection.cancels += 1;
         connection.held_full = true;
         if !quiet {
             log!(
-                "{}: {OUTPUT_FULL} (HELD_CAP), not receiving until the client reads",
+                "{}: {OUTPUT_FULL} (HELD_CAP or its buffers), not receiving until the client reads",
                 connection.peers
             );
         }
@@ -601,7 +625,7 @@ impl Server {
     // ANCHOR: settle
     /// After any completion of a connection: start receiving again, close, or free it.
     fn settle(&mut self, slot: usize) -> io::Result<()> {
-        let quiet = self.quiet;
+        let (quiet, held_buffers) = (self.quiet, self.held_buffers);
         let Some(connection) = self.connection(slot) else {
             return Ok(());
         };
@@ -618,7 +642,7 @@ impl Server {
                 && !connection.read_closed
                 && !connection.starved
                 && connection.cancels == 0
-                && connection.held_bytes < HELD_CAP
+                && !connection.is_full(held_buffers)
             {
                 if std::mem::take(&mut connection.held_full) && !quiet {
                     log!("{}: echo drained, receiving again", connection.peers);
@@ -652,7 +676,11 @@ impl Server {
     /// Buffers came back: the connections whose receive stopped for want of them
     /// receive again.
     fn feed_starved(&mut self) -> io::Result<()> {
-        for slot in std::mem::take(&mut self.starved) {
+        // No more of them than there are free buffers: the others would only meet
+        // ENOBUFS again (they wait for the next buffers back, in their order).
+        let fed = self.buffers.free().min(self.starved.len());
+        let fed: Vec<usize> = self.starved.drain(..fed).collect();
+        for slot in fed {
             if let Some(connection) = self.connection(slot) {
                 connection.starved = false;
             }
