@@ -458,6 +458,23 @@ mod lesson {
             b"",
         ));
         assert_usage_error(&run(CLIENT, &["--tls", "ca.pem", "--reply", "http"], b""));
+        // The blocking paths have no open loop: --rate would be ignored.
+        assert_usage_error(&run(
+            CLIENT,
+            &[
+                "--port",
+                &port,
+                "--rate",
+                "100",
+                "--new-connection-per-request",
+            ],
+            b"",
+        ));
+        assert_usage_error(&run(
+            CLIENT,
+            &["--port", &port, "--rate", "100", "--tls", "ca.pem"],
+            b"",
+        ));
     }
 
     /// The baseline server keeps the contract (its echo is checked in `mod protocol`),

@@ -328,6 +328,12 @@ fn main() {
     if new_connection && reply == Reply::CtimeLine {
         args.usage_error("--new-connection-per-request needs --reply http or echo");
     }
+    if rate.is_some() && (tls_ca.is_some() || (new_connection && reply == Reply::Echo)) {
+        // Those run on blocking threads, one request after another: no open loop.
+        args.usage_error(
+            "--rate does not go with --tls, nor with --new-connection-per-request on the echo",
+        );
+    }
     // One blocking thread per connection slot: TLS, or a new echo connection each time.
     let blocking = match &tls_ca {
         Some(ca) => {
