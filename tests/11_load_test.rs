@@ -458,6 +458,23 @@ mod lesson {
             b"",
         ));
         assert_usage_error(&run(CLIENT, &["--tls", "ca.pem", "--reply", "http"], b""));
+        // The blocking paths have no open loop: --rate would be ignored.
+        assert_usage_error(&run(
+            CLIENT,
+            &[
+                "--port",
+                &port,
+                "--rate",
+                "100",
+                "--new-connection-per-request",
+            ],
+            b"",
+        ));
+        assert_usage_error(&run(
+            CLIENT,
+            &["--port", &port, "--rate", "100", "--tls", "ca.pem"],
+            b"",
+        ));
     }
 
     /// The baseline server keeps the contract (its echo is checked in `mod protocol`),
@@ -629,6 +646,8 @@ mod lesson {
         assert_eq!(summary_field(&stdout, "requests"), 80.0, "{stdout}");
         assert_eq!(summary_field(&stdout, "errors"), 0.0, "{stdout}");
         assert_usage_error(&run(CLIENT, &["--port", &port, "--rate", "0"], b""));
+        // A rate too small for a Duration between requests: a usage error, not a panic.
+        assert_usage_error(&run(CLIENT, &["--port", &port, "--rate", "1e-300"], b""));
     }
 
     #[test]

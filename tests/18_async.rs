@@ -394,6 +394,34 @@ mod lesson {
         }
     }
 
+    /// SIGTERM while two clients send and read at full speed on mio's loop: one
+    /// connection's pump does not starve the other, nor the shutdown waker.
+    #[test]
+    fn mio_stops_while_two_clients_flood_and_read() {
+        let server = Server::start(SERVER, &["--reactor", "mio", "--quiet"]);
+        let mut threads = Vec::new();
+        for _ in 0..2 {
+            let stream = connect(server.addr);
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = stream;
+            threads.push(thread::spawn(move || {
+                let chunk = vec![b'f'; 1 << 16];
+                while writer.write_all(&chunk).is_ok() {}
+            }));
+            threads.push(thread::spawn(move || {
+                let mut rest = [0u8; 1 << 16];
+                while matches!(reader.read(&mut rest), Ok(n) if n > 0) {}
+            }));
+        }
+        thread::sleep(Duration::from_millis(300));
+        let exited = server.stop(SIGTERM);
+        assert_clean_shutdown(&exited);
+        assert!(exited.took < STOP_WAIT, "took {:?}", exited.took);
+        for done in threads {
+            done.join().unwrap();
+        }
+    }
+
     #[test]
     fn contract_server() {
         contract::server_reports_port_in_use(SERVER, &[]);

@@ -311,8 +311,9 @@ fn main() {
     let idle: usize = args.get_or("--idle", 0);
     let threads: usize = args.get_or("--threads", 2);
     let rate: Option<f64> = args.get("--rate");
-    if rate.is_some_and(|rate| !(rate > 0.0 && rate <= 1e6)) {
-        args.usage_error("--rate must be more than 0 and at most 1000000 requests/s");
+    // At least 1/s: a tiny rate would put the next request past what a Duration holds.
+    if rate.is_some_and(|rate| !(1.0..=1e6).contains(&rate)) {
+        args.usage_error("--rate must be at least 1 and at most 1000000 requests/s");
     }
     if conns == 0 || size == 0 || requests == 0 || threads == 0 {
         args.usage_error("--conns, --requests, --size and --threads must be at least 1");
@@ -332,6 +333,12 @@ fn main() {
     }
     if new_connection && reply == Reply::CtimeLine {
         args.usage_error("--new-connection-per-request needs --reply http or echo");
+    }
+    if rate.is_some() && (tls_ca.is_some() || (new_connection && reply == Reply::Echo)) {
+        // Those run on blocking threads, one request after another: no open loop.
+        args.usage_error(
+            "--rate does not go with --tls, nor with --new-connection-per-request on the echo",
+        );
     }
     // One blocking thread per connection slot: TLS, or a new echo connection each time.
     let blocking = match &tls_ca {

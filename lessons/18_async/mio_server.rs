@@ -73,10 +73,17 @@ pub fn run(listener: std::net::TcpListener, quiet: bool) {
     let mut served = 0usize;
     let mut accept_paused_until: Option<Instant> = None;
     let accept_errors = RateLimitedLog::new(ACCEPT_ERROR_INTERVAL);
+    // Connections to pump again without an event, and the ones queued this round.
+    let mut still_ready: Vec<Token> = Vec::new();
+    let mut busy: Vec<Token> = Vec::new();
     let stopped = loop {
         // epoll_wait(2): with no timeout unless accepting is paused.
-        let timeout =
-            accept_paused_until.map(|until| until.saturating_duration_since(Instant::now()));
+        // Zero while a connection still has work queued (see still_ready).
+        let timeout = if still_ready.is_empty() {
+            accept_paused_until.map(|until| until.saturating_duration_since(Instant::now()))
+        } else {
+            Some(Duration::ZERO)
+        };
         if let Err(err) = poll.poll(&mut events, timeout) {
             if err.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -115,30 +122,16 @@ pub fn run(listener: std::net::TcpListener, quiet: bool) {
                         accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     }
                 }
-                token => {
-                    let Some(connection) = connections.get_mut(&token) else {
-                        continue;
-                    };
-                    match connection.pump(&mut buffer, quiet) {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            // Dropping the mio TcpStream closes it, which also
-                            // takes it out of the epoll set.
-                            if let Some(done) = connections.remove(&token)
-                                && !quiet
-                            {
-                                log!("{} {}", log::DISCONNECTED, done.peers);
-                            }
-                        }
-                        Err(err) => {
-                            if let Some(failed) = connections.remove(&token) {
-                                log!("{} {}: {err}", log::DISCONNECTED, failed.peers);
-                            }
-                        }
-                    }
-                }
+                token => pump_one(&mut connections, token, &mut buffer, quiet, &mut busy),
             }
         }
+        // Connections whose pump stopped at MAX_ROUNDS with more to do: no edge
+        // comes for them again, so they get another turn here, after the others'
+        // events and the waker's (the next epoll_wait does not block meanwhile).
+        for token in std::mem::take(&mut still_ready) {
+            pump_one(&mut connections, token, &mut buffer, quiet, &mut busy);
+        }
+        std::mem::swap(&mut still_ready, &mut busy);
         if stop {
             break "signal".to_string();
         }
@@ -154,6 +147,56 @@ pub fn run(listener: std::net::TcpListener, quiet: bool) {
     ));
 }
 // ANCHOR_END: run
+
+/// One turn of a connection's pump; drops it when done or failed, queues it in
+/// `busy` when it stopped with more to do.
+fn pump_one(
+    connections: &mut HashMap<Token, Connection>,
+    token: Token,
+    buffer: &mut [u8],
+    quiet: bool,
+    busy: &mut Vec<Token>,
+) {
+    let Some(connection) = connections.get_mut(&token) else {
+        return;
+    };
+    match connection.pump(buffer, quiet) {
+        Ok(Pumped::Waiting) => {}
+        Ok(Pumped::Busy) => {
+            if !busy.contains(&token) {
+                busy.push(token);
+            }
+        }
+        Ok(Pumped::Done) => {
+            // Dropping the mio TcpStream closes it, which also
+            // takes it out of the epoll set.
+            if let Some(done) = connections.remove(&token)
+                && !quiet
+            {
+                log!("{} {}", log::DISCONNECTED, done.peers);
+            }
+        }
+        Err(err) => {
+            if let Some(failed) = connections.remove(&token) {
+                log!("{} {}: {err}", log::DISCONNECTED, failed.peers);
+            }
+        }
+    }
+}
+
+/// What one pump left behind.
+enum Pumped {
+    /// Waiting for the kernel's next edge.
+    Waiting,
+    /// MAX_ROUNDS done and neither side blocked: pump it again soon.
+    Busy,
+    /// The client is gone and everything is echoed.
+    Done,
+}
+
+/// Read-then-write rounds per turn: one client sending and reading at full speed
+/// would otherwise keep the loop to itself (and the shutdown waker waiting).
+const MAX_ROUNDS: usize = 16;
 
 struct Accepted {
     count: usize,
@@ -215,9 +258,9 @@ impl Connection {
     // ANCHOR: pump
     /// Reads and writes until the kernel says WouldBlock (edge-triggered: no event
     /// comes again for what is already there), or OUTPUT_CAP stops the reading.
-    /// True once the connection is done.
-    fn pump(&mut self, buffer: &mut [u8], quiet: bool) -> io::Result<bool> {
-        loop {
+    /// At most MAX_ROUNDS rounds, so the other connections get their turn.
+    fn pump(&mut self, buffer: &mut [u8], quiet: bool) -> io::Result<Pumped> {
+        for _ in 0..MAX_ROUNDS {
             let mut read_blocked = false;
             while !self.read_closed && !self.output.is_full() {
                 let room = self.output.room().min(buffer.len());
@@ -255,9 +298,13 @@ impl Connection {
             // Either side waits for the kernel (the next edge), or the client is
             // done. Otherwise the output was full and is empty now: read on.
             if read_blocked || write_blocked || self.read_closed {
-                return Ok(self.read_closed && self.output.is_empty());
+                if self.read_closed && self.output.is_empty() {
+                    return Ok(Pumped::Done);
+                }
+                return Ok(Pumped::Waiting);
             }
         }
+        Ok(Pumped::Busy)
     }
     // ANCHOR_END: pump
 }
