@@ -11,7 +11,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::transcript::{self, Normaliser};
@@ -278,30 +277,6 @@ mod lesson {
             .collect()
     }
 
-    /// Can strace trace a program here, with these arguments? Outside CI a test that
-    /// needs it is skipped (with a note) when it cannot; under CI (`CI` set) that fails.
-    fn strace_works() -> bool {
-        let probe = Command::new("strace")
-            .args(strace_holding_getpeername())
-            .arg("true")
-            .output();
-        let problem = match probe {
-            Ok(out) if out.status.success() => return true,
-            Ok(out) => format!(
-                "strace cannot trace here ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(err) => format!("strace is missing: {err}"),
-        };
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{problem}; CI must install strace (and allow ptrace)"
-        );
-        eprintln!("skipped: {problem}; install strace to run this test");
-        false
-    }
-
     /// Whether one of the process's threads is held stopped by its tracer (state `t`
     /// in /proc/PID/task/TID/stat).
     fn a_thread_held_by_tracer(pid: u32) -> bool {
@@ -323,7 +298,7 @@ mod lesson {
     /// so a worker that shutdown missed would block in read(2) until the client left.
     #[test]
     fn sigint_reaches_a_worker_between_accept_and_registration() {
-        if !strace_works() {
+        if !strace_works_with(&strace_holding_getpeername()) {
             return;
         }
         let mut args = strace_holding_getpeername();

@@ -139,29 +139,6 @@ fn server_side_rx_queue(server_port: u16, client_port: u16) -> Option<usize> {
         .and_then(|rx| usize::from_str_radix(&rx, 16).ok())
 }
 
-/// Can strace trace a program here? Outside CI a test that needs it is skipped (with
-/// a note) when it cannot; under CI (`CI` set) that fails. (As in tests/02.)
-fn strace_works() -> bool {
-    let probe = Command::new("strace")
-        .args(["-D", "-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
-    let problem = match probe {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => format!(
-            "strace cannot trace here ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(err) => format!("strace is missing: {err}"),
-    };
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{problem}; CI must install strace (and allow ptrace)"
-    );
-    eprintln!("skipped: {problem}; install strace to run this test");
-    false
-}
-
 fn normaliser(port: u16) -> Normaliser {
     Normaliser::new().port(port, DEFAULT_PORT)
 }
@@ -868,7 +845,7 @@ print(repr(f.read()))
 
     #[test]
     fn out_of_descriptors_and_then_not_the_room_does_not_spin() {
-        if !strace_works() {
+        if !strace_works_with(&["-D", "-f", "-qq", "-o", "/dev/null"]) {
             return;
         }
         let trace = std::env::temp_dir().join(format!("13-emfile-{}.txt", std::process::id()));

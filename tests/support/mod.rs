@@ -1316,9 +1316,13 @@ pub fn process_state(pid: u32) -> Option<char> {
 /// a note) when it cannot; under CI (`CI` set) that fails. (Lessons 02, 07 and 08
 /// have copies of their own of this probe.)
 pub fn strace_works() -> bool {
-    let probe = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
+    strace_works_with(&["-f", "-qq", "-o", "/dev/null"])
+}
+
+/// Whether strace runs `true` here with these options (a test that needs a particular
+/// option, such as `-e inject`, probes with it); skipping and failing as [`strace_works`].
+pub fn strace_works_with<S: AsRef<std::ffi::OsStr>>(options: &[S]) -> bool {
+    let probe = Command::new("strace").args(options).arg("true").output();
     let problem = match probe {
         Ok(out) if out.status.success() => return true,
         Ok(out) => format!(
