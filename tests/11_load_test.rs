@@ -653,6 +653,23 @@ mod lesson {
     #[test]
     fn runner_contract() {
         assert_usage_error(&run(RUNNER, &["--duration", "0"], b""));
+        // The client's bounds: 1 to 1,000,000 requests/s (the flags after it keep a
+        // runner that accepted it short).
+        for rates in ["0.5", "2000000"] {
+            let args = [
+                "--rates",
+                rates,
+                "--quick",
+                "--no-build",
+                "--duration",
+                "0.1",
+                "--rounds",
+                "1",
+                "--models",
+                "baseline",
+            ];
+            assert_usage_error(&run(RUNNER, &args, b""));
+        }
         assert_usage_error(&run(RUNNER, &["--rounds", "0"], b""));
         assert_usage_error(&run(RUNNER, &["--no-such-flag"], b""));
     }

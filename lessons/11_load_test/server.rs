@@ -281,7 +281,8 @@ fn main() {
         list => list
             .split(',')
             .map(|rate| match rate.trim().parse::<f64>() {
-                Ok(rate) if rate > 0.0 && rate <= 1e6 => rate,
+                // The load client's bounds for --rate.
+                Ok(rate) if (1.0..=1e6).contains(&rate) => rate,
                 _ => {
                     args.usage_error("--rates takes requests/s from 1 to 1000000, e.g. 10000,40000")
                 }
