@@ -14,6 +14,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
+use std::time::Duration;
 
 use support::*;
 
@@ -645,9 +646,138 @@ mod lesson {
         );
         assert_eq!(summary_field(&stdout, "requests"), 80.0, "{stdout}");
         assert_eq!(summary_field(&stdout, "errors"), 0.0, "{stdout}");
+        // Said before the run (a schedule of hours is visible up front), with how
+        // long it takes: 20 requests x 4 connections at 400 requests/s.
+        let said = stdout.find("open loop:").unwrap_or(usize::MAX);
+        let started = stdout.find("measuring: started").unwrap_or(0);
+        assert!(said < started, "the open loop line comes first:\n{stdout}");
+        assert!(stdout.contains("the schedule takes 0.2 s"), "{stdout}");
         assert_usage_error(&run(CLIENT, &["--port", &port, "--rate", "0"], b""));
         // A rate too small for a Duration between requests: a usage error, not a panic.
         assert_usage_error(&run(CLIENT, &["--port", &port, "--rate", "1e-300"], b""));
+    }
+
+    /// With `--rate`, `--duration` bounds the run too: a request due after the
+    /// deadline is not sent. 50 connections at 1 request/s in all: only connection
+    /// 0's first request is due within the second (connection 49's first is due at
+    /// 49 s); the others wait for the deadline, not for their turn, and the run ends
+    /// there.
+    #[test]
+    fn open_loop_ends_at_the_deadline() {
+        let server = Server::start(POLL_SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let args = [
+            "--port",
+            &port,
+            "--conns",
+            "50",
+            "--rate",
+            "1",
+            "--duration",
+            "1",
+        ];
+        let client = run_within(CLIENT, &args, b"", Duration::from_secs(30));
+        assert!(
+            client.status.success(),
+            "{}{}",
+            client.stdout,
+            client.stderr
+        );
+        assert!(
+            client.took < Duration::from_secs(10),
+            "took {:?} for --duration 1:\n{}",
+            client.took,
+            client.stdout
+        );
+        assert_eq!(
+            summary_field(&client.stdout, "requests"),
+            1.0,
+            "{}",
+            client.stdout
+        );
+        // It waits for the deadline: its rate is the schedule's, not one request's.
+        assert!(
+            summary_field(&client.stdout, "seconds") >= 1.0,
+            "{}",
+            client.stdout
+        );
+    }
+
+    /// A server for `--conns 9`: it echoes connection 0's first 64-byte message and
+    /// then closes it (`extra` None) or sends `extra` after the echo; it closes the
+    /// other eight at once.
+    fn misbehaving_after_one_echo(extra: Option<&'static [u8]>) -> String {
+        fake_server(move |listener| {
+            let (mut first, _) = listener.accept().unwrap();
+            for _ in 1..9 {
+                drop(listener.accept());
+            }
+            let mut message = [0u8; 64];
+            if first.read_exact(&mut message).is_err() || first.write_all(&message).is_err() {
+                return;
+            }
+            if let Some(extra) = extra {
+                let _ = first.write_all(extra);
+                // Hold it open until the client goes.
+                let _ = first.read(&mut message);
+            }
+        })
+    }
+
+    /// Open loop: a connection waiting for its next request's time still reads, so a
+    /// close or stray bytes from the server are reported at once and for what they
+    /// are. 9 connections at 1 request/s: connection 0's second request is due at 9 s,
+    /// the others' first at 1 to 8 s; all are told at once (the client used to spin on
+    /// the readable socket until each due time, and blamed stray bytes on the next
+    /// request).
+    #[test]
+    fn open_loop_reads_while_waiting() {
+        let args = |port: &str| {
+            [
+                "--port",
+                port,
+                "--conns",
+                "9",
+                "--requests",
+                "2",
+                "--rate",
+                "1",
+                "--threads",
+                "1",
+            ]
+            .map(String::from)
+        };
+        for (extra, complaint) in [
+            (
+                None,
+                "conn 0: the server closed the connection after the reply to request 0",
+            ),
+            (
+                Some(&b"EXTRA"[..]),
+                "conn 0: 5 unexpected bytes after the reply to request 0",
+            ),
+        ] {
+            let port = misbehaving_after_one_echo(extra);
+            let args = args(&port);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let client = run_within(CLIENT, &args, b"", Duration::from_secs(30));
+            assert_eq!(client.status.code(), Some(1), "{}", client.stdout);
+            assert!(client.stdout.contains(complaint), "{}", client.stdout);
+            assert!(
+                client
+                    .stdout
+                    .contains("conn 8: the server closed the connection before the first request"),
+                "{}",
+                client.stdout
+            );
+            // Connection 0's next request was due at 9 s, connection 8's first at 8 s.
+            assert!(
+                client.took < Duration::from_secs(5),
+                "took {:?}: the errors waited for the due times\n{}",
+                client.took,
+                client.stdout
+            );
+        }
     }
 
     #[test]

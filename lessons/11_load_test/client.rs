@@ -23,6 +23,8 @@
 //! epoll(7), so a few threads drive hundreds of connections without becoming the
 //! bottleneck themselves.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
@@ -184,8 +186,9 @@ struct Conn {
     http: [u8; HTTP_REPLY_MAX],
     http_head: usize,
     http_size: usize,
-    /// `--rate`: the next request is not due yet; it leaves at this time.
-    due: Option<Instant>,
+    /// `--rate`: the next request is not due yet; wake at this time, when it is due
+    /// or at the deadline (`--duration`) if that comes first.
+    wake: Option<Instant>,
 }
 
 /// What the server sends back for each message.
@@ -257,7 +260,8 @@ fn main() {
     .value(
         "--duration",
         "SECS",
-        "stop after this long instead (each connection stops early)",
+        "stop after this long instead (each connection stops early; with --rate, a \
+         request due later is not sent)",
     )
     .value(
         "--threads",
@@ -426,6 +430,10 @@ fn main() {
         print_line(&format!("over AF_UNIX: {}", path.display()));
     }
 
+    if let Some(rate) = rate {
+        print_line(&open_loop_line(rate, conns, requests, duration));
+    }
+
     // ANCHOR: run
     // The runner reads the server's CPU time when it sees these two lines.
     print_line("measuring: started");
@@ -487,13 +495,6 @@ fn main() {
         latencies.merge(&outcome.latencies);
         errors.extend(outcome.errors.iter().cloned());
     }
-    if let Some(rate) = rate {
-        print_line(&format!(
-            "open loop: {rate} requests/s in all, {:.1} per connection, each latency \
-             from when its request was due",
-            rate / conns as f64
-        ));
-    }
     report(
         conns,
         idle,
@@ -507,6 +508,34 @@ fn main() {
     if !errors.is_empty() {
         std::process::exit(1);
     }
+}
+
+/// What `--rate` will do, said before the run, with how long it lasts: the last
+/// request is due about M x N / R seconds after the start (1,000 requests on each of
+/// 50 connections at 1 a second is 14 hours), unless the deadline comes first.
+fn open_loop_line(rate: f64, conns: usize, requests: u64, duration: Option<f64>) -> String {
+    let schedule = requests as f64 * conns as f64 / rate;
+    let length = match duration {
+        Some(secs) if secs <= schedule => {
+            format!("it ends after {secs} s (a request due later is not sent)")
+        }
+        _ => {
+            let hours = if schedule >= 3600.0 {
+                format!(" ({:.1} hours)", schedule / 3600.0)
+            } else {
+                String::new()
+            };
+            format!(
+                "the schedule takes {schedule:.1} s{hours}: {requests} requests x {conns} \
+                 connections / {rate} a second"
+            )
+        }
+    };
+    format!(
+        "open loop: {rate} requests/s in all, {:.1} per connection, each latency from when \
+         its request was due; {length}",
+        rate / conns as f64
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -688,11 +717,13 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
             http: [0; HTTP_REPLY_MAX],
             http_head: 0,
             http_size: HTTP_REPLY_MAX,
-            due: None,
+            wake: None,
         });
     }
     let mut buffer = vec![0u8; load.size.clamp(4096, 1 << 20)];
     let mut running = conns.len();
+    // Open loop: the connections waiting for their time, soonest first.
+    let mut wakeups = Wakeups::new();
     // Start every connection's first request.
     for (index, conn) in conns.iter_mut().enumerate() {
         next_request(conn, load.reply);
@@ -703,7 +734,7 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
             &mut buffer,
             load,
             &mut outcome,
-            &mut running,
+            (&mut running, &mut wakeups),
             now,
         );
     }
@@ -722,16 +753,12 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
     };
     let mut armed_for: Option<Instant> = None;
     while running > 0 {
-        let next_due = conns
-            .iter()
-            .filter(|conn| !conn.done)
-            .filter_map(|conn| conn.due)
-            .min();
-        if let (Some(timer), Some(due)) = (&timer, next_due)
-            && armed_for != Some(due)
+        let next_wake = wakeups.peek().map(|&Reverse((wake, _))| wake);
+        if let (Some(timer), Some(wake)) = (&timer, next_wake)
+            && armed_for != Some(wake)
         {
             // One-shot, relative; at least 1 ns (zero would disarm it).
-            let left = due
+            let left = wake
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_nanos(1));
             let when = Expiration::OneShot(TimeSpec::from_duration(left));
@@ -739,7 +766,7 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
                 outcome.errors.push(format!("timerfd_settime: {err}"));
                 break;
             }
-            armed_for = Some(due);
+            armed_for = Some(wake);
         }
         let ready = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
             Ok(ready) => ready,
@@ -768,14 +795,20 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
                     &mut buffer,
                     load,
                     &mut outcome,
-                    &mut running,
+                    (&mut running, &mut wakeups),
                     now,
                 );
             }
         }
-        // Open loop: send the requests whose time has come.
-        for (index, conn) in conns.iter_mut().enumerate() {
-            if !conn.done && conn.due.is_some_and(|due| due <= now) {
+        // Open loop: wake the connections whose time has come (a request is due, or
+        // the deadline is here). Each new wake-up lies after `now`, so this ends.
+        while let Some(&Reverse((wake, index))) = wakeups.peek()
+            && wake <= now
+        {
+            wakeups.pop();
+            // A connection that has since failed is left out.
+            let conn = &mut conns[index];
+            if !conn.done && conn.wake == Some(wake) {
                 advance(
                     conn,
                     index,
@@ -783,7 +816,7 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
                     &mut buffer,
                     load,
                     &mut outcome,
-                    &mut running,
+                    (&mut running, &mut wakeups),
                     now,
                 );
             }
@@ -814,6 +847,13 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
 /// The epoll token of the open loop's timer (connections count up from 0).
 const TIMER: u64 = u64::MAX;
 
+/// Open loop: (wake-up time, connection index) of each connection waiting for its
+/// time, soonest on top. `BinaryHeap` keeps the largest on top; `Reverse` turns it
+/// round. Finding the next wake-up is then one look, and each push or pop is
+/// O(log n): a thread may hold thousands of connections, and a scan of them all at
+/// every wake-up would cost more than the requests it sends.
+type Wakeups = BinaryHeap<Reverse<(Instant, usize)>>;
+
 /// A non-blocking timerfd on CLOCK_MONOTONIC (the clock `Instant` reads), in `epoll`.
 fn open_timer(epoll: &Epoll) -> io::Result<TimerFd> {
     let timer = TimerFd::new(
@@ -835,12 +875,13 @@ fn advance(
     buffer: &mut [u8],
     load: &Load,
     outcome: &mut Outcome,
-    running: &mut usize,
+    (running, wakeups): (&mut usize, &mut Wakeups),
     now: Instant,
 ) {
+    let was_waiting_for = conn.wake;
     let result = step(conn, buffer, &mut outcome.latencies, load, now).and_then(|finished| {
         // Waiting for its time (open loop), a request is not being written.
-        let writing = conn.written < conn.message.len() && !conn.draining && conn.due.is_none();
+        let writing = conn.written < conn.message.len() && !conn.draining && conn.wake.is_none();
         if !finished && writing != conn.writing {
             let flags = if writing {
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
@@ -863,6 +904,11 @@ fn advance(
         let _ = epoll.delete(&conn.stream);
         conn.done = true;
         *running -= 1;
+    } else if let Some(wake) = conn.wake
+        && conn.wake != was_waiting_for
+    {
+        // It has begun to wait (open loop): one entry per wait.
+        wakeups.push(Reverse((wake, index)));
     }
 }
 // ANCHOR_END: drive
@@ -905,13 +951,27 @@ fn step(
                     // time it waited behind a slow reply counts too (wrk2 does this).
                     let slot = conn.request as f64 * load.conns as f64 + conn.number as f64;
                     let due = load.started + Duration::from_secs_f64(slot / rate);
-                    if conn.started < due {
-                        conn.due = Some(due);
+                    // A request due after the deadline is not sent: the connection
+                    // waits for the deadline instead, and ends there (so does the run).
+                    let after_deadline = load.deadline.filter(|&deadline| due >= deadline);
+                    if after_deadline.is_some_and(|deadline| conn.started >= deadline) {
+                        conn.wake = None;
+                        return finish(conn, buffer);
+                    }
+                    let wake = after_deadline.unwrap_or(due);
+                    if conn.started < wake {
+                        if conn.wake.is_some() {
+                            // Already waiting, and epoll says the socket is readable.
+                            // Read: left unread, it would wake epoll_wait again and
+                            // again until the due time (a busy loop).
+                            read_while_waiting(conn, buffer)?;
+                        }
+                        conn.wake = Some(wake);
                         // Waiting for its time is not a stall.
-                        conn.last_progress = due;
+                        conn.last_progress = wake;
                         return Ok(false);
                     }
-                    conn.due = None;
+                    conn.wake = None;
                     conn.started = due;
                 }
             }
@@ -996,12 +1056,41 @@ fn step(
         conn.request += 1;
         let out_of_time = load.deadline.is_some_and(|deadline| finished >= deadline);
         if conn.request >= load.requests || out_of_time {
-            // Half-close, then read until the server closes: any byte is one too many.
-            conn.stream.shutdown(Shutdown::Write)?;
-            conn.draining = true;
-            return drain(conn, buffer);
+            return finish(conn, buffer);
         }
         next_request(conn, load.reply);
+    }
+}
+
+/// No more requests: half-close, then read until the server closes (any byte is one
+/// too many).
+fn finish(conn: &mut Conn, buffer: &mut [u8]) -> io::Result<bool> {
+    conn.stream.shutdown(Shutdown::Write)?;
+    conn.draining = true;
+    drain(conn, buffer)
+}
+
+/// Open loop, between a reply and the next request's time: nothing may come. A close
+/// or stray bytes are an error now, named for what they follow (they are not the
+/// next request's echo, which is not sent yet).
+fn read_while_waiting(conn: &mut Conn, buffer: &mut [u8]) -> io::Result<()> {
+    let after = match conn.request {
+        0 => "before the first request".to_string(),
+        n => format!("after the reply to request {}", n - 1),
+    };
+    loop {
+        match conn.stream.read(buffer) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the server closed the connection {after}"),
+                ));
+            }
+            Ok(n) => return Err(wrong_reply(format!("{n} unexpected bytes {after}"))),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
     }
 }
 // ANCHOR_END: step
