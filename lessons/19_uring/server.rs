@@ -535,9 +535,10 @@ impl Server {
             connection.read_closed = true;
         } else {
             match Errno::from_raw(-result) {
-                // The buffer ring was empty. If buffers came back since (even in an
-                // earlier batch, as a mid-batch submit can post this late), start
-                // again at once; otherwise when buffers come back.
+                // The buffer ring was empty when it tried. If buffers are free now
+                // (given back earlier in this batch), start again at once; otherwise
+                // wait until the end of a round finds some free (see `run`). A
+                // closing connection waits for nothing.
                 Errno::ENOBUFS if self.buffers.free() > 0 || connection.closing => {}
                 Errno::ENOBUFS => {
                     connection.starved = true;
