@@ -34,8 +34,6 @@ pub struct BufferRing {
     /// Our copy of the ring's tail: the next entry we fill. The kernel reads the tail
     /// in shared memory; it moves its own head as it takes buffers.
     tail: u16,
-    /// Buffers given back since the last [`take_returned`](Self::take_returned).
-    returned: usize,
     /// Buffers the kernel filled and named in a completion we have read, not yet
     /// given back: the ring holds `count - lent` (fewer while completions that
     /// took buffers are still unread).
@@ -79,7 +77,6 @@ impl BufferRing {
             count,
             size,
             tail: 0,
-            returned: 0,
             lent: count as usize,
         };
         // SAFETY: the entries are allocated above and freed only in Drop, after the
@@ -95,7 +92,6 @@ impl BufferRing {
         for id in 0..count {
             buffers.give_back(id);
         }
-        buffers.returned = 0;
         Ok(buffers)
     }
 
@@ -135,7 +131,6 @@ impl BufferRing {
             let tail = BufRingEntry::tail(self.entries.as_ptr()) as *const AtomicU16;
             (*tail).store(self.tail, Ordering::Release);
         }
-        self.returned += 1;
     }
 
     /// A completion named buffer `id`: it is the server's until given back.
@@ -147,12 +142,6 @@ impl BufferRing {
     /// How many buffers are in the ring, as far as the completions read so far tell.
     pub fn free(&self) -> usize {
         self.count as usize - self.lent
-    }
-
-    /// How many buffers came back since the last call (a receive stopped for want
-    /// of buffers may start again when this is not zero).
-    pub fn take_returned(&mut self) -> usize {
-        std::mem::take(&mut self.returned)
     }
 }
 

@@ -53,6 +53,8 @@ fn held_buffers_cap(buffer_size: u32, buffer_count: u16) -> usize {
 }
 /// How long accepting pauses after EMFILE/ENFILE (or another error that would repeat).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
+/// Logged (unless --quiet) when a connection's receive stops for want of a buffer.
+const STARVED: &str = "no receive buffer free (ENOBUFS), waiting for buffers to come back";
 /// At most one accept error line a second (see src/log.rs).
 static ACCEPT_ERRORS: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(1));
 
@@ -128,6 +130,7 @@ fn main() {
         connections: Vec::new(),
         free_slots: Vec::new(),
         starved: Vec::new(),
+        backlog: VecDeque::new(),
         accepting: false,
         accept_paused: false,
         stopping: false,
@@ -138,9 +141,7 @@ fn main() {
         quiet,
         held_buffers: held_buffers_cap(buffer_size, buffer_count),
     };
-    if let Err(err) = server.start() {
-        exit_with_error(&format!("cannot submit the first operations: {err}"));
-    }
+    server.start();
     log::listening(bound);
     if !quiet {
         log!(
@@ -271,6 +272,8 @@ struct Server {
     free_slots: Vec<usize>,
     /// Connections waiting for buffers to come back to the ring.
     starved: Vec<usize>,
+    /// Submissions that did not fit in the submission queue, in order.
+    backlog: VecDeque<squeue::Entry>,
     /// A multishot accept is in the ring.
     accepting: bool,
     /// Out of descriptors: not accepting until the pause's timeout completes.
@@ -290,8 +293,8 @@ struct Server {
 
 impl Server {
     /// The first submissions: the multishot accept and the wake-up receive.
-    fn start(&mut self) -> io::Result<()> {
-        self.arm_accept()?;
+    fn start(&mut self) {
+        self.arm_accept();
         let wake = opcode::Recv::new(
             types::Fd(self.wakeup.as_raw_fd()),
             self.wake_byte.as_mut_ptr(),
@@ -308,10 +311,15 @@ impl Server {
         let mut completions: Vec<(u64, i32, u32)> = Vec::new();
         while !self.stopping {
             self.enters += 1;
-            match self.ring.submit_and_wait(1) {
+            self.push_backlog();
+            // With submissions still waiting for room, submit without waiting: the
+            // next round takes more of them.
+            let wait = if self.backlog.is_empty() { 1 } else { 0 };
+            match self.ring.submit_and_wait(wait) {
                 Ok(_) => {}
                 // A signal (handled on ctrlc's thread) interrupted the wait; EBUSY: the
-                // completion queue overflowed, and reading it below makes room.
+                // completion queue overflowed, and reading it below makes room (what
+                // was not submitted stays in the queue for the next round).
                 Err(err)
                     if matches!(
                         err.raw_os_error().map(Errno::from_raw),
@@ -327,30 +335,28 @@ impl Server {
             );
             self.completed += completions.len();
             for &(user_data, result, flags) in &completions {
-                self.complete(user_data, result, flags)?;
+                self.complete(user_data, result, flags);
             }
-            if self.buffers.take_returned() > 0 {
-                self.feed_starved()?;
+            if self.buffers.free() > 0 && !self.starved.is_empty() {
+                self.feed_starved();
             }
         }
         Ok(())
     }
     // ANCHOR_END: run
 
-    fn complete(&mut self, user_data: u64, result: i32, flags: u32) -> io::Result<()> {
+    fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
         let slot = (user_data >> 8) as usize;
         match user_data & 0xff {
             ACCEPT => self.accepted(result, flags),
             WAKE => {
                 self.stopping = true;
-                Ok(())
             }
             RESUME_ACCEPT => {
                 self.accept_paused = false;
                 if !self.accepting {
-                    self.arm_accept()?;
+                    self.arm_accept();
                 }
-                Ok(())
             }
             RECEIVE => self.received(slot, result, flags),
             SEND => self.sent(slot, result),
@@ -360,50 +366,62 @@ impl Server {
                 }
                 self.settle(slot)
             }
-            _ => Ok(()),
+            _ => {}
         }
     }
 
     // ANCHOR: push
-    /// Queues one submission; when the queue is full, submits what is in it first.
-    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-        loop {
-            // SAFETY: every pointer an entry carries stays valid until its completion:
-            // sends point into a buffer the connection holds until the send completes,
-            // the wake-up receive into `wake_byte`, the timeout at `pause` (both boxed
-            // in the server, which outlives the ring's use of them).
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
+    /// Queues one submission. When the queue is full, the entry waits in `backlog`
+    /// for the next round: no io_uring_enter here, in the middle of handling a batch
+    /// (its errors, EBUSY or EINTR, are then only the loop's to handle, and the
+    /// completions it would post could not be read until the next round anyway).
+    fn push(&mut self, entry: squeue::Entry) {
+        if !self.backlog.is_empty() || !self.try_push(&entry) {
+            self.backlog.push_back(entry);
         }
+    }
+
+    /// Moves what waits in `backlog` into the submission queue, as far as it has room.
+    fn push_backlog(&mut self) {
+        while let Some(entry) = self.backlog.pop_front() {
+            if !self.try_push(&entry) {
+                self.backlog.push_front(entry);
+                return;
+            }
+        }
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every pointer an entry carries stays valid until its completion:
+        // sends point into a buffer the connection holds until the send completes,
+        // the wake-up receive into `wake_byte`, the timeout at `pause` (both boxed
+        // in the server, which outlives the ring's use of them).
+        unsafe { self.ring.submission().push(entry) }.is_ok()
     }
     // ANCHOR_END: push
 
     // ANCHOR: accept
     /// IORING_OP_ACCEPT with the multishot flag: one submission, a completion for
     /// every connection accepted, until it ends (no IORING_CQE_F_MORE).
-    fn arm_accept(&mut self) -> io::Result<()> {
+    fn arm_accept(&mut self) {
         self.accepting = true;
         let accept = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()));
         self.push(accept.build().user_data(ACCEPT))
     }
 
-    fn accepted(&mut self, result: i32, flags: u32) -> io::Result<()> {
+    fn accepted(&mut self, result: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accepting = false;
         }
         if result >= 0 {
             // SAFETY: a descriptor the kernel has just made for us; nothing else owns it.
             let stream = unsafe { TcpStream::from_raw_fd(result) };
-            self.new_connection(stream)?;
+            self.new_connection(stream);
         } else {
             let err = io::Error::from_raw_os_error(-result);
             match Errno::from_raw(-result) {
                 // That client reset its connection before we took it.
                 Errno::ECONNABORTED | Errno::EINTR => log!("{} accept: {err}", log::ERROR),
-                // Our own cancel (accepting paused): the timeout arms it again.
-                Errno::ECANCELED => {}
                 // EMFILE/ENFILE (out of descriptors), ENOBUFS/ENOMEM, or anything else
                 // the next accept would meet again: pause, do not spin.
                 _ => {
@@ -412,26 +430,23 @@ impl Server {
                         log::ERROR,
                         ACCEPT_PAUSE.as_millis()
                     ));
+                    // An error ends a multishot accept (no IORING_CQE_F_MORE): there
+                    // is no accept in the ring to cancel, only one not to submit yet.
                     if !self.accept_paused {
                         self.accept_paused = true;
-                        if self.accepting {
-                            let cancel = opcode::AsyncCancel::new(ACCEPT);
-                            self.push(cancel.build().user_data(tag(CANCEL, usize::MAX >> 8)))?;
-                        }
                         let timeout = opcode::Timeout::new(&*self.pause);
-                        self.push(timeout.build().user_data(RESUME_ACCEPT))?;
+                        self.push(timeout.build().user_data(RESUME_ACCEPT));
                     }
                 }
             }
         }
         if !self.accepting && !self.accept_paused && !self.stopping {
-            self.arm_accept()?;
+            self.arm_accept();
         }
-        Ok(())
     }
     // ANCHOR_END: accept
 
-    fn new_connection(&mut self, stream: TcpStream) -> io::Result<()> {
+    fn new_connection(&mut self, stream: TcpStream) {
         self.served += 1;
         let peers = show::peers(&stream);
         if !self.quiet {
@@ -471,9 +486,9 @@ impl Server {
     // ANCHOR: receive
     /// IORING_OP_RECV, multishot, with IOSQE_BUFFER_SELECT: no buffer is named; the
     /// kernel takes one from our buffer group each time data arrives.
-    fn arm_receive(&mut self, slot: usize) -> io::Result<()> {
+    fn arm_receive(&mut self, slot: usize) {
         let Some(connection) = self.connection(slot) else {
-            return Ok(());
+            return;
         };
         connection.receiving = true;
         let fd = types::Fd(connection.stream.as_raw_fd());
@@ -481,10 +496,10 @@ impl Server {
         self.push(receive.build().user_data(tag(RECEIVE, slot)))
     }
 
-    fn received(&mut self, slot: usize, result: i32, flags: u32) -> io::Result<()> {
+    fn received(&mut self, slot: usize, result: i32, flags: u32) {
         let quiet = self.quiet;
         let Some(connection) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(());
+            return;
         };
         if !cqueue::more(flags) {
             connection.receiving = false;
@@ -512,21 +527,25 @@ impl Server {
             });
             connection.held_bytes += len;
             if !connection.sending {
-                self.send_next(slot)?;
+                self.send_next(slot);
             }
-            self.stop_receiving_if_full(slot)?;
+            self.stop_receiving_if_full(slot);
         } else if result == 0 {
             // EOF: the client half-closed or closed.
             connection.read_closed = true;
         } else {
             match Errno::from_raw(-result) {
-                // The buffer ring was empty. If buffers came back since (even in an
-                // earlier batch, as a mid-batch submit can post this late), start
-                // again at once; otherwise when buffers come back.
-                Errno::ENOBUFS if self.buffers.free() > 0 => {}
+                // The buffer ring was empty when it tried. If buffers are free now
+                // (given back earlier in this batch), start again at once; otherwise
+                // wait until the end of a round finds some free (see `run`). A
+                // closing connection waits for nothing.
+                Errno::ENOBUFS if self.buffers.free() > 0 || connection.closing => {}
                 Errno::ENOBUFS => {
                     connection.starved = true;
                     self.starved.push(slot);
+                    if !quiet {
+                        log!("{}: {STARVED}", connection.peers);
+                    }
                 }
                 // We cancelled it (too much held): started again as the echo drains.
                 Errno::ECANCELED => {}
@@ -540,13 +559,13 @@ impl Server {
     /// Bounded memory: a client that sends and does not read the echo holds buffers;
     /// past HELD_CAP its receive is cancelled (IORING_OP_ASYNC_CANCEL), so the kernel
     /// keeps the rest in the socket and TCP's window stops the client.
-    fn stop_receiving_if_full(&mut self, slot: usize) -> io::Result<()> {
+    fn stop_receiving_if_full(&mut self, slot: usize) {
         let (quiet, held_buffers) = (self.quiet, self.held_buffers);
         let Some(connection) = self.connection(slot) else {
-            return Ok(());
+            return;
         };
         if !connection.is_full(held_buffers) || !connection.receiving || connection.cancels > 0 {
-            return Ok(());
+            return;
         }
         connection.cancels += 1;
         connection.held_full = true;
@@ -564,12 +583,12 @@ impl Server {
     // ANCHOR: send
     /// IORING_OP_SEND of the oldest held bytes, straight from the buffer the kernel
     /// received them into (no copy).
-    fn send_next(&mut self, slot: usize) -> io::Result<()> {
+    fn send_next(&mut self, slot: usize) {
         let Some(connection) = self.connection(slot) else {
-            return Ok(());
+            return;
         };
         let Some(held) = connection.held.front() else {
-            return Ok(());
+            return;
         };
         connection.sending = true;
         let fd = types::Fd(connection.stream.as_raw_fd());
@@ -582,9 +601,9 @@ impl Server {
 
     /// A send completed: it may have sent less than asked (a partial send, as with
     /// send(2)); then the rest goes in the next send.
-    fn sent(&mut self, slot: usize, result: i32) -> io::Result<()> {
+    fn sent(&mut self, slot: usize, result: i32) {
         let Some(connection) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
-            return Ok(());
+            return;
         };
         connection.sending = false;
         if result <= 0 {
@@ -616,7 +635,7 @@ impl Server {
             self.buffers.give_back(id);
         }
         if !self.connection(slot).is_some_and(|c| c.closing) {
-            self.send_next(slot)?;
+            self.send_next(slot);
         }
         self.settle(slot)
     }
@@ -624,10 +643,10 @@ impl Server {
 
     // ANCHOR: settle
     /// After any completion of a connection: start receiving again, close, or free it.
-    fn settle(&mut self, slot: usize) -> io::Result<()> {
+    fn settle(&mut self, slot: usize) {
         let (quiet, held_buffers) = (self.quiet, self.held_buffers);
         let Some(connection) = self.connection(slot) else {
-            return Ok(());
+            return;
         };
         if !connection.closing {
             let done = connection.read_closed && connection.held.is_empty();
@@ -653,7 +672,6 @@ impl Server {
         if connection.closing && connection.idle_in_ring() {
             self.release(slot);
         }
-        Ok(())
     }
 
     /// Gives its buffers back, logs, closes the socket (drop) and frees the slot.
@@ -673,19 +691,17 @@ impl Server {
     }
     // ANCHOR_END: settle
 
-    /// Buffers came back: the connections whose receive stopped for want of them
-    /// receive again.
-    fn feed_starved(&mut self) -> io::Result<()> {
-        // No more of them than there are free buffers: the others would only meet
-        // ENOBUFS again (they wait for the next buffers back, in their order).
-        let fed = self.buffers.free().min(self.starved.len());
-        let fed: Vec<usize> = self.starved.drain(..fed).collect();
-        for slot in fed {
+    /// Buffers are free: the connections whose receive stopped for want of them
+    /// receive again. All of them, not one per free buffer: a receive takes a buffer
+    /// only when data arrives, so the first few fed may be idle and take none, and
+    /// the rest would then wait with buffers free. Those that find the ring empty
+    /// again end with ENOBUFS and wait again.
+    fn feed_starved(&mut self) {
+        for slot in std::mem::take(&mut self.starved) {
             if let Some(connection) = self.connection(slot) {
                 connection.starved = false;
             }
-            self.settle(slot)?;
+            self.settle(slot);
         }
-        Ok(())
     }
 }
