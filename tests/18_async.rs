@@ -446,6 +446,16 @@ mod lesson {
         contract::rejects_bad_flags(CLIENT);
         contract::client_reports_no_server(CLIENT, "18_async_server", &[]);
         contract::client_reports_no_server(CLIENT, "18_async_server", &["--conns", "50"]);
+        // More connections than the descriptor limit allows: a usage error that says
+        // so, not an abort on allocating room for them.
+        let port = closed_port().to_string();
+        let absurd = run(
+            CLIENT,
+            &["--port", &port, "--conns", "100000000000000"],
+            b"",
+        );
+        assert_usage_error(&absurd);
+        assert!(absurd.stderr.contains("hard limit"), "{}", absurd.stderr);
     }
 
     /// `18_async_client | head -0`: the client stops quietly.
