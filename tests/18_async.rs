@@ -394,6 +394,49 @@ mod lesson {
         }
     }
 
+    /// Clients that closed just before the signal are not counted as "still open",
+    /// even when their tasks had not yet seen the close: the server is stopped
+    /// (SIGSTOP), five clients close, SIGTERM is queued, and on SIGCONT the closes
+    /// and the signal come out of one epoll_wait together.
+    #[test]
+    fn clients_gone_before_the_signal_are_not_counted_as_open() {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        for mode in MODES {
+            let server = Server::start(SERVER, &with(mode, &["--quiet"]));
+            let mut idle = connect(server.addr);
+            round_trip(&mut idle, b"stays\n");
+            let leavers: Vec<_> = (0..5)
+                .map(|_| {
+                    let mut leaver = connect(server.addr);
+                    round_trip(&mut leaver, b"leaves\n");
+                    leaver
+                })
+                .collect();
+            let pid = Pid::from_raw(server.pid() as i32);
+            kill(pid, Signal::SIGSTOP).unwrap();
+            for _ in 0..2000 {
+                if process_state(server.pid()) == Some('T') {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(process_state(server.pid()), Some('T'), "server not stopped");
+            drop(leavers);
+            server.signal(SIGTERM);
+            kill(pid, Signal::SIGCONT).unwrap();
+            let exited = server.wait_for_its_end();
+            assert_clean_shutdown(&exited);
+            assert!(
+                exited
+                    .stdout
+                    .contains("served 6 clients, closed 1 connection still open"),
+                "with flags {mode:?}: {}",
+                exited.stdout
+            );
+        }
+    }
+
     /// SIGTERM while two clients send and read at full speed on mio's loop: one
     /// connection's pump does not starve the other, nor the shutdown waker.
     #[test]
