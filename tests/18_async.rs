@@ -465,6 +465,64 @@ mod lesson {
         }
     }
 
+    /// Fairness on mio's loop: while two clients send and read at full speed, a
+    /// third one's small echoes still get their turn. Measured in work, not time (a
+    /// busy machine slows both alike): the flood bytes echoed per small echo. A
+    /// turn of a flooder moves at most MAX_ROUNDS x READ_SIZE (1 MiB), so a small
+    /// echo waits for a few MiB of flood at most; asked here: 8 MiB on average.
+    /// With rounds that read up to OUTPUT_CAP (16 MiB a turn) it was about 60 MiB;
+    /// now it is 4.
+    #[test]
+    fn mio_serves_a_small_client_beside_two_floods() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let server = Server::start(SERVER, &["--reactor", "mio", "--quiet"]);
+        let flooded = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        let flooders: Vec<_> = (0..2).map(|_| connect(server.addr)).collect();
+        for stream in &flooders {
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = stream.try_clone().unwrap();
+            let flooded = Arc::clone(&flooded);
+            threads.push(thread::spawn(move || {
+                let chunk = vec![b'f'; 1 << 20];
+                while writer.write_all(&chunk).is_ok() {}
+            }));
+            threads.push(thread::spawn(move || {
+                let mut rest = vec![0u8; 1 << 20];
+                while let Ok(n @ 1..) = reader.read(&mut rest) {
+                    flooded.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }));
+        }
+        // The floods are under way once some of their echo has come back.
+        assert!(echo::eventually(|| flooded.load(Ordering::Relaxed) > 0));
+        let mut small = connect(server.addr);
+        small
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let before = flooded.load(Ordering::Relaxed);
+        let mut echoes = 0u64;
+        while started.elapsed() < Duration::from_secs(2) {
+            round_trip(&mut small, b"ping\n");
+            echoes += 1;
+        }
+        let flood = flooded.load(Ordering::Relaxed) - before;
+        // Ends the floods: the server closes every connection.
+        let exited = server.stop(SIGTERM);
+        assert_clean_shutdown(&exited);
+        for done in threads {
+            done.join().unwrap();
+        }
+        let mib_per_echo = flood as f64 / echoes as f64 / (1 << 20) as f64;
+        assert!(
+            mib_per_echo <= 8.0,
+            "{echoes} small echoes in 2 s beside {} MiB of flood: {mib_per_echo:.1} MiB each",
+            flood >> 20
+        );
+    }
+
     #[test]
     fn contract_server() {
         contract::server_reports_port_in_use(SERVER, &[]);
