@@ -33,7 +33,9 @@ use std::thread;
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::{connect_failed, exit_on_stdout_error, exit_with_error, print_line};
+use crate::{
+    connect_failed, exit_on_stdout_error, exit_with_error, print_line, room_for_descriptors,
+};
 
 /// How much of an echo is read (and printed) at a time.
 const PIECE: usize = 64 * 1024;
@@ -61,6 +63,12 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
     let hold: f64 = args.get_or("--hold", 0.0);
     if conns == 0 {
         args.usage_error("--conns must be at least 1");
+    }
+    // A descriptor per connection: more than the hard limit allows is a usage error.
+    if let Err(message) =
+        room_for_descriptors(conns.saturating_add(16), "connections and a few more")
+    {
+        args.usage_error(&message);
     }
     if !(0.0..=86_400.0).contains(&hold) {
         args.usage_error("--hold must be 0 to 86400 seconds");

@@ -17,7 +17,8 @@
 //! - [`strace`]: strace output read and drawn as a sequence diagram (the front door's
 //!   `trace NN`; a tool, not a lesson);
 //! - here: [`exit_with_error`], one clear `error: ...` line and exit status 1, with a
-//!   hint where one helps; [`print_line`] and [`exit_on_stdout_error`], stdout for
+//!   hint where one helps; [`room_for_descriptors`], for the clients that open many
+//!   connections; [`print_line`] and [`exit_on_stdout_error`], stdout for
 //!   the clients and tools, which stop quietly when nobody reads it any more.
 
 pub mod cli;
@@ -44,6 +45,35 @@ pub fn exit_with_error(message: &str) -> ! {
     use std::io::Write;
     let _ = writeln!(io::stderr(), "error: {message}");
     std::process::exit(1);
+}
+
+/// Makes room for `wanted` open descriptors (`what` says for what): raises the soft
+/// limit (RLIMIT_NOFILE) towards it. Err, with the numbers, when even the hard limit
+/// is lower: more than this process may ever hold, so asking is the caller's error
+/// (and a `Vec` for that many connections would not even be allocated). A soft
+/// limit that cannot be raised is only warned about: connect then says EMFILE.
+pub fn room_for_descriptors(wanted: usize, what: &str) -> Result<(), String> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use std::io::Write;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Ok(());
+    };
+    if hard < wanted as u64 {
+        return Err(format!(
+            "{wanted} descriptors needed ({what}), but the hard limit is {hard}: \
+             raise it (ulimit -Hn, as root) or ask for fewer"
+        ));
+    }
+    if soft < wanted as u64
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, wanted as u64, hard)
+    {
+        // Not eprintln!, which panics when stderr is closed.
+        let _ = writeln!(
+            io::stderr(),
+            "warning: cannot raise the descriptor limit to {wanted}: {err}"
+        );
+    }
+    Ok(())
 }
 
 /// The message for a failed `bind(2)`, with a hint for the usual causes.

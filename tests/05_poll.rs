@@ -117,6 +117,15 @@ mod lesson {
         let port = closed_port().to_string();
         let bad = run(CLIENT, &["--port", &port, "--conns", "0"], b"");
         assert_usage_error(&bad);
+        // More connections than the descriptor limit allows: a usage error that says
+        // so, not an abort on allocating room for them (src/echo_client.rs).
+        let absurd = run(
+            CLIENT,
+            &["--port", &port, "--conns", "100000000000000"],
+            b"",
+        );
+        assert_usage_error(&absurd);
+        assert!(absurd.stderr.contains("hard limit"), "{}", absurd.stderr);
     }
 }
 

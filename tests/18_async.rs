@@ -394,6 +394,49 @@ mod lesson {
         }
     }
 
+    /// Clients that closed just before the signal are not counted as "still open",
+    /// even when their tasks had not yet seen the close: the server is stopped
+    /// (SIGSTOP), five clients close, SIGTERM is queued, and on SIGCONT the closes
+    /// and the signal come out of one epoll_wait together.
+    #[test]
+    fn clients_gone_before_the_signal_are_not_counted_as_open() {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        for mode in MODES {
+            let server = Server::start(SERVER, &with(mode, &["--quiet"]));
+            let mut idle = connect(server.addr);
+            round_trip(&mut idle, b"stays\n");
+            let leavers: Vec<_> = (0..5)
+                .map(|_| {
+                    let mut leaver = connect(server.addr);
+                    round_trip(&mut leaver, b"leaves\n");
+                    leaver
+                })
+                .collect();
+            let pid = Pid::from_raw(server.pid() as i32);
+            kill(pid, Signal::SIGSTOP).unwrap();
+            for _ in 0..2000 {
+                if process_state(server.pid()) == Some('T') {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(process_state(server.pid()), Some('T'), "server not stopped");
+            drop(leavers);
+            server.signal(SIGTERM);
+            kill(pid, Signal::SIGCONT).unwrap();
+            let exited = server.wait_for_its_end();
+            assert_clean_shutdown(&exited);
+            assert!(
+                exited
+                    .stdout
+                    .contains("served 6 clients, closed 1 connection still open"),
+                "with flags {mode:?}: {}",
+                exited.stdout
+            );
+        }
+    }
+
     /// SIGTERM while two clients send and read at full speed on mio's loop: one
     /// connection's pump does not starve the other, nor the shutdown waker.
     #[test]
@@ -422,6 +465,64 @@ mod lesson {
         }
     }
 
+    /// Fairness on mio's loop: while two clients send and read at full speed, a
+    /// third one's small echoes still get their turn. Measured in work, not time (a
+    /// busy machine slows both alike): the flood bytes echoed per small echo. A
+    /// turn of a flooder moves at most MAX_ROUNDS x READ_SIZE (1 MiB), so a small
+    /// echo waits for a few MiB of flood at most; asked here: 8 MiB on average.
+    /// With rounds that read up to OUTPUT_CAP (16 MiB a turn) it was about 60 MiB;
+    /// now it is 4.
+    #[test]
+    fn mio_serves_a_small_client_beside_two_floods() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let server = Server::start(SERVER, &["--reactor", "mio", "--quiet"]);
+        let flooded = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        let flooders: Vec<_> = (0..2).map(|_| connect(server.addr)).collect();
+        for stream in &flooders {
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = stream.try_clone().unwrap();
+            let flooded = Arc::clone(&flooded);
+            threads.push(thread::spawn(move || {
+                let chunk = vec![b'f'; 1 << 20];
+                while writer.write_all(&chunk).is_ok() {}
+            }));
+            threads.push(thread::spawn(move || {
+                let mut rest = vec![0u8; 1 << 20];
+                while let Ok(n @ 1..) = reader.read(&mut rest) {
+                    flooded.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }));
+        }
+        // The floods are under way once some of their echo has come back.
+        assert!(echo::eventually(|| flooded.load(Ordering::Relaxed) > 0));
+        let mut small = connect(server.addr);
+        small
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let before = flooded.load(Ordering::Relaxed);
+        let mut echoes = 0u64;
+        while started.elapsed() < Duration::from_secs(2) {
+            round_trip(&mut small, b"ping\n");
+            echoes += 1;
+        }
+        let flood = flooded.load(Ordering::Relaxed) - before;
+        // Ends the floods: the server closes every connection.
+        let exited = server.stop(SIGTERM);
+        assert_clean_shutdown(&exited);
+        for done in threads {
+            done.join().unwrap();
+        }
+        let mib_per_echo = flood as f64 / echoes as f64 / (1 << 20) as f64;
+        assert!(
+            mib_per_echo <= 8.0,
+            "{echoes} small echoes in 2 s beside {} MiB of flood: {mib_per_echo:.1} MiB each",
+            flood >> 20
+        );
+    }
+
     #[test]
     fn contract_server() {
         contract::server_reports_port_in_use(SERVER, &[]);
@@ -446,6 +547,16 @@ mod lesson {
         contract::rejects_bad_flags(CLIENT);
         contract::client_reports_no_server(CLIENT, "18_async_server", &[]);
         contract::client_reports_no_server(CLIENT, "18_async_server", &["--conns", "50"]);
+        // More connections than the descriptor limit allows: a usage error that says
+        // so, not an abort on allocating room for them.
+        let port = closed_port().to_string();
+        let absurd = run(
+            CLIENT,
+            &["--port", &port, "--conns", "100000000000000"],
+            b"",
+        );
+        assert_usage_error(&absurd);
+        assert!(absurd.stderr.contains("hard limit"), "{}", absurd.stderr);
     }
 
     /// `18_async_client | head -0`: the client stops quietly.

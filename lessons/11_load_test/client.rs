@@ -35,13 +35,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
+use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::time::{TimeSpec, TimeValLike};
 use nix::sys::timer::Expiration;
 use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags, TimerSetTimeFlags};
 use socket2::{Domain, Socket};
 use workbook::cli::Cli;
-use workbook::{connect_failed, exit_with_error, print_line};
+use workbook::{connect_failed, exit_with_error, print_line, room_for_descriptors};
 
 mod tls;
 
@@ -399,7 +399,9 @@ fn main() {
     if unix.is_some() && new_connection {
         args.usage_error("--unix does not go with --new-connection-per-request");
     }
-    raise_fd_limit(conns + idle + 64);
+    let descriptors = conns.saturating_add(idle).saturating_add(64);
+    room_for_descriptors(descriptors, "connections, idle ones and a few more")
+        .unwrap_or_else(|message| exit_with_error(&message));
 
     let server = match reply {
         Reply::Http => "an HTTP server",
@@ -612,28 +614,6 @@ fn own_cpu_seconds() -> f64 {
                 / 1e6
         })
         .unwrap_or(0.0)
-}
-
-/// Raises the soft limit on open descriptors towards `wanted` (at most the hard limit).
-/// Fails at once, with the numbers, when even the hard limit is too low.
-fn raise_fd_limit(wanted: usize) {
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if hard < wanted as u64 {
-            exit_with_error(&format!(
-                "{wanted} descriptors needed (connections, idle ones and a few more), \
-                 but the hard limit is {hard}: raise it (ulimit -Hn, as root) or ask for fewer"
-            ));
-        }
-        if soft < wanted as u64 {
-            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, wanted as u64, hard) {
-                // Not eprintln!, which panics when stderr is closed.
-                let _ = writeln!(
-                    io::stderr(),
-                    "warning: cannot raise the descriptor limit to {wanted}: {err}"
-                );
-            }
-        }
-    }
 }
 
 // ANCHOR: drive

@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
 use workbook::cli::Cli;
-use workbook::{connect_failed, exit_on_stdout_error, exit_with_error, print_line};
+use workbook::{
+    connect_failed, exit_on_stdout_error, exit_with_error, print_line, room_for_descriptors,
+};
 
 const DEFAULT_PORT: u16 = 10018;
 /// How much of an echo is read (and printed) at a time.
@@ -50,6 +52,12 @@ fn main() {
     let hold: f64 = args.get_or("--hold", 0.0);
     if conns == 0 {
         args.usage_error("--conns must be at least 1");
+    }
+    // A descriptor per connection: more than the hard limit allows is a usage error.
+    if let Err(message) =
+        room_for_descriptors(conns.saturating_add(16), "connections and a few more")
+    {
+        args.usage_error(&message);
     }
     if !(0.0..=86_400.0).contains(&hold) {
         args.usage_error("--hold must be 0 to 86400 seconds");

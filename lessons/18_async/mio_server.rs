@@ -36,6 +36,9 @@ struct Connection {
     output: OutputBuffer,
     /// The client half-closed: finish the echo, then close.
     read_closed: bool,
+    /// An event said the client's FIN (or an error) has come: read until read(2)
+    /// says so, as no edge will come for it again.
+    peer_closed_seen: bool,
 }
 // ANCHOR_END: connection
 
@@ -122,7 +125,14 @@ pub fn run(listener: std::net::TcpListener, quiet: bool) {
                         accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     }
                 }
-                token => pump_one(&mut connections, token, &mut buffer, quiet, &mut busy),
+                token => {
+                    if (event.is_read_closed() || event.is_error())
+                        && let Some(connection) = connections.get_mut(&token)
+                    {
+                        connection.peer_closed_seen = true;
+                    }
+                    pump_one(&mut connections, token, &mut buffer, quiet, &mut busy)
+                }
             }
         }
         // Connections whose pump stopped at MAX_ROUNDS with more to do: no edge
@@ -194,8 +204,11 @@ enum Pumped {
     Done,
 }
 
-/// Read-then-write rounds per turn: one client sending and reading at full speed
-/// would otherwise keep the loop to itself (and the shutdown waker waiting).
+/// Read-then-write rounds per turn, each of one read (READ_SIZE at most): a turn
+/// moves at most 1 MiB. One client sending and reading at full speed would
+/// otherwise keep the loop to itself (and the shutdown waker waiting); with rounds
+/// that read until OUTPUT_CAP, 16 rounds were 16 MiB, and the other clients waited
+/// about 100 ms per turn.
 const MAX_ROUNDS: usize = 16;
 
 struct Accepted {
@@ -248,6 +261,7 @@ fn accept_all(
             peers,
             output: OutputBuffer::new(OUTPUT_CAP),
             read_closed: false,
+            peer_closed_seen: false,
         };
         connections.insert(token, connection);
     }
@@ -256,9 +270,11 @@ fn accept_all(
 
 impl Connection {
     // ANCHOR: pump
-    /// Reads and writes until the kernel says WouldBlock (edge-triggered: no event
-    /// comes again for what is already there), or OUTPUT_CAP stops the reading.
-    /// At most MAX_ROUNDS rounds, so the other connections get their turn.
+    /// Reads and writes until the kernel says WouldBlock, or a short read says the
+    /// socket is drained (edge-triggered: no event comes again for what is already
+    /// there), or OUTPUT_CAP stops the reading.
+    /// At most MAX_ROUNDS rounds of one read each, so the other connections get
+    /// their turn.
     fn pump(&mut self, buffer: &mut [u8], quiet: bool) -> io::Result<Pumped> {
         for _ in 0..MAX_ROUNDS {
             let mut read_blocked = false;
@@ -273,6 +289,12 @@ impl Connection {
                             log!("{} {size} from {}: {data}", log::RECEIVED, self.peers);
                         }
                         self.output.push(&buffer[..n]);
+                        // A short read took all there was (Linux): no read to meet
+                        // EAGAIN, the next data brings a new edge (tokio does the
+                        // same), unless the FIN came already: it brings none.
+                        // One read per round: a round moves at most READ_SIZE.
+                        read_blocked = n < room && !self.peer_closed_seen;
+                        break;
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                         read_blocked = true;
@@ -296,7 +318,7 @@ impl Connection {
                 }
             }
             // Either side waits for the kernel (the next edge), or the client is
-            // done. Otherwise the output was full and is empty now: read on.
+            // done. Otherwise both went through, and there may be more: another round.
             if read_blocked || write_blocked || self.read_closed {
                 if self.read_closed && self.output.is_empty() {
                     return Ok(Pumped::Done);

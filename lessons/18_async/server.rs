@@ -14,8 +14,11 @@ mod mio_server;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -31,8 +34,10 @@ const DEFAULT_PORT: u16 = 10018;
 /// task holds this much and no more, however fast its client sends and however
 /// slowly it reads.
 const READ_SIZE: usize = 16 * 1024;
-/// How long connections get to finish the echo in hand after Ctrl-C: the contract
-/// is an exit within one second, and the last line must fit in it too.
+/// How long, after Ctrl-C, the server waits for every connection task to get its
+/// turn, see the stop and return (dropping its echo in hand: nothing is finished);
+/// tasks still not done then are aborted. The contract is an exit within one
+/// second, and the last line must fit in it too.
 const GRACE: Duration = Duration::from_millis(500);
 /// After a failed accept(2) (EMFILE: out of descriptors), wait this long before the
 /// next try, so that a lasting failure does not spin a core.
@@ -182,17 +187,22 @@ async fn serve(
 /// turn each one drops its echo future (cancellation in Rust is dropping a future)
 /// and returns, which closes its socket. A task that does not get its turn within
 /// GRACE (a busy runtime) is aborted: the same drop, from outside.
-async fn shut_down(stop: watch::Sender<bool>, mut tasks: JoinSet<()>, served: usize) -> String {
-    // Tasks that ended but were not collected yet are not open connections.
-    while tasks.try_join_next().is_some() {}
-    let open = tasks.len();
+async fn shut_down(stop: watch::Sender<bool>, mut tasks: JoinSet<Ended>, served: usize) -> String {
     let _ = stop.send(true);
-    let finished =
-        tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    // Each task says how it ended: only the ones the stop cut were still open. (A
+    // task that had not yet seen its client's close is not one of them.)
+    let mut open = 0;
+    let finished = tokio::time::timeout(GRACE, async {
+        while let Some(ended) = tasks.join_next().await {
+            open += usize::from(matches!(ended, Ok(Ended::Cut)));
+        }
+    })
+    .await;
     let cut_off = match finished {
         Ok(()) => String::new(),
         Err(_) => {
             let n = tasks.len();
+            open += n;
             tasks.shutdown().await;
             format!(
                 ", {} cut off after the grace period",
@@ -208,6 +218,13 @@ async fn shut_down(stop: watch::Sender<bool>, mut tasks: JoinSet<()>, served: us
 }
 // ANCHOR_END: shut_down
 
+/// How a connection's task ended: on its own (the client closed, or an error), or
+/// cut by the stop while its client was still there.
+enum Ended {
+    OnItsOwn,
+    Cut,
+}
+
 // ANCHOR: connection
 /// One connection's task: its whole life, written as if it were the only one.
 async fn connection(
@@ -215,7 +232,7 @@ async fn connection(
     number: usize,
     mut stopping: watch::Receiver<bool>,
     quiet: bool,
-) {
+) -> Ended {
     let peers = show::peers(&stream);
     if !quiet {
         log!("{} {peers} (task {number})", log::CONNECTED);
@@ -227,24 +244,51 @@ async fn connection(
     if let Err(err) = stream.set_nodelay(true) {
         log!("{} {peers}: cannot set TCP_NODELAY: {err}", log::ERROR);
     }
+    let mut echoing = false;
     let ended = tokio::select! {
-        ended = echo(&mut stream, &peers, quiet) => ended,
+        ended = echo(&mut stream, &peers, quiet, &mut echoing) => Some(ended),
         // Ctrl-C: stop reading at once. The echo in hand, if any, is dropped with
         // the `echo` future; the socket closes when this task returns.
-        _ = stopping.wait_for(|stopping| *stopping) => Ok(()),
+        _ = stopping.wait_for(|stopping| *stopping) => None,
+    };
+    let how = match ended {
+        Some(_) => Ended::OnItsOwn,
+        // Cut in the middle of an echo, or waiting to read from a client still there.
+        None if echoing || client_still_there(&stream) => Ended::Cut,
+        None => Ended::OnItsOwn,
     };
     match ended {
-        Err(err) => log!("{} {peers}: {err}", log::DISCONNECTED),
-        Ok(()) if !quiet => log!("{} {peers} (task {number})", log::DISCONNECTED),
-        Ok(()) => {}
+        Some(Err(err)) => log!("{} {peers}: {err}", log::DISCONNECTED),
+        _ if !quiet => log!("{} {peers} (task {number})", log::DISCONNECTED),
+        _ => {}
     }
+    how
+}
+
+/// At the stop, for a task waiting to read: its client may have closed just before,
+/// the FIN not yet seen by the task. A peek that does not wait then reads 0 bytes
+/// (or fails with the reset); EAGAIN, or bytes waiting, mean the client is there.
+fn client_still_there(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    let peeked = recv(
+        stream.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    );
+    matches!(peeked, Ok(1) | Err(Errno::EAGAIN))
 }
 // ANCHOR_END: connection
 
 // ANCHOR: echo
 /// Lesson 06's echo loop, with `.await` where that one blocked: at each `.await`
 /// the task gives its thread back to the runtime until the socket is ready.
-async fn echo(stream: &mut TcpStream, peers: &str, quiet: bool) -> io::Result<()> {
+/// `echoing` is true while an echo is in hand (read, not yet all written).
+async fn echo(
+    stream: &mut TcpStream,
+    peers: &str,
+    quiet: bool,
+    echoing: &mut bool,
+) -> io::Result<()> {
     // One fixed buffer per connection (on the heap, with the task).
     let mut buffer = vec![0u8; READ_SIZE];
     loop {
@@ -265,7 +309,9 @@ async fn echo(stream: &mut TcpStream, peers: &str, quiet: bool) -> io::Result<()
         }
         // write(2) until all is sent. A client that does not read makes this wait,
         // and a waiting task reads nothing more: the backpressure, in one line.
+        *echoing = true;
         stream.write_all(&buffer[..n]).await?;
+        *echoing = false;
     }
 }
 // ANCHOR_END: echo

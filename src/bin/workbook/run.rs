@@ -1,13 +1,17 @@
 //! `cargo run -- run NN [CLIENT ARGS]`: a lesson's server and client in one terminal.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -286,11 +290,12 @@ fn run_pair(
     if let Ok(mut started) = STARTED.lock() {
         started.push((server.id(), launch.traces()));
     }
-    forward(&mut server, "server", &events);
+    let server_pipes = forward(&mut server, "server", &events);
     let listening = match wait_for_port(&received) {
         Ok(listening) => listening,
         Err(message) => {
             stop(&mut server, launch);
+            drop(server_pipes);
             drain(&received, Duration::from_millis(200));
             return error(&message);
         }
@@ -342,6 +347,12 @@ fn run_pair(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    if client_streams_open == 0 {
+        catch_up(&server_pipes, &received);
+    }
+    // The server's pipes hold a sender each: drop them, so the channel ends with
+    // the server.
+    drop(server_pipes);
     let client_status = client.wait().ok();
     show(&format!(
         "workbook │ client {}; stopping the server with SIGINT (Ctrl-C)\n",
@@ -378,24 +389,119 @@ fn build(bins: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Sends each line of the child's stdout and stderr, then `Closed`, to `events`.
-fn forward(child: &mut Child, who: &'static str, events: &Sender<Event>) {
-    fn pump(pipe: impl Read + Send + 'static, who: &'static str, events: Sender<Event>) {
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if events.send(Event::Line(who, line)).is_err() {
-                    return;
-                }
+/// One of a program's output pipes. A thread of its own forwards each line to the
+/// channel as it comes; when the client has ended, `catch_up` reads the server's
+/// pipes too, so that what the server wrote before the client's end is shown
+/// before it. Two threads may read, so reading (and the line it may leave half
+/// done) is under the lock; the waiting for data is not.
+struct Pipe {
+    who: &'static str,
+    file: File,
+    events: Sender<Event>,
+    /// The start of a line whose end has not come yet; `None` once the pipe is closed.
+    partial: Mutex<Option<Vec<u8>>>,
+}
+
+impl Pipe {
+    /// Reads what the pipe holds now, without waiting, and forwards its whole lines
+    /// (at end of file, the rest too, then `Closed`). At most a few reads: a program
+    /// that writes without pause does not keep the caller here.
+    fn read_ready(&self) {
+        let mut partial = self
+            .partial
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buffer = [0u8; 64 * 1024];
+        for _ in 0..16 {
+            let Some(line) = partial.as_mut() else { return };
+            let mut ready = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut ready, PollTimeout::ZERO), Ok(n) if n > 0) {
+                return;
             }
-            let _ = events.send(Event::Closed(who));
-        });
+            let got = match (&self.file).read(&mut buffer) {
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => 0,
+                Ok(got) => got,
+            };
+            line.extend_from_slice(&buffer[..got]);
+            while let Some(end) = line.iter().position(|&byte| byte == b'\n') {
+                let whole: Vec<u8> = line.drain(..=end).collect();
+                self.send_line(&whole[..end]);
+            }
+            if got == 0 {
+                if !line.is_empty() {
+                    let rest = std::mem::take(line);
+                    self.send_line(&rest);
+                }
+                *partial = None;
+                let _ = self.events.send(Event::Closed(self.who));
+                return;
+            }
+        }
     }
-    if let Some(stdout) = child.stdout.take() {
-        pump(stdout, who, events.clone());
+
+    fn send_line(&self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(line).into_owned();
+        let _ = self.events.send(Event::Line(self.who, text));
     }
-    if let Some(stderr) = child.stderr.take() {
-        pump(stderr, who, events.clone());
+
+    fn is_closed(&self) -> bool {
+        self.partial
+            .lock()
+            .map(|partial| partial.is_none())
+            .unwrap_or(true)
+    }
+}
+
+/// Sends each line of the child's stdout and stderr, then `Closed`, to `events`;
+/// returns the two pipes (for `catch_up`).
+fn forward(child: &mut Child, who: &'static str, events: &Sender<Event>) -> Vec<Arc<Pipe>> {
+    let mut pipes = Vec::new();
+    let outputs: [Option<OwnedFd>; 2] = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    for fd in outputs.into_iter().flatten() {
+        pipes.push(forward_pipe(fd, who, events));
+    }
+    pipes
+}
+
+/// A thread that forwards the lines of one pipe as they come.
+fn forward_pipe(fd: OwnedFd, who: &'static str, events: &Sender<Event>) -> Arc<Pipe> {
+    let pipe = Arc::new(Pipe {
+        who,
+        file: File::from(fd),
+        events: events.clone(),
+        partial: Mutex::new(Some(Vec::new())),
+    });
+    let reader = Arc::clone(&pipe);
+    thread::spawn(move || {
+        while !reader.is_closed() {
+            // Wait outside the lock for data (or the end), then read it.
+            let mut ready = [PollFd::new(reader.file.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut ready, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => reader.read_ready(),
+                Err(_) => return,
+            }
+        }
+    });
+    pipe
+}
+
+/// The client has ended: forward what the server's pipes hold already, whichever
+/// thread was going to read it. Its lines were written before the client's end, and
+/// are shown before it. (Lines the server has queued and not yet written, it writes
+/// when it stops: they come after.)
+fn catch_up(pipes: &[Arc<Pipe>], received: &Receiver<Event>) {
+    for pipe in pipes {
+        pipe.read_ready();
+    }
+    for event in received.try_iter() {
+        if let Event::Line(who, line) = event {
+            show(&format!("{who} │ {line}\n"));
+        }
     }
 }
 
@@ -499,5 +605,45 @@ fn describe(status: Option<ExitStatus>) -> String {
             "did not stop within {} s and was killed",
             STOP_WAIT.as_secs()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(received: &Receiver<Event>) -> Vec<String> {
+        received
+            .try_iter()
+            .map(|event| match event {
+                Event::Line(who, line) => format!("{who}: {line}"),
+                Event::Closed(who) => format!("{who} closed"),
+            })
+            .collect()
+    }
+
+    /// What a program wrote before the catch-up is in the channel when the catch-up
+    /// returns, whether its pipe's thread had read it, was reading it, or had not
+    /// yet run: `run NN` used to show `client exited` before server lines that were
+    /// already written, when the server's reader thread had not had its turn.
+    #[test]
+    fn a_catch_up_forwards_every_line_already_written() {
+        for _ in 0..200 {
+            let (read_end, write_end) = nix::unistd::pipe().unwrap();
+            let (events, received) = mpsc::channel();
+            let mut writer = File::from(write_end);
+            writer.write_all(b"one\ntwo\r\nthr").unwrap();
+            let pipe = forward_pipe(read_end, "server", &events);
+            pipe.read_ready();
+            assert_eq!(lines(&received), ["server: one", "server: two"]);
+            // The end of the last line, and the end of the pipe.
+            writer.write_all(b"ee\nfour").unwrap();
+            drop(writer);
+            pipe.read_ready();
+            assert_eq!(
+                lines(&received),
+                ["server: three", "server: four", "server closed"]
+            );
+        }
     }
 }
