@@ -452,6 +452,13 @@ impl Server {
         if !self.quiet {
             log!("{} {peers}", log::CONNECTED);
         }
+        // TCP_NODELAY (lesson 02): an echo bigger than one buffer goes back as several
+        // sends, one per receive. With Nagle's algorithm on, the last small one waits
+        // for the ACK of the others, and the client delays that ACK by up to 40 ms: a
+        // 64 KiB echo took 43 ms before this line (the load lab's 50 x 64 KiB row).
+        if let Err(err) = stream.set_nodelay(true) {
+            log!("{} {peers}: cannot set TCP_NODELAY: {err}", log::ERROR);
+        }
         let connection = Connection {
             stream,
             peers,
