@@ -695,6 +695,14 @@ mod lesson {
             "{}",
             client.stdout
         );
+        // Under one request a second per connection, the interval is what reads.
+        assert!(
+            client
+                .stdout
+                .contains("1 requests/s in all, one request every 50.0 s per connection"),
+            "{}",
+            client.stdout
+        );
         // It waits for the deadline: its rate is the schedule's, not one request's.
         assert!(
             summary_field(&client.stdout, "seconds") >= 1.0,
@@ -776,6 +784,192 @@ mod lesson {
                 "took {:?}: the errors waited for the due times\n{}",
                 client.took,
                 client.stdout
+            );
+        }
+    }
+
+    /// A server that accepts every connection and reads what comes, and never
+    /// replies nor closes (a server stopped with kill -STOP).
+    fn silent_server() -> String {
+        fake_server(move |listener| {
+            for stream in listener.incoming().take(100) {
+                let Ok(mut stream) = stream else { return };
+                thread::spawn(move || {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(1..) = stream.read(&mut buffer) {}
+                });
+            }
+        })
+    }
+
+    /// An echo server, one thread per connection, that waits `delay` before each echo.
+    fn slow_echo_server(delay: Duration) -> String {
+        fake_server(move |listener| {
+            for stream in listener.incoming().take(100) {
+                let Ok(mut stream) = stream else { return };
+                thread::spawn(move || {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                        thread::sleep(delay);
+                        if stream.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    /// The number at the start of the line that begins with `prefix`.
+    fn count_after(stdout: &str, prefix: &str) -> Option<u64> {
+        let line = stdout.lines().find_map(|line| line.strip_prefix(prefix))?;
+        line.split_whitespace().next()?.parse().ok()
+    }
+
+    /// `--duration` bounds the run even while requests are in flight: at the deadline
+    /// nothing more is sent, the replies on their way get 1 s, and then the run ends,
+    /// the requests still unanswered counted as such (exit status 1). Against a server
+    /// that never replies, closed loop, open loop and a connection per request all end
+    /// in about 2 s (they used to wait 10 s for the stall check); the bound of 6 s only
+    /// proves that they ended.
+    #[test]
+    fn duration_bounds_requests_in_flight() {
+        let runs: [&[&str]; 3] = [
+            &["--conns", "2", "--duration", "1"],
+            &["--conns", "2", "--duration", "1", "--rate", "100"],
+            &[
+                "--conns",
+                "2",
+                "--duration",
+                "1",
+                "--reply",
+                "http",
+                "--new-connection-per-request",
+            ],
+        ];
+        for flags in runs {
+            let port = silent_server();
+            let mut args = vec!["--port", &port];
+            args.extend_from_slice(flags);
+            let client = run_within(CLIENT, &args, b"", Duration::from_secs(30));
+            assert!(
+                client.took < Duration::from_secs(6),
+                "{flags:?} took {:?}:\n{}",
+                client.took,
+                client.stdout
+            );
+            assert_eq!(
+                client.status.code(),
+                Some(1),
+                "{flags:?}\n{}",
+                client.stdout
+            );
+            assert_eq!(
+                count_after(&client.stdout, "unanswered: "),
+                Some(2),
+                "{flags:?}\n{}",
+                client.stdout
+            );
+            assert_eq!(
+                summary_field(&client.stdout, "errors"),
+                0.0,
+                "{}",
+                client.stdout
+            );
+        }
+    }
+
+    /// An open loop the server cannot keep up with: one connection at 100 requests/s
+    /// against a server that takes 200 ms per echo. About 5 requests are sent in the
+    /// second; the other 95 due in it never are, and the client says so (the latencies
+    /// leave them out, so they are a lower bound).
+    #[test]
+    fn an_overloaded_open_loop_counts_what_it_did_not_send() {
+        let port = slow_echo_server(Duration::from_millis(200));
+        let args = [
+            "--port",
+            &port,
+            "--conns",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+        ];
+        let client = run_within(CLIENT, &args, b"", Duration::from_secs(30));
+        assert!(
+            client.status.success(),
+            "{}{}",
+            client.stdout,
+            client.stderr
+        );
+        let sent = summary_field(&client.stdout, "requests") as u64;
+        let not_sent = count_after(&client.stdout, "not sent: ");
+        assert_eq!(not_sent, Some(100 - sent), "{}", client.stdout);
+        assert!(sent < 50, "{}", client.stdout);
+        let latency = client.stdout.find("latency:").unwrap_or(usize::MAX);
+        let said = client.stdout.find("not sent: ").unwrap_or(0);
+        assert!(
+            latency < said,
+            "said after the latencies:\n{}",
+            client.stdout
+        );
+    }
+
+    /// `--rate` with `--new-connection-per-request`: a usage error, whatever the reply
+    /// (the HTTP mode used to ignore the rate and run flat out).
+    #[test]
+    fn rate_needs_connections_that_last() {
+        for reply in ["echo", "http"] {
+            let args = [
+                "--port",
+                "1",
+                "--reply",
+                reply,
+                "--new-connection-per-request",
+                "--rate",
+                "10",
+                "--requests",
+                "1",
+            ];
+            assert_usage_error(&run(CLIENT, &args, b""));
+        }
+    }
+
+    /// Numbers that would panic, abort or eat the machine's memory are usage errors:
+    /// at most 1024 threads, messages of at most 1 GiB and 4 GiB for all the
+    /// connections' messages together; the time and rate flags within their bounds.
+    #[test]
+    fn absurd_numbers_are_usage_errors() {
+        let runs: [&[&str]; 13] = [
+            &["--threads", "18446744073709551615"],
+            &["--threads", "1000000000"],
+            &["--threads", "1025"],
+            &["--size", "18446744073709551615"],
+            &["--size", "100000000000"],
+            &["--size", "1073741825", "--conns", "1"],
+            &["--size", "1073741824", "--conns", "5"],
+            &["--requests", "0"],
+            &["--duration", "NaN"],
+            &["--duration", "inf"],
+            &["--duration", "3601"],
+            &["--rate", "NaN"],
+            &["--conns", "1025", "--new-connection-per-request"],
+        ];
+        for flags in runs {
+            let mut args = vec!["--port", "1"];
+            args.extend_from_slice(flags);
+            let client = run_within(CLIENT, &args, b"", Duration::from_secs(30));
+            assert_eq!(
+                client.status.code(),
+                Some(2),
+                "{flags:?}: {}",
+                client.stderr
+            );
+            assert!(
+                !client.stderr.contains("panicked"),
+                "{flags:?}: {}",
+                client.stderr
             );
         }
     }

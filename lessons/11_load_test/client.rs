@@ -48,6 +48,20 @@ mod tls;
 /// A connection that makes no progress for this long is reported as stalled.
 const STALL: Duration = Duration::from_secs(10);
 
+/// `--duration`: after the deadline no request is sent, and the replies still on
+/// their way get this long to come; then the run ends, and a request still without
+/// its reply is counted as unanswered (the run was not clean).
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The largest `--size`, and the most that the messages of all the connections may
+/// hold together (each connection keeps its message, `--size` bytes, for the run).
+const MAX_SIZE: usize = 1 << 30;
+const MAX_MESSAGES: u128 = 4 << 30;
+
+/// The most client threads (`--threads`, and the blocking modes' thread per
+/// connection slot): more than a few per core only costs memory.
+const MAX_THREADS: usize = 1024;
+
 // ANCHOR: histogram
 /// Latencies in nanoseconds, in buckets whose width grows with the value: 64 buckets
 /// per power of two, so every bucket is within 1.6% of the values it holds, from
@@ -60,6 +74,12 @@ struct Histogram {
 }
 
 const SUB_BUCKETS: u64 = 64;
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new()
+    }
+}
 
 impl Histogram {
     fn new() -> Histogram {
@@ -228,9 +248,46 @@ struct Load {
     started: Instant,
 }
 
+impl Load {
+    /// When the run ends for good: the deadline plus `GRACE` (none without
+    /// `--duration`).
+    fn grace_end(&self) -> Option<Instant> {
+        self.deadline.map(|deadline| deadline + GRACE)
+    }
+
+    /// How long a blocking call may wait from `now`: `STALL`, or less when the end of
+    /// the grace comes first (at least 1 ms: a zero timeout means "wait forever").
+    fn wait_limit(&self, now: Instant) -> Duration {
+        let left = self
+            .grace_end()
+            .map_or(STALL, |end| end.saturating_duration_since(now));
+        left.min(STALL).max(Duration::from_millis(1))
+    }
+
+    /// Open loop with `--duration`: how many requests of connection `number` were due
+    /// before the deadline (request n is due (n*N + number)/R seconds after the start).
+    fn due_before_deadline(&self, number: usize) -> u64 {
+        let (Some(rate), Some(deadline)) = (self.rate, self.deadline) else {
+            return 0;
+        };
+        let slots = deadline.duration_since(self.started).as_secs_f64() * rate;
+        let ahead = slots - number as f64; // slots before the deadline from this one on
+        if ahead <= 0.0 {
+            return 0;
+        }
+        ((ahead / self.conns as f64).ceil() as u64).min(self.requests)
+    }
+}
+
+#[derive(Default)]
 struct Outcome {
     latencies: Histogram,
     errors: Vec<String>,
+    /// Requests sent whose reply had not come at the end of the grace.
+    unanswered: u64,
+    /// Open loop: requests due before the deadline that were never sent, because
+    /// their connection was still waiting for an earlier reply.
+    not_sent: u64,
 }
 
 fn main() {
@@ -241,7 +298,12 @@ fn main() {
          reply and reports requests/s and latency percentiles.",
         10008,
     )
-    .value("--conns", "N", "active connections (default 50)")
+    .value(
+        "--conns",
+        "N",
+        "active connections (default 50; at most 1024 with --tls or \
+         --new-connection-per-request, a thread each)",
+    )
     .value(
         "--requests",
         "M",
@@ -250,7 +312,8 @@ fn main() {
     .value(
         "--size",
         "BYTES",
-        "message size (default 64; not with --reply http, whose request is fixed)",
+        "message size (default 64, at most 1 GiB, and --size x --conns at most 4 GiB; \
+         not with --reply http, whose request is fixed)",
     )
     .value(
         "--idle",
@@ -260,20 +323,24 @@ fn main() {
     .value(
         "--duration",
         "SECS",
-        "stop after this long instead (each connection stops early; with --rate, a \
-         request due later is not sent)",
+        "stop after this long instead (at most 3600): no request is sent after it, the \
+         replies on their way get 1 s more, and a request still unanswered then is \
+         counted as such (exit status 1); with --rate, a request due later is not sent",
     )
     .value(
         "--threads",
         "T",
-        "client threads sharing the connections (default 2)",
+        "client threads sharing the connections (default 2, at most 1024)",
     )
     .value(
         "--rate",
         "R",
         "open loop: R requests/s in all, on a schedule shared by the connections (each \
          sends R/N a second, one at a time), and each latency counts from when its \
-         request was due, not from when it left (default: closed loop)",
+         request was due, not from when it left; with --duration, the requests due and \
+         never sent (their connection still waiting for a reply) are counted on a \
+         `not sent:` line (default: closed loop; not with --tls nor \
+         --new-connection-per-request)",
     )
     .value(
         "--reply",
@@ -322,6 +389,16 @@ fn main() {
     if conns == 0 || size == 0 || requests == 0 || threads == 0 {
         args.usage_error("--conns, --requests, --size and --threads must be at least 1");
     }
+    // Each thread and each connection's message costs memory, allocated up front: a
+    // huge number would panic, abort or swap, not measure anything.
+    if threads > MAX_THREADS {
+        args.usage_error(&format!("--threads must be at most {MAX_THREADS}"));
+    }
+    if size > MAX_SIZE || size as u128 * conns as u128 > MAX_MESSAGES {
+        args.usage_error(
+            "--size must be at most 1 GiB (1073741824), and --size x --conns at most 4 GiB",
+        );
+    }
     let reply = match args.get_or("--reply", "echo".to_string()).as_str() {
         "echo" => Reply::Echo,
         "ctime" => Reply::CtimeLine,
@@ -338,11 +415,17 @@ fn main() {
     if new_connection && reply == Reply::CtimeLine {
         args.usage_error("--new-connection-per-request needs --reply http or echo");
     }
-    if rate.is_some() && (tls_ca.is_some() || (new_connection && reply == Reply::Echo)) {
+    if rate.is_some() && (tls_ca.is_some() || new_connection) {
         // Those run on blocking threads, one request after another: no open loop.
-        args.usage_error(
-            "--rate does not go with --tls, nor with --new-connection-per-request on the echo",
-        );
+        args.usage_error("--rate does not go with --tls, nor with --new-connection-per-request");
+    }
+    // One blocking thread per connection slot: a thread each costs far more than an
+    // epoll connection, so fewer of them.
+    if (tls_ca.is_some() || new_connection) && conns > MAX_THREADS {
+        args.usage_error(&format!(
+            "with --tls or --new-connection-per-request (a thread per connection slot), \
+             --conns must be at most {MAX_THREADS}"
+        ));
     }
     // One blocking thread per connection slot: TLS, or a new echo connection each time.
     let blocking = match &tls_ca {
@@ -451,6 +534,8 @@ fn main() {
         started,
     };
     // Deal the connections out to the threads, round-robin.
+    // No more threads than connections: an extra one would have nothing to do.
+    let threads = threads.min(conns);
     let mut shares: Vec<Vec<(usize, Socket)>> = (0..threads).map(|_| Vec::new()).collect();
     for (index, conn) in active.into_iter().enumerate() {
         shares[index % threads].push(conn);
@@ -479,8 +564,8 @@ fn main() {
             .into_iter()
             .map(|handle| {
                 handle.join().unwrap_or_else(|_| Outcome {
-                    latencies: Histogram::new(),
                     errors: vec!["a client thread panicked".into()],
+                    ..Outcome::default()
                 })
             })
             .collect()
@@ -491,23 +576,25 @@ fn main() {
     // ANCHOR_END: run
     drop(idle_streams);
 
-    let mut latencies = Histogram::new();
-    let mut errors = Vec::new();
+    let mut total = Outcome::default();
     for outcome in &outcomes {
-        latencies.merge(&outcome.latencies);
-        errors.extend(outcome.errors.iter().cloned());
+        total.latencies.merge(&outcome.latencies);
+        total.errors.extend(outcome.errors.iter().cloned());
+        total.unanswered += outcome.unanswered;
+        total.not_sent += outcome.not_sent;
     }
     report(
         conns,
         idle,
         size,
         (reply, new_connection),
-        &latencies,
-        &errors,
+        &total,
         elapsed,
         cpu,
     );
-    if !errors.is_empty() {
+    // A request left without its reply: the server did not keep up, the run was not
+    // clean.
+    if !total.errors.is_empty() || total.unanswered > 0 {
         std::process::exit(1);
     }
 }
@@ -533,10 +620,19 @@ fn open_loop_line(rate: f64, conns: usize, requests: u64, duration: Option<f64>)
             )
         }
     };
+    // Under one a second per connection, the interval reads better than 0.0.
+    let per_connection = rate / conns as f64;
+    let per_connection = if per_connection >= 1.0 {
+        format!("{per_connection:.1} per connection")
+    } else {
+        format!(
+            "one request every {:.1} s per connection",
+            1.0 / per_connection
+        )
+    };
     format!(
-        "open loop: {rate} requests/s in all, {:.1} per connection, each latency from when \
-         its request was due; {length}",
-        rate / conns as f64
+        "open loop: {rate} requests/s in all, {per_connection}, each latency from when \
+         its request was due; {length}"
     )
 }
 
@@ -546,11 +642,11 @@ fn report(
     idle: usize,
     size: usize,
     (reply, new_connection): (Reply, bool),
-    latencies: &Histogram,
-    errors: &[String],
+    outcome: &Outcome,
     elapsed: Duration,
     cpu: f64,
 ) {
+    let (latencies, errors) = (&outcome.latencies, &outcome.errors);
     let done = latencies.total();
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let rate = done as f64 / seconds;
@@ -585,6 +681,24 @@ fn report(
         micros(latencies.percentile(0.999)),
         micros(latencies.max)
     ));
+    // Left out of the latencies above, so the percentiles are lower bounds: the
+    // requests the schedule wanted and no connection was free to send (coordinated
+    // omission at the end of the run), and those that never got a reply.
+    if outcome.not_sent > 0 {
+        print_line(&format!(
+            "not sent: {} requests due before the deadline, their connection still \
+             waiting for an earlier reply (not in the latencies)",
+            outcome.not_sent
+        ));
+    }
+    if outcome.unanswered > 0 {
+        print_line(&format!(
+            "unanswered: {} requests without a reply {} s after the deadline (not in \
+             the latencies)",
+            outcome.unanswered,
+            GRACE.as_secs()
+        ));
+    }
     // This client's own CPU time during the run: if it is close to the wall time of a
     // core per thread, the client, not the server, may be what limits the numbers.
     print_line(&format!(
@@ -658,10 +772,7 @@ fn no_delay(stream: &Socket) -> io::Result<()> {
 /// only while a message did not fit in the send buffer: the client must cost less per
 /// request than the servers it measures.
 fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
-    let mut outcome = Outcome {
-        latencies: Histogram::new(),
-        errors: Vec::new(),
-    };
+    let mut outcome = Outcome::default();
     let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
         Ok(epoll) => epoll,
         Err(err) => {
@@ -748,7 +859,13 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
             }
             armed_for = Some(wake);
         }
-        let ready = match epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+        // Wake at least once a second (the stall check), and at the end of the grace.
+        let mut wait = Duration::from_secs(1);
+        if let Some(end) = load.grace_end() {
+            wait = wait.min(end.saturating_duration_since(Instant::now()));
+        }
+        let wait_ms = wait.as_micros().div_ceil(1000) as u16; // at most 1000
+        let ready = match epoll.wait(&mut events, EpollTimeout::from(wait_ms)) {
             Ok(ready) => ready,
             Err(Errno::EINTR) => 0,
             Err(err) => {
@@ -801,6 +918,19 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
                 );
             }
         }
+        // The deadline and its grace are over: a request still without its reply is
+        // unanswered, and the run ends (a stalled server, or a huge message still on
+        // its way, must not hold it up to STALL, or for ever).
+        if load.grace_end().is_some_and(|end| now >= end) {
+            for conn in conns.iter_mut().filter(|conn| !conn.done) {
+                if !conn.draining && conn.wake.is_none() {
+                    outcome.unanswered += 1;
+                }
+                let _ = epoll.delete(&conn.stream);
+                conn.done = true;
+                running -= 1;
+            }
+        }
         if now.duration_since(last_check) >= Duration::from_secs(1) {
             last_check = now;
             for conn in conns.iter_mut().filter(|conn| !conn.done) {
@@ -820,6 +950,15 @@ fn drive(share: Vec<(usize, Socket)>, load: &Load) -> Outcome {
                 }
             }
         }
+    }
+    // Open loop: the requests that were due before the deadline and not sent (each
+    // connection sent `request` of them, and has one more on its way if it is
+    // unanswered or failed).
+    for conn in &conns {
+        let attempted = conn.request + u64::from(conn.written > 0 && !conn.draining);
+        outcome.not_sent += load
+            .due_before_deadline(conn.number)
+            .saturating_sub(attempted);
     }
     outcome
 }
@@ -931,14 +1070,17 @@ fn step(
                     // time it waited behind a slow reply counts too (wrk2 does this).
                     let slot = conn.request as f64 * load.conns as f64 + conn.number as f64;
                     let due = load.started + Duration::from_secs_f64(slot / rate);
-                    // A request due after the deadline is not sent: the connection
-                    // waits for the deadline instead, and ends there (so does the run).
-                    let after_deadline = load.deadline.filter(|&deadline| due >= deadline);
-                    if after_deadline.is_some_and(|deadline| conn.started >= deadline) {
+                    // Nothing is sent after the deadline, not even a request that
+                    // was due before it (it counts as not sent). A request due after
+                    // it: the connection waits for the deadline instead, and ends there.
+                    if load
+                        .deadline
+                        .is_some_and(|deadline| conn.started >= deadline)
+                    {
                         conn.wake = None;
                         return finish(conn, buffer);
                     }
-                    let wake = after_deadline.unwrap_or(due);
+                    let wake = load.deadline.map_or(due, |deadline| due.min(deadline));
                     if conn.started < wake {
                         if conn.wake.is_some() {
                             // Already waiting, and epoll says the socket is readable.
@@ -1155,10 +1297,7 @@ fn check_http_reply(bytes: &[u8], head: usize) -> Result<(), String> {
 /// The epoll loop above is built around connections that live for the whole run;
 /// here a request's latency includes its connect and the close, which is the point.
 fn drive_new_connections(number: usize, addr: SocketAddr, load: &Load) -> Outcome {
-    let mut outcome = Outcome {
-        latencies: Histogram::new(),
-        errors: Vec::new(),
-    };
+    let mut outcome = Outcome::default();
     let mut reply = [0u8; HTTP_REPLY_MAX];
     let mut request = 0;
     while request < load.requests {
@@ -1166,7 +1305,11 @@ fn drive_new_connections(number: usize, addr: SocketAddr, load: &Load) -> Outcom
         if load.deadline.is_some_and(|deadline| started >= deadline) {
             break;
         }
-        if let Err(err) = one_connection(addr, &mut reply) {
+        if let Err(err) = one_connection(addr, &mut reply, load.wait_limit(started)) {
+            if unanswered_at_the_end(&err, load) {
+                outcome.unanswered += 1;
+                break;
+            }
             outcome
                 .errors
                 .push(format!("conn {number}: request {request}: {err}"));
@@ -1180,13 +1323,27 @@ fn drive_new_connections(number: usize, addr: SocketAddr, load: &Load) -> Outcom
     outcome
 }
 
+/// A blocking call timed out at the end of the grace (not a stall): the request is
+/// unanswered, not an error.
+fn unanswered_at_the_end(err: &io::Error, load: &Load) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) && load.grace_end().is_some_and(|end| Instant::now() >= end)
+}
+
 /// One request on a connection of its own; the reply ends when the server closes.
-fn one_connection(addr: SocketAddr, reply: &mut [u8; HTTP_REPLY_MAX]) -> io::Result<()> {
+/// Each call may wait `limit` at most: `STALL`, or less near the end of the grace.
+fn one_connection(
+    addr: SocketAddr,
+    reply: &mut [u8; HTTP_REPLY_MAX],
+    limit: Duration,
+) -> io::Result<()> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     // No progress for this long is an error, as in the epoll loop.
-    stream.set_read_timeout(Some(STALL))?;
-    stream.set_write_timeout(Some(STALL))?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
     stream.write_all(HTTP_REQUEST_CLOSE)?;
     let mut got = 0;
     loop {

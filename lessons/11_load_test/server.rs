@@ -620,7 +620,9 @@ fn run_against(
     if field("errors") > 0.0 || !output.status.success() {
         let first_error = text
             .lines()
-            .find(|l| l.starts_with("error:"))
+            // A failed run says why in an error line, or in the count of requests
+            // left without a reply after the deadline.
+            .find(|l| l.starts_with("error:") || l.starts_with("unanswered:"))
             .unwrap_or("failed");
         return Err(format!("errors: {first_error}"));
     }

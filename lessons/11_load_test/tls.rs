@@ -11,12 +11,12 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use super::{Histogram, Load, Outcome, STALL, message, wrong_reply};
+use super::{Load, Outcome, message, unanswered_at_the_end, wrong_reply};
 
 /// What a slot's connections speak.
 #[derive(Clone)]
@@ -33,11 +33,12 @@ enum Link {
 }
 
 impl Link {
-    fn open(addr: SocketAddr, transport: &Transport) -> io::Result<Link> {
+    /// Connects (and shakes hands), each blocking call waiting `limit` at most.
+    fn open(addr: SocketAddr, transport: &Transport, limit: Duration) -> io::Result<Link> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(STALL))?;
-        stream.set_write_timeout(Some(STALL))?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.set_write_timeout(Some(limit))?;
         match transport {
             Transport::Plain => Ok(Link::Plain(stream)),
             Transport::Tls(config, name) => {
@@ -50,6 +51,17 @@ impl Link {
                 Ok(Link::Tls(Box::new(StreamOwned::new(tls, stream))))
             }
         }
+    }
+
+    /// Each blocking call may wait `limit` at most: `STALL`, or less near the end of
+    /// the grace after `--duration`.
+    fn wait_at_most(&self, limit: Duration) -> io::Result<()> {
+        let stream = match self {
+            Link::Plain(stream) => stream,
+            Link::Tls(session) => session.get_ref(),
+        };
+        stream.set_read_timeout(Some(limit))?;
+        stream.set_write_timeout(Some(limit))
     }
 
     fn io(&mut self) -> &mut dyn ReadWrite {
@@ -79,10 +91,7 @@ pub fn drive(
     load: &Load,
     new_connection: bool,
 ) -> Outcome {
-    let mut outcome = Outcome {
-        latencies: Histogram::new(),
-        errors: Vec::new(),
-    };
+    let mut outcome = Outcome::default();
     let mut sent = message(number, load);
     let mut echo = vec![0u8; sent.len()];
     let mut link: Option<Link> = None;
@@ -98,15 +107,20 @@ pub fn drive(
         }
         let result = match link.take() {
             Some(open) => Ok(open),
-            None => Link::open(addr, transport),
+            None => Link::open(addr, transport, load.wait_limit(started)),
         }
         .and_then(|mut open| {
-            round_trip(open.io(), &sent, &mut echo)?;
+            open.wait_at_most(load.wait_limit(Instant::now()))?;
+            round_trip(open.io(), &sent, &mut echo, load)?;
             Ok(open)
         });
         match result {
             Ok(open) if new_connection => open.close(),
             Ok(open) => link = Some(open),
+            Err(err) if unanswered_at_the_end(&err, load) => {
+                outcome.unanswered += 1;
+                break;
+            }
             Err(err) => {
                 outcome
                     .errors
@@ -125,8 +139,12 @@ pub fn drive(
     outcome
 }
 
-fn round_trip(io: &mut dyn ReadWrite, sent: &[u8], echo: &mut [u8]) -> io::Result<()> {
+fn round_trip(io: &mut dyn ReadWrite, sent: &[u8], echo: &mut [u8], load: &Load) -> io::Result<()> {
     for (piece, back) in sent.chunks(16 * 1024).zip(echo.chunks_mut(16 * 1024)) {
+        // A big message still on its way at the end of the grace: unanswered.
+        if load.grace_end().is_some_and(|end| Instant::now() >= end) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
         io.write_all(piece)?;
         io.flush()?;
         io.read_exact(back)?;
