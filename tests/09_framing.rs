@@ -1,7 +1,7 @@
 //! Lesson 09: the framing server (header blocks ending with an empty line, on the
 //! lesson 08 reactor) and its client, run as real programs. The terminator search
 //! itself has unit tests in lessons/09_framing/framing.rs
-//! (`cargo test --bin 09_framing_server`).
+//! (run by `cargo test` with the rest; alone: `cargo test --bin 09_framing_server`).
 //!
 //! - `mod protocol`: the framing protocol (the same checks `cargo run -- check 09`
 //!   runs) in both epoll modes, and the protocol cases those checks cannot make.

@@ -616,7 +616,8 @@ fn open_loop_line(rate: f64, conns: usize, requests: u64, duration: Option<f64>)
             };
             format!(
                 "the schedule takes {schedule:.1} s{hours}: {requests} requests x {conns} \
-                 connections / {rate} a second"
+                 connection{} / {rate} a second",
+                if conns == 1 { "" } else { "s" }
             )
         }
     };

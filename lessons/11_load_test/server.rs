@@ -203,7 +203,8 @@ struct Measured {
     server_us_per_request: f64,
     /// The load client's, likewise.
     client_cpu: f64,
-    /// How far apart the rounds were: (fastest - slowest) / median, of requests/s.
+    /// How far apart the rounds were: (highest - lowest) / median, of requests/s
+    /// (of p99 in an open loop, where requests/s is the fixed rate).
     spread: f64,
 }
 
@@ -385,19 +386,8 @@ fn main() {
             }
             let outcome = match failures[model_index].take() {
                 Some(reason) => Err(reason),
-                None => {
-                    measured.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-                    let slowest = measured.first().map_or(0.0, |m| m.rps);
-                    let fastest = measured.last().map_or(0.0, |m| m.rps);
-                    measured
-                        .get(measured.len() / 2)
-                        .cloned()
-                        .map(|median| Measured {
-                            spread: (fastest - slowest) / median.rps.max(1e-9),
-                            ..median
-                        })
-                        .ok_or_else(|| "no run".to_string())
-                }
+                None => median_round(&mut measured, spec.rate.is_some())
+                    .ok_or_else(|| "no run".to_string()),
             };
             results.insert((load_index, model_index), outcome);
         }
@@ -898,9 +888,65 @@ fn svg_chart(
     svg
 }
 
+/// The median round of one model under one load, with the spread of its rounds,
+/// both by the figure the load varies: requests/s in a closed loop; in an open loop
+/// the rate is fixed, so the rounds differ only in latency, and p99 decides.
+fn median_round(measured: &mut [Measured], open_loop: bool) -> Option<Measured> {
+    let figure = |m: &Measured| if open_loop { m.p99_us } else { m.rps };
+    measured.sort_by(|a, b| figure(a).total_cmp(&figure(b)));
+    let lowest = measured.first().map(figure)?;
+    let highest = measured.last().map(figure)?;
+    let median = measured.get(measured.len() / 2)?.clone();
+    Some(Measured {
+        spread: (highest - lowest) / figure(&median).max(1e-9),
+        ..median
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{clock_ticks_per_second, thousands};
+    use super::{Measured, clock_ticks_per_second, median_round, thousands};
+
+    fn round(rps: f64, p99_us: f64) -> Measured {
+        Measured {
+            rps,
+            p50_us: 0.0,
+            p99_us,
+            p999_us: 0.0,
+            max_us: 0.0,
+            server_cpu: 0.0,
+            server_us_per_request: 0.0,
+            client_cpu: 0.0,
+            spread: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_closed_loop_keeps_the_median_requests_per_second() {
+        let mut rounds = [round(300.0, 9.0), round(100.0, 1.0), round(200.0, 5.0)];
+        let median = median_round(&mut rounds, false).expect("three rounds");
+        assert_eq!(median.rps, 200.0);
+        assert!((median.spread - 1.0).abs() < 1e-9, "{}", median.spread);
+    }
+
+    #[test]
+    fn an_open_loop_keeps_the_median_p99() {
+        // The rate is fixed: requests/s differ by noise only; the p99 of the rounds
+        // differ tenfold, and the spread must say so.
+        let mut rounds = [
+            round(40_001.0, 1_000.0),
+            round(39_999.0, 100_000.0),
+            round(40_000.0, 10_000.0),
+        ];
+        let median = median_round(&mut rounds, true).expect("three rounds");
+        assert_eq!(median.p99_us, 10_000.0);
+        assert!((median.spread - 9.9).abs() < 1e-9, "{}", median.spread);
+    }
+
+    #[test]
+    fn no_round_no_median() {
+        assert!(median_round(&mut [], true).is_none());
+    }
 
     #[test]
     fn clock_ticks_per_second_is_known() {

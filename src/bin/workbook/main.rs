@@ -71,9 +71,18 @@ fn main() {
     std::process::exit(status);
 }
 
-/// The package's folder (where `lessons/`, `tests/` and `book/` are).
+/// The package's folder (where `lessons/`, `tests/` and `book/` are). `cargo run`
+/// tells the program at run time; the folder it was compiled in is only the
+/// fallback: a copy of the workbook (`cp -a`, target/ and all) may reuse a binary
+/// compiled in the original, and must still build and test the copy.
 pub fn package_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.join("lessons").is_dir())
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    })
 }
 
 /// Prints `text`; a closed stdout (`cargo run | head`) ends the program quietly.
