@@ -559,6 +559,38 @@ mod lesson {
         assert!(absurd.stderr.contains("hard limit"), "{}", absurd.stderr);
     }
 
+    /// `--hold`: the connections wait idle, then the line is echoed on each.
+    #[test]
+    fn the_client_holds_then_sends() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let client = run(
+            CLIENT,
+            &["--port", &port, "--conns", "3", "--hold", "0.2", "hello"],
+            b"",
+        );
+        assert!(client.status.success(), "{}", client.stderr);
+        assert!(
+            client
+                .stdout
+                .starts_with("holding 3 idle connections for 0.2 s\n"),
+            "{}",
+            client.stdout
+        );
+        assert_eq!(
+            client.stdout.matches("): hello").count(),
+            3,
+            "{}",
+            client.stdout
+        );
+    }
+
+    /// Bytes after the half-close: reported, not kept.
+    #[test]
+    fn the_client_stops_at_bytes_after_its_half_close() {
+        echo::client_stops_at_bytes_after_the_half_close(CLIENT);
+    }
+
     /// `18_async_client | head -0`: the client stops quietly.
     #[test]
     fn the_client_stops_quietly_on_a_closed_stdout() {
