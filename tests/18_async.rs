@@ -617,6 +617,15 @@ mod lesson {
         );
         assert_usage_error(&absurd);
         assert!(absurd.stderr.contains("hard limit"), "{}", absurd.stderr);
+        // So many that the count plus a few more saturates: no made-up figure.
+        let most = usize::MAX.to_string();
+        let past = run(CLIENT, &["--port", &port, "--conns", &most], b"");
+        assert_usage_error(&past);
+        assert!(
+            past.stderr.contains("more than") && !past.stderr.contains(&most),
+            "{}",
+            past.stderr
+        );
     }
 
     /// `--hold`: the connections wait idle, then the line is echoed on each.
