@@ -59,8 +59,15 @@ pub fn room_for_descriptors(wanted: usize, what: &str) -> Result<(), String> {
         return Ok(());
     };
     if hard < wanted as u64 {
+        // usize::MAX is a caller's sum that saturated (conns + a few more): no count
+        // to show, only that it is past the limit.
+        let needed = if wanted == usize::MAX {
+            format!("more than {hard}")
+        } else {
+            wanted.to_string()
+        };
         return Err(format!(
-            "{wanted} descriptors needed ({what}), but the hard limit is {hard}: \
+            "{needed} descriptors needed ({what}), but the hard limit is {hard}: \
              raise it (ulimit -Hn, as root) or ask for fewer"
         ));
     }

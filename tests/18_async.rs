@@ -523,6 +523,66 @@ mod lesson {
         );
     }
 
+    /// TCP urgent data (MSG_OOB): Linux stops a read at the urgent mark once it has
+    /// copied anything, so that read is short with more data queued behind it. The
+    /// server is stopped (SIGSTOP) while `abc` (with `c` urgent) and `def\n` arrive,
+    /// so its first read meets the mark: mio's pump used to take that short read as
+    /// "drained" and left `def\n` unread until the client sent more. Now the
+    /// priority event (EPOLLPRI) makes it read until WouldBlock. The urgent byte
+    /// itself is dropped, as TCP does without SO_OOBINLINE. (The tokio modes keep
+    /// the gap: see the chapter's limits.)
+    #[test]
+    fn mio_echoes_what_follows_urgent_data() {
+        use nix::sys::socket::{MsgFlags, send};
+        use std::os::fd::AsRawFd;
+        let server = Server::start(SERVER, &["--reactor", "mio", "--quiet"]);
+        let mut client = connect(server.addr);
+        client.set_nodelay(true).unwrap();
+        // Connected and registered: one echo has come back.
+        round_trip(&mut client, b"hi\n");
+        let client_port = client.local_addr().unwrap().port();
+        server.signal(nix::sys::signal::Signal::SIGSTOP);
+        send(client.as_raw_fd(), b"abc", MsgFlags::MSG_OOB).unwrap();
+        client.write_all(b"def\n").unwrap();
+        // All 7 bytes wait in the server's receive queue before it runs again.
+        let queued = echo::eventually(|| receive_queue(server.port(), client_port) >= 7);
+        server.signal(nix::sys::signal::Signal::SIGCONT);
+        assert!(
+            queued,
+            "the 7 bytes never showed in the server's receive queue"
+        );
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut piece = [0u8; 16];
+        while got.len() < 6 {
+            match client.read(&mut piece) {
+                Ok(n @ 1..) => got.extend_from_slice(&piece[..n]),
+                _ => break,
+            }
+        }
+        assert_eq!(escaped(&got), escaped(b"abdef\n"), "the echo within 5 s");
+        let exited = server.stop(SIGTERM);
+        assert_clean_shutdown(&exited);
+    }
+
+    /// Bytes in the receive queue of the server's socket for this connection
+    /// (/proc/net/tcp: local `0100007F:PORT`, `tx_queue:rx_queue` in hex); 0 if
+    /// not found.
+    fn receive_queue(server_port: u16, client_port: u16) -> u64 {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let local = format!("0100007F:{server_port:04X}");
+        let remote = format!("0100007F:{client_port:04X}");
+        table
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| fields.len() > 4 && fields[1] == local && fields[2] == remote)
+            .and_then(|fields| fields[4].split_once(':').map(|(_, rx)| rx.to_string()))
+            .and_then(|rx| u64::from_str_radix(&rx, 16).ok())
+            .unwrap_or(0)
+    }
+
     #[test]
     fn contract_server() {
         contract::server_reports_port_in_use(SERVER, &[]);
@@ -557,6 +617,47 @@ mod lesson {
         );
         assert_usage_error(&absurd);
         assert!(absurd.stderr.contains("hard limit"), "{}", absurd.stderr);
+        // So many that the count plus a few more saturates: no made-up figure.
+        let most = usize::MAX.to_string();
+        let past = run(CLIENT, &["--port", &port, "--conns", &most], b"");
+        assert_usage_error(&past);
+        assert!(
+            past.stderr.contains("more than") && !past.stderr.contains(&most),
+            "{}",
+            past.stderr
+        );
+    }
+
+    /// `--hold`: the connections wait idle, then the line is echoed on each.
+    #[test]
+    fn the_client_holds_then_sends() {
+        let server = Server::start(SERVER, &["--quiet"]);
+        let port = server.port().to_string();
+        let client = run(
+            CLIENT,
+            &["--port", &port, "--conns", "3", "--hold", "0.2", "hello"],
+            b"",
+        );
+        assert!(client.status.success(), "{}", client.stderr);
+        assert!(
+            client
+                .stdout
+                .starts_with("holding 3 idle connections for 0.2 s\n"),
+            "{}",
+            client.stdout
+        );
+        assert_eq!(
+            client.stdout.matches("): hello").count(),
+            3,
+            "{}",
+            client.stdout
+        );
+    }
+
+    /// Bytes after the half-close: reported, not kept.
+    #[test]
+    fn the_client_stops_at_bytes_after_its_half_close() {
+        echo::client_stops_at_bytes_after_the_half_close(CLIENT);
     }
 
     /// `18_async_client | head -0`: the client stops quietly.

@@ -220,3 +220,10 @@ fn a_closed_stdout_ends_the_client_quietly() {
     }
     assert_clean_shutdown(&server.stop(SIGINT));
 }
+
+/// A server that keeps sending after the client's half-close: the client reports the
+/// first read's bytes and stops, instead of reading (and keeping) all of them.
+#[test]
+fn bytes_after_the_half_close_are_reported_not_kept() {
+    echo::client_stops_at_bytes_after_the_half_close(CLIENT);
+}

@@ -39,6 +39,11 @@ struct Connection {
     /// An event said the client's FIN (or an error) has come: read until read(2)
     /// says so, as no edge will come for it again.
     peer_closed_seen: bool,
+    /// An event said TCP urgent data (MSG_OOB, EPOLLPRI) came: a read stops short
+    /// at its mark with more queued behind it, so from now on a short read proves
+    /// nothing and the pump reads until WouldBlock. Kept for good: it is rare
+    /// (telnet's and ftp's aborts) and costs one read per turn.
+    urgent_seen: bool,
 }
 // ANCHOR_END: connection
 
@@ -126,10 +131,13 @@ pub fn run(listener: std::net::TcpListener, quiet: bool) {
                     }
                 }
                 token => {
-                    if (event.is_read_closed() || event.is_error())
-                        && let Some(connection) = connections.get_mut(&token)
-                    {
-                        connection.peer_closed_seen = true;
+                    if let Some(connection) = connections.get_mut(&token) {
+                        if event.is_read_closed() || event.is_error() {
+                            connection.peer_closed_seen = true;
+                        }
+                        if event.is_priority() {
+                            connection.urgent_seen = true;
+                        }
                     }
                     pump_one(&mut connections, token, &mut buffer, quiet, &mut busy)
                 }
@@ -248,7 +256,9 @@ fn accept_all(
         *next_token += 1;
         // Readable and writable, edge-triggered, once: a writable edge comes only
         // when a full send buffer drains, so asking for it costs nothing meanwhile.
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        // And priority (EPOLLPRI): it tells of urgent data, after which a short read
+        // no longer means the socket is drained (see `pump`).
+        let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
         if let Err(err) = poll.registry().register(&mut stream, token, interest) {
             log!("{} {peers}: cannot watch it: {err}", log::ERROR);
             continue;
@@ -262,6 +272,7 @@ fn accept_all(
             output: OutputBuffer::new(OUTPUT_CAP),
             read_closed: false,
             peer_closed_seen: false,
+            urgent_seen: false,
         };
         connections.insert(token, connection);
     }
@@ -272,7 +283,7 @@ impl Connection {
     // ANCHOR: pump
     /// Reads and writes until the kernel says WouldBlock, or a short read says the
     /// socket is drained (edge-triggered: no event comes again for what is already
-    /// there), or OUTPUT_CAP stops the reading.
+    /// there; not after the FIN or urgent data), or OUTPUT_CAP stops the reading.
     /// At most MAX_ROUNDS rounds of one read each, so the other connections get
     /// their turn.
     fn pump(&mut self, buffer: &mut [u8], quiet: bool) -> io::Result<Pumped> {
@@ -291,9 +302,11 @@ impl Connection {
                         self.output.push(&buffer[..n]);
                         // A short read took all there was (Linux): no read to meet
                         // EAGAIN, the next data brings a new edge (tokio does the
-                        // same), unless the FIN came already: it brings none.
+                        // same). Two exceptions: the FIN came already (it brings
+                        // no edge again), or urgent data came (Linux stops a read
+                        // short at its mark, with more data behind it).
                         // One read per round: a round moves at most READ_SIZE.
-                        read_blocked = n < room && !self.peer_closed_seen;
+                        read_blocked = n < room && !self.peer_closed_seen && !self.urgent_seen;
                         break;
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {

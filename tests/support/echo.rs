@@ -514,3 +514,44 @@ pub fn many_small_round_trips(addr: SocketAddr) {
 /// show them as N and M.
 const TIMING_COUNTS: &str = r"\d+ io_uring_enter calls? for \d+ completions?";
 const TIMING_COUNTS_SHOWN: &str = "N io_uring_enter calls for M completions";
+
+/// A server that echoes the client's line, then, after the client's half-close,
+/// keeps sending (up to 64 MiB, then closes). The client must not keep what it gets
+/// (it once read it all into memory, 4 GB in a review's run): it stops at the first
+/// read with bytes in it and says how many that read brought.
+pub fn client_stops_at_bytes_after_the_half_close(client_exe: &str) {
+    const HOSE: usize = 64 << 20;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let hose = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut line = [0u8; 3];
+        stream.read_exact(&mut line).unwrap();
+        stream.write_all(&line).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0;
+        // Ends when the client closes (the write fails) or after HOSE bytes.
+        while sent < HOSE && stream.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+        sent
+    });
+    let exited = run(client_exe, &["--port", &port, "--conns", "1", "hi"], b"");
+    assert!(!exited.status.success(), "{}", exited.stdout);
+    let said = exited
+        .stderr
+        .lines()
+        .find(|line| line.contains("unexpected bytes after the last echo"))
+        .unwrap_or_else(|| panic!("no word of the extra bytes: {}", exited.stderr));
+    let count: usize = said
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {said:?}"));
+    assert!(
+        (1..=64 * 1024).contains(&count),
+        "one read's worth expected: {said}"
+    );
+    let sent = hose.join().unwrap();
+    assert!(sent < HOSE, "the client read all {sent} bytes");
+}

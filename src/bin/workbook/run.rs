@@ -24,10 +24,17 @@ const START_WAIT: Duration = Duration::from_secs(10);
 const CLIENT_WAIT: Duration = Duration::from_secs(60);
 /// The contract says a server exits within a second of SIGINT; allow a little more.
 const STOP_WAIT: Duration = Duration::from_secs(3);
+/// After the client's end, the server's lines are still shown until its output has
+/// been quiet this long (see `settle`)...
+const SETTLE_QUIET: Duration = Duration::from_millis(50);
+/// ... but no longer than this in all, for a server that logs without pause.
+const SETTLE_CAP: Duration = Duration::from_millis(300);
 
 /// The programs this run started, so that a closed stdout (`run 05 | head`) stops
 /// them instead of leaving them running with nobody to stop them.
 /// Each with whether it runs the program under a tracer (then its child gets the signal).
+/// A program leaves the list when it is reaped (`try_reap`): its pid may then be
+/// given to another process, which must not get our signal.
 static STARTED: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
 
 /// Prints `text`; if stdout is gone, sends SIGINT to the programs started (a server
@@ -349,11 +356,12 @@ fn run_pair(
     }
     if client_streams_open == 0 {
         catch_up(&server_pipes, &received);
+        settle(&received);
     }
     // The server's pipes hold a sender each: drop them, so the channel ends with
     // the server.
     drop(server_pipes);
-    let client_status = client.wait().ok();
+    let client_status = wait_reaped(&mut client);
     show(&format!(
         "workbook │ client {}; stopping the server with SIGINT (Ctrl-C)\n",
         describe(client_status)
@@ -492,8 +500,8 @@ fn forward_pipe(fd: OwnedFd, who: &'static str, events: &Sender<Event>) -> Arc<P
 
 /// The client has ended: forward what the server's pipes hold already, whichever
 /// thread was going to read it. Its lines were written before the client's end, and
-/// are shown before it. (Lines the server has queued and not yet written, it writes
-/// when it stops: they come after.)
+/// are shown before it. (Lines the server has logged and its writer thread not yet
+/// written come within `settle`'s wait, or, rarely, after it.)
 fn catch_up(pipes: &[Arc<Pipe>], received: &Receiver<Event>) {
     for pipe in pipes {
         pipe.read_ready();
@@ -501,6 +509,27 @@ fn catch_up(pipes: &[Arc<Pipe>], received: &Receiver<Event>) {
     for event in received.try_iter() {
         if let Event::Line(who, line) = event {
             show(&format!("{who} │ {line}\n"));
+        }
+    }
+}
+
+/// After the catch-up: shows the server's lines still coming until its output has
+/// been quiet for SETTLE_QUIET (at most SETTLE_CAP in all). A server logs through a
+/// writer thread (`workbook::log`), so a line it logged before the client's end may
+/// reach its pipe a little after it, on a busy machine; without this wait such a line
+/// was shown after `client exited`. Display only: nothing waits on it.
+fn settle(received: &Receiver<Event>) {
+    let cap = Instant::now() + SETTLE_CAP;
+    loop {
+        let left = cap.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match received.recv_timeout(SETTLE_QUIET.min(left)) {
+            Ok(Event::Line(who, line)) => show(&format!("{who} │ {line}\n")),
+            Ok(Event::Closed(_)) => {}
+            // Quiet for SETTLE_QUIET, or every pipe closed.
+            Err(_) => return,
         }
     }
 }
@@ -564,14 +593,40 @@ fn stop(server: &mut Child, launch: &dyn Launch) -> Option<ExitStatus> {
     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
     let deadline = Instant::now() + STOP_WAIT;
     while Instant::now() < deadline {
-        if let Ok(Some(status)) = server.try_wait() {
+        if let Ok(Some(status)) = try_reap(server) {
             return Some(status);
         }
         thread::sleep(Duration::from_millis(10));
     }
     kill_program(server, launch);
-    let _ = server.wait();
+    let _ = wait_reaped(server);
     None
+}
+
+/// Reaps `child` if it has ended, and takes it off STARTED in the same step (under
+/// the list's lock, which `stop_started` takes too): no signal goes to its pid once
+/// the kernel may have given that pid to another process.
+fn try_reap(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    let mut started = STARTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let status = child.try_wait()?;
+    if status.is_some() {
+        started.retain(|&(pid, _)| pid != child.id());
+    }
+    Ok(status)
+}
+
+/// Waits for `child` to end and reaps it (`try_reap`, every 10 ms: a blocking
+/// wait(2) under the lock would hold up a Ctrl-C meanwhile).
+fn wait_reaped(child: &mut Child) -> Option<ExitStatus> {
+    loop {
+        match try_reap(child) {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// SIGKILL for the program `child` runs (the traced one first: a tracer's death
@@ -612,6 +667,10 @@ fn describe(status: Option<ExitStatus>) -> String {
 mod tests {
     use super::*;
 
+    /// The tests here run one at a time: a program one starts (fork, then exec)
+    /// holds the other's pipe ends for a moment, and that pipe's end is checked.
+    static ALONE: Mutex<()> = Mutex::new(());
+
     fn lines(received: &Receiver<Event>) -> Vec<String> {
         received
             .try_iter()
@@ -628,6 +687,9 @@ mod tests {
     /// already written, when the server's reader thread had not had its turn.
     #[test]
     fn a_catch_up_forwards_every_line_already_written() {
+        let _alone = ALONE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for _ in 0..200 {
             let (read_end, write_end) = nix::unistd::pipe().unwrap();
             let (events, received) = mpsc::channel();
@@ -645,5 +707,27 @@ mod tests {
                 ["server: three", "server: four", "server closed"]
             );
         }
+    }
+
+    /// A program leaves STARTED once it is reaped: its pid may go to another
+    /// process then, which a later Ctrl-C or closed stdout must not signal.
+    #[test]
+    fn a_reaped_program_is_no_longer_signalled() {
+        let _alone = ALONE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        STARTED.lock().unwrap().push((pid, false));
+        let status = wait_reaped(&mut child);
+        assert!(status.is_some_and(|status| status.success()));
+        assert!(
+            !STARTED
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|&(started, _)| started == pid),
+            "pid {pid} still in STARTED after it was reaped"
+        );
     }
 }
