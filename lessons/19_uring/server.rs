@@ -38,25 +38,31 @@ const BUFFER_MEMORY: u32 = 4 << 20;
 const DEFAULT_BUFFER_SIZE: u32 = 4096;
 /// Our one buffer group (a ring may have several, e.g. of different sizes).
 const BUFFER_GROUP: u16 = 0;
-/// Received bytes a connection may hold, not yet echoed, before its receive is
-/// cancelled (a client that sends and does not read stops being read).
+/// Received bytes a connection may hold, not yet echoed, before it is no longer given
+/// a receive (a client that sends and does not read stops being read).
 const HELD_CAP: usize = 64 * 1024;
 /// Buffers a connection may hold at once, whatever their bytes: a receive takes a
 /// whole buffer even for 1 byte, so a client that trickles tiny segments and never
 /// reads would otherwise hold the whole ring with a few bytes. HELD_CAP's worth of
-/// buffers, and at most 1/64 of the ring, so that it takes 64 such clients (at least
-/// as many as there are buffers, with huge buffers) to empty the ring.
+/// buffers, and at most 1/64 of the ring, so that it takes 64 such clients to empty
+/// the ring; but at least 2, so that a buffer can arrive while the previous one is
+/// still being sent (with 64 KiB buffers or bigger, the ring has 64 or fewer, and
+/// fewer clients empty it: 2 with `--buffer-size 1048576`). It holds exactly: a
+/// connection has at most one receive in the ring, single-shot (see arm_receive).
 fn held_buffers_cap(buffer_size: u32, buffer_count: u16) -> usize {
     (HELD_CAP / buffer_size as usize)
         .min(buffer_count as usize / 64)
-        .max(1)
+        .max(2)
 }
 /// How long accepting pauses after EMFILE/ENFILE (or another error that would repeat).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
-/// Logged (unless --quiet) when a connection's receive stops for want of a buffer.
+/// Logged (unless --quiet) when a connection's receive stops for want of a buffer:
+/// the first time for each connection, and after that at most once a second for all
+/// of them (under a load that keeps the ring nearly empty it would be once an echo).
 const STARVED: &str = "no receive buffer free (ENOBUFS), waiting for buffers to come back";
 /// At most one accept error line a second (see src/log.rs).
 static ACCEPT_ERRORS: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(1));
+static STARVED_AGAIN: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(1));
 
 // ANCHOR: user_data
 /// Each submission carries 64 bits of `user_data` that come back in its completion:
@@ -66,7 +72,6 @@ const WAKE: u64 = 2;
 const RESUME_ACCEPT: u64 = 3;
 const RECEIVE: u64 = 4;
 const SEND: u64 = 5;
-const CANCEL: u64 = 6;
 
 fn tag(kind: u64, slot: usize) -> u64 {
     (slot as u64) << 8 | kind
@@ -129,7 +134,7 @@ fn main() {
         pause: Box::new(types::Timespec::from(ACCEPT_PAUSE)),
         connections: Vec::new(),
         free_slots: Vec::new(),
-        starved: Vec::new(),
+        starved: VecDeque::new(),
         backlog: VecDeque::new(),
         accepting: false,
         accept_paused: false,
@@ -146,7 +151,7 @@ fn main() {
     if !quiet {
         log!(
             "event loop: io_uring, {buffer_count} provided buffers of {buffer_size} bytes, \
-             multishot accept and receive"
+             multishot accept, one receive at a time per connection"
         );
     }
     let stopped = server.run();
@@ -216,19 +221,22 @@ struct Connection {
     /// Buffers received and not yet echoed in full, in order. Each is one of the
     /// ring's buffers, lent to us by the kernel until we give it back.
     held: VecDeque<Held>,
-    /// Their bytes not yet sent: at most about HELD_CAP.
+    /// Their bytes not yet sent: less than HELD_CAP plus one buffer.
     held_bytes: usize,
-    /// A multishot receive is in the ring (it stays there, posting a completion per
-    /// arrival, until it ends: EOF, an error, cancelled, or no buffer left).
+    /// A receive is in the ring (one at a time: it takes at most one buffer).
     receiving: bool,
     /// A send is in the ring (one at a time, so that echoes stay in order).
     sending: bool,
-    /// Cancellations in the ring that name this connection.
-    cancels: u32,
-    /// It stopped receiving because the buffer ring was empty (ENOBUFS).
+    /// It stopped receiving because the buffer ring was empty (ENOBUFS), and waits
+    /// in `Server::starved`.
     starved: bool,
-    /// Its receive was cancelled because it held HELD_CAP.
+    /// It found the ring empty before (then its STARVED line is rate-limited).
+    starved_before: bool,
+    /// It holds HELD_CAP or its buffers: no receive until its echo drains.
     held_full: bool,
+    /// How often it was full. Only the first time is logged: a client that reads
+    /// but sends messages of several buffers is full, briefly, at many of them.
+    times_full: u32,
     /// The client half-closed (or closed): echo what is held, then close.
     read_closed: bool,
     /// Closing: waiting for its operations in the ring to end.
@@ -252,7 +260,7 @@ impl Connection {
     }
 
     fn idle_in_ring(&self) -> bool {
-        !self.receiving && !self.sending && self.cancels == 0
+        !self.receiving && !self.sending
     }
 }
 
@@ -270,8 +278,8 @@ struct Server {
     /// Connections by slot (the slot is in each operation's user_data).
     connections: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
-    /// Connections waiting for buffers to come back to the ring.
-    starved: Vec<usize>,
+    /// Connections waiting for buffers to come back to the ring, oldest first.
+    starved: VecDeque<usize>,
     /// Submissions that did not fit in the submission queue, in order.
     backlog: VecDeque<squeue::Entry>,
     /// A multishot accept is in the ring.
@@ -313,8 +321,14 @@ impl Server {
             self.enters += 1;
             self.push_backlog();
             // With submissions still waiting for room, submit without waiting: the
-            // next round takes more of them.
-            let wait = if self.backlog.is_empty() { 1 } else { 0 };
+            // next round takes more of them. The same while starved connections and
+            // free buffers both remain: the next ones are fed in the next round.
+            let more_to_feed = self.buffers.free() > 0 && !self.starved.is_empty();
+            let wait = if self.backlog.is_empty() && !more_to_feed {
+                1
+            } else {
+                0
+            };
             match self.ring.submit_and_wait(wait) {
                 Ok(_) => {}
                 // A signal (handled on ctrlc's thread) interrupted the wait; EBUSY: the
@@ -360,12 +374,6 @@ impl Server {
             }
             RECEIVE => self.received(slot, result, flags),
             SEND => self.sent(slot, result),
-            CANCEL => {
-                if let Some(connection) = self.connection(slot) {
-                    connection.cancels -= 1;
-                }
-                self.settle(slot)
-            }
             _ => {}
         }
     }
@@ -466,9 +474,10 @@ impl Server {
             held_bytes: 0,
             receiving: false,
             sending: false,
-            cancels: 0,
             starved: false,
+            starved_before: false,
             held_full: false,
+            times_full: 0,
             read_closed: false,
             closing: false,
             error: None,
@@ -491,16 +500,25 @@ impl Server {
     }
 
     // ANCHOR: receive
-    /// IORING_OP_RECV, multishot, with IOSQE_BUFFER_SELECT: no buffer is named; the
-    /// kernel takes one from our buffer group each time data arrives.
+    /// IORING_OP_RECV with IOSQE_BUFFER_SELECT: no buffer is named; the kernel takes
+    /// one from our buffer group when data arrives. Single-shot, not multishot: a
+    /// multishot receive takes a buffer for every arrival until it is cancelled, and
+    /// a cancel reaches the kernel only at the next io_uring_enter, so a client that
+    /// does not read could take 113 buffers against a cap of 16 meanwhile. One
+    /// receive at a time takes at most one buffer, and `settle` arms the next only
+    /// below the caps: a connection never holds more than `held_buffers` buffers.
     fn arm_receive(&mut self, slot: usize) {
         let Some(connection) = self.connection(slot) else {
             return;
         };
         connection.receiving = true;
         let fd = types::Fd(connection.stream.as_raw_fd());
-        let receive = opcode::RecvMulti::new(fd, BUFFER_GROUP);
-        self.push(receive.build().user_data(tag(RECEIVE, slot)))
+        // Length 0: as much as the buffer the kernel picks can take.
+        let receive = opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+            .buf_group(BUFFER_GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT);
+        self.push(receive.user_data(tag(RECEIVE, slot)))
     }
 
     fn received(&mut self, slot: usize, result: i32, flags: u32) {
@@ -508,9 +526,7 @@ impl Server {
         let Some(connection) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if !cqueue::more(flags) {
-            connection.receiving = false;
-        }
+        connection.receiving = false;
         if result > 0 {
             let Some(id) = cqueue::buffer_select(flags) else {
                 connection.error = Some(io::Error::other("a receive came without a buffer"));
@@ -536,26 +552,25 @@ impl Server {
             if !connection.sending {
                 self.send_next(slot);
             }
-            self.stop_receiving_if_full(slot);
         } else if result == 0 {
             // EOF: the client half-closed or closed.
             connection.read_closed = true;
         } else {
             match Errno::from_raw(-result) {
-                // The buffer ring was empty when it tried. If buffers are free now
-                // (given back earlier in this batch), start again at once; otherwise
-                // wait until the end of a round finds some free (see `run`). A
-                // closing connection waits for nothing.
-                Errno::ENOBUFS if self.buffers.free() > 0 || connection.closing => {}
+                // A closing connection waits for nothing.
+                Errno::ENOBUFS if connection.closing => {}
+                // The buffer ring was empty when it tried: it waits in line until the
+                // end of a round finds buffers free (see `run` and `feed_starved`).
                 Errno::ENOBUFS => {
                     connection.starved = true;
-                    self.starved.push(slot);
-                    if !quiet {
+                    self.starved.push_back(slot);
+                    let first = !std::mem::replace(&mut connection.starved_before, true);
+                    if !quiet && first {
                         log!("{}: {STARVED}", connection.peers);
+                    } else if !quiet {
+                        STARVED_AGAIN.line(format!("{}: {STARVED}", connection.peers));
                     }
                 }
-                // We cancelled it (too much held): started again as the echo drains.
-                Errno::ECANCELED => {}
                 // ECONNRESET and the like: this client is gone.
                 _ => connection.error = Some(io::Error::from_raw_os_error(-result)),
             }
@@ -563,28 +578,6 @@ impl Server {
         self.settle(slot)
     }
 
-    /// Bounded memory: a client that sends and does not read the echo holds buffers;
-    /// past HELD_CAP its receive is cancelled (IORING_OP_ASYNC_CANCEL), so the kernel
-    /// keeps the rest in the socket and TCP's window stops the client.
-    fn stop_receiving_if_full(&mut self, slot: usize) {
-        let (quiet, held_buffers) = (self.quiet, self.held_buffers);
-        let Some(connection) = self.connection(slot) else {
-            return;
-        };
-        if !connection.is_full(held_buffers) || !connection.receiving || connection.cancels > 0 {
-            return;
-        }
-        connection.cancels += 1;
-        connection.held_full = true;
-        if !quiet {
-            log!(
-                "{}: {OUTPUT_FULL} (HELD_CAP or its buffers), not receiving until the client reads",
-                connection.peers
-            );
-        }
-        let cancel = opcode::AsyncCancel::new(tag(RECEIVE, slot));
-        self.push(cancel.build().user_data(tag(CANCEL, slot)))
-    }
     // ANCHOR_END: receive
 
     // ANCHOR: send
@@ -664,16 +657,27 @@ impl Server {
                     // with EOF, a waiting send fails with EPIPE.
                     let _ = connection.stream.shutdown(Shutdown::Both);
                 }
-            } else if !connection.receiving
-                && !connection.read_closed
-                && !connection.starved
-                && connection.cancels == 0
-                && !connection.is_full(held_buffers)
-            {
-                if std::mem::take(&mut connection.held_full) && !quiet {
-                    log!("{}: echo drained, receiving again", connection.peers);
+            } else if !connection.receiving && !connection.read_closed && !connection.starved {
+                // Bounded memory: a client that sends and does not read the echo holds
+                // buffers; at either cap it gets no receive, so the kernel keeps the
+                // rest in the socket buffer and TCP's window stops the client.
+                if !connection.is_full(held_buffers) {
+                    let first = connection.times_full == 1;
+                    if std::mem::take(&mut connection.held_full) && first && !quiet {
+                        log!("{}: echo drained, receiving again", connection.peers);
+                    }
+                    return self.arm_receive(slot);
                 }
-                return self.arm_receive(slot);
+                if !std::mem::replace(&mut connection.held_full, true) {
+                    connection.times_full = connection.times_full.saturating_add(1);
+                    if connection.times_full == 1 && !quiet {
+                        log!(
+                            "{}: {OUTPUT_FULL} (HELD_CAP or its buffers), not receiving \
+                             until its echo goes out",
+                            connection.peers
+                        );
+                    }
+                }
             }
         }
         if connection.closing && connection.idle_in_ring() {
@@ -698,13 +702,18 @@ impl Server {
     }
     // ANCHOR_END: settle
 
-    /// Buffers are free: the connections whose receive stopped for want of them
-    /// receive again. All of them, not one per free buffer: a receive takes a buffer
-    /// only when data arrives, so the first few fed may be idle and take none, and
-    /// the rest would then wait with buffers free. Those that find the ring empty
-    /// again end with ENOBUFS and wait again.
+    /// Buffers are free: as many of the connections waiting for them as there are
+    /// free buffers receive again, the longest waiting first. Feeding all of them
+    /// would cost a completion each, most of them ENOBUFS again, for every buffer
+    /// given back. A fed connection leaves the line with its receive in the ring;
+    /// if it is idle it takes no buffer, the buffers stay free, and the next round
+    /// feeds the next ones (`run` does not wait then), so one with data behind idle
+    /// ones is reached. One that finds the ring empty again goes to the back.
     fn feed_starved(&mut self) {
-        for slot in std::mem::take(&mut self.starved) {
+        for _ in 0..self.buffers.free() {
+            let Some(slot) = self.starved.pop_front() else {
+                break;
+            };
             if let Some(connection) = self.connection(slot) {
                 connection.starved = false;
             }
