@@ -234,8 +234,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+            .spawn_program(exe);
         let lines = lines_of(child.stdout.take().unwrap());
         let (stderr, stderr_reader) = collect_with_end(child.stderr.take().unwrap());
         let mut server = Server {
@@ -452,6 +451,36 @@ pub fn run(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
 /// `cargo test`, which on a loaded 2-core machine may compile for minutes.
 pub const FRONT_DOOR_WAIT: Duration = Duration::from_secs(600);
 
+/// `Command::spawn`, retried for a moment while the program file is missing. Tests
+/// that go through the front door run `cargo build`, and cargo re-links every
+/// program in target/debug (removes it, then links it again) even when nothing
+/// changed: a program started by another test in that instant is not there yet.
+pub trait SpawnProgram {
+    fn spawn_program(&mut self, exe: &str) -> Child;
+}
+
+impl SpawnProgram for Command {
+    fn spawn_program(&mut self, exe: &str) -> Child {
+        let mut attempts = 0;
+        loop {
+            match self.spawn() {
+                Ok(child) => return child,
+                Err(err)
+                    if attempts < 500
+                        && matches!(
+                            err.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::ExecutableFileBusy
+                        ) =>
+                {
+                    attempts += 1;
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) => panic!("cannot start {exe}: {err}"),
+            }
+        }
+    }
+}
+
 /// Runs the front door (`workbook ARGS`) to its end, with [`FRONT_DOOR_WAIT`].
 pub fn run_front_door(exe: &str, args: &[&str], stdin: &[u8]) -> Exited {
     run_within(exe, args, stdin, FRONT_DOOR_WAIT)
@@ -465,8 +494,7 @@ pub fn run_within(exe: &str, args: &[&str], stdin: &[u8], wait: Duration) -> Exi
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+        .spawn_program(exe);
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     // Written on a thread: a program that does not read its input must not block us.
@@ -508,8 +536,7 @@ impl Interactive {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+            .spawn_program(exe);
         let stdin = child.stdin.take();
         let lines = lines_of(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
@@ -1002,8 +1029,7 @@ pub mod contract {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {server_exe}: {err}"));
+            .spawn_program(server_exe);
         let mut stdout = child.stdout.take().unwrap();
         let child = KillOnDrop(Some(child));
         // Byte by byte, so that nothing after the first line is taken from the pipe.
@@ -1227,8 +1253,7 @@ pub fn run_with_closed_stdout(exe: &str, args: &[&str], stdin: &[u8]) -> Exited 
         .stdin(Stdio::piped())
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {exe}: {err}"));
+        .spawn_program(exe);
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     thread::spawn(move || {
