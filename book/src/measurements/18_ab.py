@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A/B: 08 level-triggered vs 18 current-thread, alternating rounds, 50 x 64 B with 0 and 5,000 idle."""
 import subprocess, sys, time, os, re, statistics, resource
-B = "/work/main/target/release/"
+B = "target/release/"  # run from the repository root
 SERVERS = [("08 epoll, level-triggered", [B + "08_event_loop_server", "--quiet"]),
            ("18 tokio, current-thread", [B + "18_async_server", "--quiet", "--runtime", "current"])]
 LOADS = [("50 x 64 B", []), ("50 x 64 B + 5,000 idle", ["--idle", "5000"])]
