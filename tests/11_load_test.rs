@@ -820,6 +820,72 @@ mod lesson {
         })
     }
 
+    /// A server that answers anything with one byte every 200 ms, for at most 30 s:
+    /// every read of the client gets something, so no read timeout ever fires.
+    fn trickling_server() -> String {
+        fake_server(move |listener| {
+            for stream in listener.incoming().take(100) {
+                let Ok(mut stream) = stream else { return };
+                thread::spawn(move || {
+                    let mut buffer = [0u8; 4096];
+                    if !matches!(stream.read(&mut buffer), Ok(1..)) {
+                        return;
+                    }
+                    for _ in 0..150 {
+                        if stream.write_all(b"x").is_err() {
+                            break;
+                        }
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                });
+            }
+        })
+    }
+
+    #[test]
+    fn duration_bounds_a_reply_that_trickles_in() {
+        // The thread-per-connection modes read with a time limit per call; a byte
+        // every 200 ms never meets it, so the end of the grace is checked between
+        // reads. The shipped client ran 19 s past a 2 s --duration here.
+        let runs: [&[&str]; 2] = [
+            &[
+                "--conns",
+                "1",
+                "--duration",
+                "1",
+                "--new-connection-per-request",
+            ],
+            &[
+                "--conns",
+                "1",
+                "--duration",
+                "1",
+                "--reply",
+                "http",
+                "--new-connection-per-request",
+            ],
+        ];
+        for flags in runs {
+            let port = trickling_server();
+            let mut args = vec!["--port", &port];
+            args.extend_from_slice(flags);
+            let client = run_within(CLIENT, &args, b"", Duration::from_secs(60));
+            assert!(
+                client.took < Duration::from_secs(8),
+                "{flags:?} took {:?}:\n{}",
+                client.took,
+                client.stdout
+            );
+            assert_eq!(
+                count_after(&client.stdout, "unanswered: "),
+                Some(1),
+                "{flags:?}\n{}\n{}",
+                client.stdout,
+                client.stderr
+            );
+        }
+    }
+
     /// The number at the start of the line that begins with `prefix`.
     fn count_after(stdout: &str, prefix: &str) -> Option<u64> {
         let line = stdout.lines().find_map(|line| line.strip_prefix(prefix))?;

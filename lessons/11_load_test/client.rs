@@ -738,7 +738,9 @@ fn own_cpu_seconds() -> f64 {
 fn open(addr: SocketAddr, unix: Option<&std::path::Path>) -> io::Result<Socket> {
     match unix {
         Some(path) => Ok(Socket::from(OwnedFd::from(UnixStream::connect(path)?))),
-        None => Ok(Socket::from(TcpStream::connect(addr)?)),
+        // A time limit on connect(2), as on every other wait: a server whose accept
+        // queue is full leaves the SYN unanswered for about two minutes of retries.
+        None => Ok(Socket::from(TcpStream::connect_timeout(&addr, STALL)?)),
     }
 }
 
@@ -1306,7 +1308,8 @@ fn drive_new_connections(number: usize, addr: SocketAddr, load: &Load) -> Outcom
         if load.deadline.is_some_and(|deadline| started >= deadline) {
             break;
         }
-        if let Err(err) = one_connection(addr, &mut reply, load.wait_limit(started)) {
+        let limit = load.wait_limit(started);
+        if let Err(err) = one_connection(addr, &mut reply, limit, load.grace_end()) {
             if unanswered_at_the_end(&err, load) {
                 outcome.unanswered += 1;
                 break;
@@ -1334,13 +1337,17 @@ fn unanswered_at_the_end(err: &io::Error, load: &Load) -> bool {
 }
 
 /// One request on a connection of its own; the reply ends when the server closes.
-/// Each call may wait `limit` at most: `STALL`, or less near the end of the grace.
+/// Each call may wait `limit` at most: `STALL`, or less near the end of the grace;
+/// and a reply that trickles in (a byte per call) ends at `grace_end` all the same.
 fn one_connection(
     addr: SocketAddr,
     reply: &mut [u8; HTTP_REPLY_MAX],
     limit: Duration,
+    grace_end: Option<Instant>,
 ) -> io::Result<()> {
-    let mut stream = TcpStream::connect(addr)?;
+    // connect(2) with a time limit: a server whose accept queue is full leaves the
+    // SYN unanswered, and the kernel would retry it for about two minutes.
+    let mut stream = TcpStream::connect_timeout(&addr, limit)?;
     stream.set_nodelay(true)?;
     // No progress for this long is an error, as in the epoll loop.
     stream.set_read_timeout(Some(limit))?;
@@ -1352,6 +1359,9 @@ fn one_connection(
             return Err(wrong_reply(format!(
                 "no close after {HTTP_REPLY_MAX} bytes of reply"
             )));
+        }
+        if grace_end.is_some_and(|end| Instant::now() >= end) {
+            return Err(io::ErrorKind::TimedOut.into());
         }
         match stream.read(&mut reply[got..]) {
             Ok(0) => break,

@@ -35,7 +35,8 @@ enum Link {
 impl Link {
     /// Connects (and shakes hands), each blocking call waiting `limit` at most.
     fn open(addr: SocketAddr, transport: &Transport, limit: Duration) -> io::Result<Link> {
-        let stream = TcpStream::connect(addr)?;
+        // connect(2) with a time limit: an unanswered SYN is retried for minutes.
+        let stream = TcpStream::connect_timeout(&addr, limit)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(limit))?;
         stream.set_write_timeout(Some(limit))?;
@@ -147,7 +148,21 @@ fn round_trip(io: &mut dyn ReadWrite, sent: &[u8], echo: &mut [u8], load: &Load)
         }
         io.write_all(piece)?;
         io.flush()?;
-        io.read_exact(back)?;
+        // read_exact, with the end of the grace checked between reads: each read has
+        // a time limit, but a server that trickles a byte per read would otherwise
+        // keep the whole piece going far past the end of the run.
+        let mut got = 0;
+        while got < back.len() {
+            if load.grace_end().is_some_and(|end| Instant::now() >= end) {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            match io.read(&mut back[got..]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
     }
     if echo != sent {
         let at = sent.iter().zip(echo.iter()).position(|(a, b)| a != b);
