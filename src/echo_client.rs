@@ -28,11 +28,11 @@
 //! are ready.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use crate::cli::Cli;
+use crate::cli::{Args, Cli};
 use crate::{
     connect_failed, exit_on_stdout_error, exit_with_error, print_line, room_for_descriptors,
 };
@@ -40,9 +40,18 @@ use crate::{
 /// How much of an echo is read (and printed) at a time.
 const PIECE: usize = 64 * 1024;
 
-/// Runs the echo client: `program` is the binary's name, `server_bin` the server to
-/// name in the hint when nobody answers.
-pub fn main(program: &'static str, about: &'static str, default_port: u16, server_bin: &str) {
+/// What every echo client is told on its command line (lesson 18's tokio client
+/// takes the same flags).
+pub struct EchoOptions {
+    pub conns: usize,
+    /// Seconds to keep the connections idle before sending.
+    pub hold: f64,
+    pub addr: SocketAddr,
+}
+
+/// Parses and checks the echo client's flags (`--conns`, `--hold`, the address and
+/// the messages); a bad value is a usage error. The `Args` keep the messages.
+pub fn parse(program: &'static str, about: &'static str, default_port: u16) -> (Args, EchoOptions) {
     let args = Cli::new(program, about, default_port)
         .value(
             "--conns",
@@ -76,6 +85,14 @@ pub fn main(program: &'static str, about: &'static str, default_port: u16, serve
     let addr = args
         .socket_addr()
         .unwrap_or_else(|message| exit_with_error(&message));
+    (args, EchoOptions { conns, hold, addr })
+}
+
+/// Runs the echo client: `program` is the binary's name, `server_bin` the server to
+/// name in the hint when nobody answers.
+pub fn main(program: &'static str, about: &'static str, default_port: u16, server_bin: &str) {
+    let (args, options) = parse(program, about, default_port);
+    let EchoOptions { conns, hold, addr } = options;
 
     let mut streams = Vec::with_capacity(conns);
     for _ in 0..conns {

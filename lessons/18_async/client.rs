@@ -15,10 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinHandle;
-use workbook::cli::Cli;
-use workbook::{
-    connect_failed, exit_on_stdout_error, exit_with_error, print_line, room_for_descriptors,
-};
+use workbook::echo_client::{self, EchoOptions};
+use workbook::{connect_failed, exit_on_stdout_error, exit_with_error, print_line};
 
 const DEFAULT_PORT: u16 = 10018;
 /// How much of an echo is read (and printed) at a time.
@@ -27,44 +25,14 @@ const PIECE: usize = 64 * 1024;
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 fn main() {
-    let args = Cli::new(
+    // The same flags as every echo client (src/echo_client.rs).
+    let (args, options) = echo_client::parse(
         "18_async_client",
         "Lesson 18: opens --conns connections to the async echo server, one task each, \
          and sends each line on every one of them.",
         DEFAULT_PORT,
-    )
-    .value(
-        "--conns",
-        "N",
-        "how many connections to open at once (default 3)",
-    )
-    .value(
-        "--hold",
-        "SECS",
-        "keep the connections open and idle this long before sending (default 0)",
-    )
-    .positional(
-        "MESSAGE",
-        "lines to send; without any, lines are read from stdin until an empty line or EOF",
-    )
-    .parse();
-    let conns: usize = args.get_or("--conns", 3);
-    let hold: f64 = args.get_or("--hold", 0.0);
-    if conns == 0 {
-        args.usage_error("--conns must be at least 1");
-    }
-    // A descriptor per connection: more than the hard limit allows is a usage error.
-    if let Err(message) =
-        room_for_descriptors(conns.saturating_add(16), "connections and a few more")
-    {
-        args.usage_error(&message);
-    }
-    if !(0.0..=86_400.0).contains(&hold) {
-        args.usage_error("--hold must be 0 to 86400 seconds");
-    }
-    let addr = args
-        .socket_addr()
-        .unwrap_or_else(|message| exit_with_error(&message));
+    );
+    let EchoOptions { conns, hold, addr } = options;
 
     // One thread is plenty for a client: its tasks wait on the network, not the CPU.
     let runtime = tokio::runtime::Builder::new_current_thread()
